@@ -1,0 +1,33 @@
+# make train: create .venv if absent, install, train CartPole-v1 over 16 seeds.
+# make test:  same venv, the whole test suite (fast unit tests first, then learning tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= runs/cartpole
+
+.PHONY: install train test test-fast lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+train: install
+	$(BIN)/purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 --out $(OUT)
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m slow -q
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+lint: install
+	$(BIN)/ruff check purejaxppo tests benchmarks
+	$(BIN)/ruff format --check purejaxppo tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

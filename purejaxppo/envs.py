@@ -1,0 +1,119 @@
+"""One environment interface over gymnax (>=1.0) and brax.
+
+Every adapter has the attributes `obs_dim`, `discrete`, `action_dim`, `action_low`,
+`action_high`, `max_episode_steps` and the methods
+
+    reset(key) -> (obs [obs_dim], state)
+    step(key, state, action) -> ppo.Step(obs, state, reward, terminated, truncated, final_obs)
+
+for a single (unbatched) environment; the trainer vmaps them. `step` auto-resets: `obs` is the
+first observation of the next episode when the step ended one, and `final_obs` is the true next
+observation before that reset, which is what a time-limit truncation bootstraps from.
+
+Names: a gymnax id (`"CartPole-v1"`), or `"brax:NAME"` / `"brax:NAME@BACKEND"` for brax (backend
+one of generalized, positional, spring, mjx; default positional, which is fast on a CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxppo.ppo import GymnaxEnv, Step, gymnax_env_names
+
+BRAX_PREFIX = "brax:"
+BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
+DEFAULT_BRAX_BACKEND = "positional"
+
+
+def brax_env_names() -> list[str]:
+    from brax import envs
+
+    return sorted(envs._envs)
+
+
+class BraxState(NamedTuple):
+    env_state: Any  # brax.envs.State
+    time: jax.Array  # int32 steps taken in the running episode
+
+
+class BraxEnv:
+    """A brax environment with a time limit, auto-reset, and terminated/truncated kept apart.
+
+    brax signals a real termination through `State.done`; the time limit is ours, so a step that
+    reaches `episode_length` without terminating is a truncation. Actions are in [-1, 1] (brax
+    scales them to the actuator range itself).
+    """
+
+    def __init__(
+        self, name: str, backend: str = DEFAULT_BRAX_BACKEND, episode_length: int = 1000
+    ) -> None:
+        from brax import envs
+
+        if name not in envs._envs:
+            raise ValueError(
+                f"unknown brax environment {name!r}; known: {', '.join(brax_env_names())}"
+            )
+        if backend not in BRAX_BACKENDS:
+            raise ValueError(f"brax backend must be one of {BRAX_BACKENDS}, got {backend!r}")
+        if episode_length <= 0:
+            raise ValueError(f"episode_length must be positive, got {episode_length}")
+        self.name = f"{BRAX_PREFIX}{name}@{backend}"
+        self.env = envs.get_environment(name, backend=backend)
+        self.obs_dim = int(self.env.observation_size)
+        self.discrete = False
+        self.action_dim = int(self.env.action_size)
+        self.action_low = -np.ones(self.action_dim, np.float32)
+        self.action_high = np.ones(self.action_dim, np.float32)
+        self.max_episode_steps = int(episode_length)
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, BraxState]:
+        state = self.env.reset(key)
+        return state.obs.astype(jnp.float32), BraxState(state, jnp.zeros((), jnp.int32))
+
+    def step(self, key: jax.Array, state: BraxState, action: jax.Array) -> Step:
+        nxt = self.env.step(state.env_state, action)
+        time = state.time + 1
+        terminated = nxt.done > 0.5
+        truncated = (time >= self.max_episode_steps) & ~terminated
+        done = terminated | truncated
+        fresh = self.env.reset(key)
+        merged = jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, nxt)
+        return Step(
+            obs=merged.obs.astype(jnp.float32),
+            state=BraxState(merged, jnp.where(done, 0, time)),
+            reward=jnp.asarray(nxt.reward, jnp.float32).reshape(()),
+            terminated=terminated.reshape(()),
+            truncated=truncated.reshape(()),
+            final_obs=nxt.obs.astype(jnp.float32),
+        )
+
+
+def parse_brax_name(env: str) -> tuple[str, str]:
+    """'brax:NAME[@BACKEND]' -> (NAME, BACKEND)."""
+    body = env[len(BRAX_PREFIX) :]
+    name, _, backend = body.partition("@")
+    return name, backend or DEFAULT_BRAX_BACKEND
+
+
+def make_env(env: str, **kwargs: Any) -> Any:
+    """The adapter for an environment name; unknown names raise a ValueError listing known ones."""
+    if env.startswith(BRAX_PREFIX):
+        name, backend = parse_brax_name(env)
+        return BraxEnv(name, backend=backend, **kwargs)
+    if env not in gymnax_env_names():
+        raise ValueError(
+            f"unknown environment {env!r}; gymnax: {', '.join(gymnax_env_names())}; "
+            f"brax (as 'brax:NAME'): {', '.join(brax_env_names())}"
+        )
+    return GymnaxEnv(env, **kwargs)
+
+
+def is_known_env(env: str) -> bool:
+    if env.startswith(BRAX_PREFIX):
+        name, backend = parse_brax_name(env)
+        return name in brax_env_names() and backend in BRAX_BACKENDS
+    return env in gymnax_env_names()

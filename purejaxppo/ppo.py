@@ -1,0 +1,1050 @@
+"""PPO end to end in JAX, in one file you can copy out and change.
+
+Proximal Policy Optimization (Schulman et al. 2017, arXiv:1707.06347), with the implementation
+details practitioners rely on. The file reads in the order data flows:
+
+    Config / HParams  ->  environment adapter  ->  distributions and networks
+    ->  rollout  ->  GAE  ->  losses  ->  epochs of minibatch updates  ->  make_train
+
+`make_train(config)` returns a pure `train(key, hparams)` that is safe under `jax.jit` and
+`jax.vmap`: vmap it over keys to train many seeds at once, and over an `HParams` batch to train a
+population of hyperparameters in the same compiled program.
+
+This file imports nothing from the purejaxppo package; it needs jax, flax, optax and gymnax:
+
+    python ppo.py --env CartPole-v1 --num-seeds 16 --total-timesteps 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+OBJECTIVES = ("clip", "none", "kl_fixed", "kl_adaptive")
+ACTIVATIONS = ("tanh", "relu")
+
+
+def _field(default: Any, doc: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": doc})
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: static fields (shapes, loop counts, graph branches) apart from traced ones.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static settings: changing one of these recompiles. Names follow CleanRL where it has one."""
+
+    env: str = _field("CartPole-v1", "environment id (gymnax, or 'brax:NAME' via purejaxppo.envs)")
+    num_envs: int = _field(4, "parallel environments per seed (N in the paper)")
+    num_steps: int = _field(128, "steps per environment per rollout (T in the paper)")
+    total_timesteps: int = _field(500_000, "environment steps per seed over the whole run")
+    update_epochs: int = _field(4, "epochs over each rollout (K in the paper)")
+    num_minibatches: int = _field(4, "minibatches per epoch")
+    hidden_sizes: tuple[int, ...] = _field((64, 64), "hidden layer widths of actor and critic")
+    activation: str = _field("tanh", "hidden activation: tanh or relu")
+    objective: str = _field("clip", "surrogate: clip, none, kl_fixed or kl_adaptive")
+    norm_adv: bool = _field(True, "normalize advantages per minibatch")
+    clip_vloss: bool = _field(True, "clip the value loss around the rollout's values")
+    anneal_lr: bool = _field(True, "anneal the learning rate linearly to zero")
+    normalize_obs: bool | None = _field(None, "running observation normalization (None: auto)")
+    normalize_reward: bool | None = _field(None, "scale rewards by running return std (None: auto)")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.env, str) or not self.env:
+            raise ValueError(f"Config.env must be a non-empty string, got {self.env!r}")
+        if ":" not in self.env and self.env not in gymnax_env_names():
+            raise ValueError(
+                f"Config.env: unknown environment {self.env!r}; known gymnax environments: "
+                f"{', '.join(gymnax_env_names())} (brax environments are named 'brax:NAME')"
+            )
+        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Config.{name} must be a positive integer, got {value!r}")
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(
+                f"Config.num_minibatches={self.num_minibatches} must divide the rollout batch "
+                f"num_envs * num_steps = {self.batch_size}"
+            )
+        if self.total_timesteps < self.batch_size:
+            raise ValueError(
+                f"Config.total_timesteps={self.total_timesteps} is smaller than one rollout "
+                f"(num_envs * num_steps = {self.batch_size})"
+            )
+        sizes = tuple(self.hidden_sizes)
+        if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in sizes):
+            raise ValueError(
+                f"Config.hidden_sizes must be a non-empty tuple of positive integers, "
+                f"got {self.hidden_sizes!r}"
+            )
+        object.__setattr__(self, "hidden_sizes", sizes)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Config.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"Config.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        for name in ("norm_adv", "clip_vloss", "anneal_lr"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Config.{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("normalize_obs", "normalize_reward"):
+            if getattr(self, name) not in (None, True, False):
+                raise ValueError(
+                    f"Config.{name} must be true, false or null (auto), got {getattr(self, name)!r}"
+                )
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+@struct.dataclass
+class HParams:
+    """Traced hyperparameters: a pytree, so a batch of them is one more vmap axis."""
+
+    learning_rate: float = _field(2.5e-4, "Adam step size (annealed to 0 if anneal_lr)")
+    gamma: float = _field(0.99, "discount factor")
+    gae_lambda: float = _field(0.95, "GAE lambda")
+    clip_coef: float = _field(0.2, "surrogate clip epsilon, also the value-clip range")
+    ent_coef: float = _field(0.01, "entropy bonus coefficient (c2 in the paper)")
+    vf_coef: float = _field(0.5, "value loss coefficient (c1 in the paper)")
+    max_grad_norm: float = _field(0.5, "global-norm gradient clipping threshold")
+    kl_beta: float = _field(1.0, "KL penalty coefficient (initial value for kl_adaptive)")
+    kl_target: float = _field(0.01, "d_targ of the adaptive KL penalty")
+
+    def replace(self, **changes: Any) -> HParams:
+        return dataclasses.replace(self, **changes)
+
+
+HPARAM_LIMITS = {
+    "learning_rate": (0.0, math.inf),
+    "gamma": (0.0, 1.0),
+    "gae_lambda": (0.0, 1.0),
+    "clip_coef": (0.0, math.inf),
+    "ent_coef": (0.0, math.inf),
+    "vf_coef": (0.0, math.inf),
+    "max_grad_norm": (0.0, math.inf),
+    "kl_beta": (0.0, math.inf),
+    "kl_target": (0.0, math.inf),
+}
+
+
+def check_hparams(hparams: HParams) -> HParams:
+    """Raise a ValueError naming the field if a concrete hyperparameter is out of range."""
+    for name, (low, high) in HPARAM_LIMITS.items():
+        value = np.asarray(getattr(hparams, name), dtype=np.float64)
+        if not np.all(np.isfinite(value)) or np.any(value < low) or np.any(value > high):
+            raise ValueError(f"HParams.{name} must lie in [{low}, {high}], got {value.tolist()}")
+    return hparams
+
+
+# ---------------------------------------------------------------------------------------------
+# Environments. The trainer talks to any object with this adapter's attributes and methods; the
+# package adds brax behind the same interface.
+# ---------------------------------------------------------------------------------------------
+
+
+def gymnax_env_names() -> list[str]:
+    import gymnax
+
+    return list(gymnax.registered_envs)
+
+
+class Step(NamedTuple):
+    """One auto-resetting transition. `final_obs` is the true next observation (before reset)."""
+
+    obs: jax.Array
+    state: Any
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+
+
+class GymnaxEnv:
+    """gymnax (>=1.0) environment with flat float observations.
+
+    Attributes used by the trainer: obs_dim, discrete, action_dim, action_low, action_high,
+    max_episode_steps; methods reset(key) -> (obs, state) and step(key, state, action) -> Step.
+    """
+
+    def __init__(self, name: str, **env_kwargs: Any) -> None:
+        import gymnax
+
+        if name not in gymnax.registered_envs:
+            raise ValueError(
+                f"unknown gymnax environment {name!r}; known: {', '.join(gymnax.registered_envs)}"
+            )
+        self.name = name
+        self.env, self.params = gymnax.make(name, **env_kwargs)
+        self.obs_dim = int(np.prod(self.env.observation_space(self.params).shape))
+        space = self.env.action_space(self.params)
+        self.discrete = not hasattr(space, "low")
+        if self.discrete:
+            self.action_dim = int(space.n)
+            self.action_low = self.action_high = None
+        else:
+            self.action_dim = int(np.prod(space.shape))
+            self.action_low = np.broadcast_to(np.asarray(space.low, np.float32), (self.action_dim,))
+            self.action_high = np.broadcast_to(
+                np.asarray(space.high, np.float32), (self.action_dim,)
+            )
+        self.max_episode_steps = int(self.params.max_steps_in_episode)
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
+        obs, state = self.env.reset(key, self.params)
+        return jnp.ravel(obs).astype(jnp.float32), state
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> Step:
+        if not self.discrete:
+            action = action.reshape(self.env.action_space(self.params).shape)
+        obs, state, reward, terminated, truncated, info = self.env.step(
+            key, state, action, self.params
+        )
+        # gymnax reports a time limit even on the step that also terminates; termination wins.
+        terminated = jnp.asarray(terminated, jnp.bool_)
+        truncated = jnp.logical_and(jnp.asarray(truncated, jnp.bool_), ~terminated)
+        return Step(
+            obs=jnp.ravel(obs).astype(jnp.float32),
+            state=state,
+            reward=jnp.asarray(reward, jnp.float32).reshape(()),
+            terminated=terminated.reshape(()),
+            truncated=truncated.reshape(()),
+            final_obs=jnp.ravel(info["final_observation"]).astype(jnp.float32),
+        )
+
+
+def resolve_normalization(config: Config, env: Any) -> tuple[bool, bool]:
+    """Observation / reward normalization: off by default for discrete actions, on for continuous."""
+    auto = not env.discrete
+    obs = auto if config.normalize_obs is None else config.normalize_obs
+    rew = auto if config.normalize_reward is None else config.normalize_reward
+    return obs, rew
+
+
+# ---------------------------------------------------------------------------------------------
+# Running statistics for observation normalization and reward scaling.
+# ---------------------------------------------------------------------------------------------
+
+OBS_CLIP = 10.0
+REWARD_CLIP = 10.0
+NORM_EPS = 1e-8
+
+
+class RunningStat(NamedTuple):
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def create(cls, shape: Sequence[int]) -> RunningStat:
+        # count starts at a tiny value so the first merge takes the batch statistics.
+        return cls(jnp.zeros(shape), jnp.ones(shape), jnp.asarray(1e-4, jnp.float32))
+
+    def update(self, batch: jax.Array) -> RunningStat:
+        """Merge a batch [B, ...] by the parallel-variance formula (Chan et al.)."""
+        b_mean = batch.mean(axis=0)
+        b_var = batch.var(axis=0)
+        b_count = jnp.asarray(batch.shape[0], jnp.float32)
+        total = self.count + b_count
+        delta = b_mean - self.mean
+        mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        return RunningStat(mean, m2 / total, total)
+
+
+def normalize_obs(stat: RunningStat, obs: jax.Array) -> jax.Array:
+    return jnp.clip((obs - stat.mean) / jnp.sqrt(stat.var + NORM_EPS), -OBS_CLIP, OBS_CLIP)
+
+
+class Normalizer(NamedTuple):
+    """Per-seed normalization state; identity when the config turns normalization off."""
+
+    obs: RunningStat
+    ret: RunningStat  # variance of the discounted return, for reward scaling
+    ret_acc: jax.Array  # [N] running discounted return per environment
+
+
+# ---------------------------------------------------------------------------------------------
+# Action distributions (categorical and diagonal Gaussian), written out so they can be tested.
+# ---------------------------------------------------------------------------------------------
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def categorical_log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
+    """logits [..., A], integer action [...] -> log pi(a) [...]."""
+    logp = jax.nn.log_softmax(logits)
+    return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def categorical_entropy(logits: jax.Array) -> jax.Array:
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def categorical_kl(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
+    """KL(p || q) for categoricals given by logits [..., A]."""
+    logp = jax.nn.log_softmax(p_logits)
+    logq = jax.nn.log_softmax(q_logits)
+    return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
+
+
+def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, action: jax.Array) -> jax.Array:
+    """Diagonal Gaussian: mean, log_std, action [..., D] -> log density [...]."""
+    z = (action - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * LOG_2PI, axis=-1)
+
+
+def gaussian_entropy(log_std: jax.Array) -> jax.Array:
+    return jnp.sum(log_std + 0.5 * (1.0 + LOG_2PI), axis=-1)
+
+
+def gaussian_kl(
+    mean_p: jax.Array, log_std_p: jax.Array, mean_q: jax.Array, log_std_q: jax.Array
+) -> jax.Array:
+    """KL(p || q) for diagonal Gaussians [..., D] -> [...]."""
+    var_ratio = jnp.exp(2.0 * (log_std_p - log_std_q))
+    mean_term = ((mean_p - mean_q) * jnp.exp(-log_std_q)) ** 2
+    return 0.5 * jnp.sum(var_ratio + mean_term - 1.0 - 2.0 * (log_std_p - log_std_q), axis=-1)
+
+
+class Dist(NamedTuple):
+    """Policy output. Discrete: loc holds logits [..., A], scale is unused. Continuous: loc is
+    the mean and scale the log-std, both [..., D]."""
+
+    loc: jax.Array
+    scale: jax.Array
+
+
+def dist_log_prob(discrete: bool, dist: Dist, action: jax.Array) -> jax.Array:
+    if discrete:
+        return categorical_log_prob(dist.loc, action)
+    return gaussian_log_prob(dist.loc, dist.scale, action)
+
+
+def dist_entropy(discrete: bool, dist: Dist) -> jax.Array:
+    if discrete:
+        return categorical_entropy(dist.loc)
+    return gaussian_entropy(dist.scale)
+
+
+def dist_kl(discrete: bool, p: Dist, q: Dist) -> jax.Array:
+    if discrete:
+        return categorical_kl(p.loc, q.loc)
+    return gaussian_kl(p.loc, p.scale, q.loc, q.scale)
+
+
+def dist_sample(discrete: bool, dist: Dist, key: jax.Array) -> jax.Array:
+    if discrete:
+        return jax.random.categorical(key, dist.loc)
+    return dist.loc + jnp.exp(dist.scale) * jax.random.normal(key, dist.loc.shape)
+
+
+def dist_mode(discrete: bool, dist: Dist) -> jax.Array:
+    return jnp.argmax(dist.loc, axis=-1) if discrete else dist.loc
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks: separate actor and critic MLPs, orthogonal init (sqrt 2 hidden, 0.01 policy head,
+# 1.0 value head), a state-independent log-std for continuous actions.
+# ---------------------------------------------------------------------------------------------
+
+
+def _mlp(x: jax.Array, sizes: Sequence[int], activation: Callable, prefix: str) -> jax.Array:
+    for i, width in enumerate(sizes):
+        x = nn.Dense(
+            width,
+            kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)),
+            bias_init=nn.initializers.zeros,
+            name=f"{prefix}_{i}",
+        )(x)
+        x = activation(x)
+    return x
+
+
+class ActorCritic(nn.Module):
+    action_dim: int
+    discrete: bool
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[Dist, jax.Array]:
+        """obs [..., obs_dim] -> (Dist with [..., A] leaves, value [...])."""
+        act = {"tanh": nn.tanh, "relu": nn.relu}[self.activation]
+        h = _mlp(obs, self.hidden_sizes, act, "actor")
+        loc = nn.Dense(
+            self.action_dim,
+            kernel_init=nn.initializers.orthogonal(0.01),
+            bias_init=nn.initializers.zeros,
+            name="actor_out",
+        )(h)
+        if self.discrete:
+            scale = jnp.zeros_like(loc[..., :1])
+        else:
+            log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+            scale = jnp.broadcast_to(log_std, loc.shape)
+        v = _mlp(obs, self.hidden_sizes, act, "critic")
+        v = nn.Dense(
+            1,
+            kernel_init=nn.initializers.orthogonal(1.0),
+            bias_init=nn.initializers.zeros,
+            name="critic_out",
+        )(v)
+        return Dist(loc, scale), v[..., 0]
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        return self(obs)[1]
+
+
+def make_network(config: Config, env: Any) -> ActorCritic:
+    return ActorCritic(
+        action_dim=env.action_dim,
+        discrete=env.discrete,
+        hidden_sizes=config.hidden_sizes,
+        activation=config.activation,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training state. Every scan carry is a named structure.
+# ---------------------------------------------------------------------------------------------
+
+
+class EnvCarry(NamedTuple):
+    state: Any  # batched env state [N, ...]
+    obs: jax.Array  # [N, obs_dim], raw (unnormalized)
+    ep_return: jax.Array  # [N] undiscounted raw return of the running episode
+    ep_length: jax.Array  # [N] int32
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    env: EnvCarry
+    norm: Normalizer
+    kl_beta: jax.Array  # current KL penalty coefficient (adapted by kl_adaptive)
+    key: jax.Array
+    update: jax.Array  # int32 number of completed updates
+
+
+class Transition(NamedTuple):
+    """One rollout step for all environments; the rollout stacks these to [T, N, ...]."""
+
+    obs: jax.Array  # normalized observation the policy saw
+    action: jax.Array
+    log_prob: jax.Array
+    dist: Dist  # the acting policy's distribution, for the exact KL of the penalty objectives
+    value: jax.Array
+    reward: jax.Array  # scaled reward used for learning
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array  # normalized true next observation, to bootstrap from
+    raw_reward: jax.Array
+    ep_return: jax.Array  # return of the episode that ended here (meaningful where done)
+    ep_length: jax.Array
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollout: T steps of N auto-resetting environments.
+# ---------------------------------------------------------------------------------------------
+
+
+def rollout(
+    config: Config,
+    env: Any,
+    network: ActorCritic,
+    params: Any,
+    carry: EnvCarry,
+    norm: Normalizer,
+    key: jax.Array,
+    hparams: HParams,
+) -> tuple[EnvCarry, Normalizer, Transition]:
+    """Collect config.num_steps steps; returns the stacked Transition [T, N, ...]."""
+    use_obs_norm, use_rew_norm = resolve_normalization(config, env)
+    low = None if env.discrete else jnp.asarray(env.action_low)
+    high = None if env.discrete else jnp.asarray(env.action_high)
+
+    def step(c: tuple[EnvCarry, Normalizer], step_key: jax.Array):
+        carry, norm = c
+        act_key, env_key = jax.random.split(step_key)
+        obs_stat = norm.obs.update(carry.obs) if use_obs_norm else norm.obs
+        obs = normalize_obs(obs_stat, carry.obs) if use_obs_norm else carry.obs
+        dist, value = network.apply(params, obs)
+        action = dist_sample(env.discrete, dist, act_key)
+        log_prob = dist_log_prob(env.discrete, dist, action)
+        # The Gaussian sample is kept unclipped for the log-prob; only the env sees the clip.
+        env_action = action if env.discrete else jnp.clip(action, low, high)
+        out = jax.vmap(env.step)(jax.random.split(env_key, config.num_envs), carry.state, env_action)
+        done = out.terminated | out.truncated
+
+        ep_return = carry.ep_return + out.reward
+        ep_length = carry.ep_length + 1
+        ret_acc = norm.ret_acc
+        ret_stat = norm.ret
+        reward = out.reward
+        if use_rew_norm:
+            ret_acc = ret_acc * hparams.gamma + out.reward
+            ret_stat = ret_stat.update(ret_acc)
+            reward = jnp.clip(out.reward / jnp.sqrt(ret_stat.var + NORM_EPS), -REWARD_CLIP, REWARD_CLIP)
+            ret_acc = jnp.where(done, 0.0, ret_acc)
+        final_obs = normalize_obs(obs_stat, out.final_obs) if use_obs_norm else out.final_obs
+
+        transition = Transition(
+            obs=obs,
+            action=action,
+            log_prob=log_prob,
+            dist=dist,
+            value=value,
+            reward=reward,
+            terminated=out.terminated,
+            truncated=out.truncated,
+            final_obs=final_obs,
+            raw_reward=out.reward,
+            ep_return=ep_return,
+            ep_length=ep_length,
+        )
+        new_carry = EnvCarry(
+            state=out.state,
+            obs=out.obs,
+            ep_return=jnp.where(done, 0.0, ep_return),
+            ep_length=jnp.where(done, 0, ep_length),
+        )
+        return (new_carry, Normalizer(obs_stat, ret_stat, ret_acc)), transition
+
+    keys = jax.random.split(key, config.num_steps)
+    (carry, norm), traj = jax.lax.scan(step, (carry, norm), keys)
+    return carry, norm, traj
+
+
+# ---------------------------------------------------------------------------------------------
+# Generalized advantage estimation (Schulman et al. 2016; PPO paper eq. 11-12).
+# ---------------------------------------------------------------------------------------------
+
+
+def compute_gae(
+    rewards: jax.Array,
+    values: jax.Array,
+    next_values: jax.Array,
+    terminated: jax.Array,
+    truncated: jax.Array,
+    gamma: jax.Array | float,
+    gae_lambda: jax.Array | float,
+) -> tuple[jax.Array, jax.Array]:
+    """Truncated GAE over a rollout, all inputs [T, B].
+
+    next_values[t] is V of the true next state of step t (the observation before any auto-reset).
+      delta_t = r_t + gamma * (1 - terminated_t) * next_values[t] - values[t]
+      A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1},  done = terminated | truncated
+    A terminated step bootstraps from zero; a truncated one from the value of its final
+    observation, and in both cases the recursion stops, because step t+1 starts a new episode.
+    The last step of the rollout bootstraps from next_values[T-1] (the cut of truncated GAE).
+    Returns (advantages, returns = advantages + values), both [T, B].
+    """
+    term = terminated.astype(values.dtype)
+    done = jnp.logical_or(terminated, truncated).astype(values.dtype)
+    deltas = rewards + gamma * (1.0 - term) * next_values - values
+
+    def back(adv_next: jax.Array, x: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        delta, d = x
+        adv = delta + gamma * gae_lambda * (1.0 - d) * adv_next
+        return adv, adv
+
+    _, advantages = jax.lax.scan(back, jnp.zeros_like(values[0]), (deltas, done), reverse=True)
+    return advantages, advantages + values
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses (PPO paper, section 3-5).
+# ---------------------------------------------------------------------------------------------
+
+
+def policy_loss(
+    objective: str,
+    log_prob: jax.Array,
+    old_log_prob: jax.Array,
+    advantages: jax.Array,
+    kl: jax.Array,
+    clip_coef: jax.Array | float,
+    kl_beta: jax.Array | float,
+) -> jax.Array:
+    """Negative surrogate objective to minimize, averaged over a minibatch [B].
+
+    ratio r = pi(a|s) / pi_old(a|s).
+      clip:        -E[min(r A, clip(r, 1-eps, 1+eps) A)]          (paper eq. 7)
+      none:        -E[r A]                                         (paper eq. 6)
+      kl_fixed /
+      kl_adaptive: -E[r A - beta KL[pi_old(.|s), pi(.|s)]]          (paper eq. 8)
+    `kl` is the per-sample exact KL [B] (used only by the penalty objectives).
+    """
+    ratio = jnp.exp(log_prob - old_log_prob)
+    if objective == "clip":
+        surrogate = jnp.minimum(
+            ratio * advantages, jnp.clip(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages
+        )
+    elif objective == "none":
+        surrogate = ratio * advantages
+    elif objective in ("kl_fixed", "kl_adaptive"):
+        surrogate = ratio * advantages - kl_beta * kl
+    else:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    return -jnp.mean(surrogate)
+
+
+def value_loss(
+    values: jax.Array,
+    old_values: jax.Array,
+    returns: jax.Array,
+    clip_coef: jax.Array | float,
+    clip: bool,
+) -> jax.Array:
+    """0.5 E[(V - V_targ)^2]; with clip, the max of the plain and the clipped error
+    (V_clip = V_old + clip(V - V_old, -eps, eps)), as in the PPO reference implementation."""
+    err = (values - returns) ** 2
+    if clip:
+        clipped = old_values + jnp.clip(values - old_values, -clip_coef, clip_coef)
+        err = jnp.maximum(err, (clipped - returns) ** 2)
+    return 0.5 * jnp.mean(err)
+
+
+def adapt_kl_beta(
+    kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | float
+) -> jax.Array:
+    """Adaptive KL penalty (paper section 4): halve beta when d < d_targ / 1.5, double it when
+    d > 1.5 d_targ, otherwise keep it."""
+    kl_beta = jnp.where(kl < kl_target / 1.5, kl_beta / 2.0, kl_beta)
+    return jnp.where(kl > kl_target * 1.5, kl_beta * 2.0, kl_beta)
+
+
+class Batch(NamedTuple):
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    dist: Dist
+    value: jax.Array
+    advantages: jax.Array
+    returns: jax.Array
+
+
+def ppo_loss(
+    params: Any,
+    network: ActorCritic,
+    config: Config,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    kl_beta: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """L = policy_loss + vf_coef * value_loss - ent_coef * entropy, on a minibatch [B]."""
+    dist, value = network.apply(params, batch.obs)
+    log_prob = dist_log_prob(discrete, dist, batch.action)
+    adv = batch.advantages
+    if config.norm_adv:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    kl = dist_kl(discrete, batch.dist, dist) if config.objective.startswith("kl") else 0.0
+    pg = policy_loss(config.objective, log_prob, batch.log_prob, adv, kl, hparams.clip_coef, kl_beta)
+    vf = value_loss(value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss)
+    entropy = dist_entropy(discrete, dist).mean()
+    loss = pg + hparams.vf_coef * vf - hparams.ent_coef * entropy
+    log_ratio = log_prob - batch.log_prob
+    ratio = jnp.exp(log_ratio)
+    stats = {
+        "policy_loss": pg,
+        "value_loss": vf,
+        "entropy": entropy,
+        # k3 estimator of KL[pi_old, pi] (Schulman, "Approximating KL divergence").
+        "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
+        "clip_fraction": jnp.mean((jnp.abs(ratio - 1.0) > hparams.clip_coef).astype(jnp.float32)),
+    }
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer: global-norm clipping then Adam, with a linear LR schedule over gradient steps.
+# ---------------------------------------------------------------------------------------------
+
+
+def make_optimizer(config: Config, hparams: HParams) -> optax.GradientTransformation:
+    steps_per_update = config.update_epochs * config.num_minibatches
+
+    def schedule(count: jax.Array) -> jax.Array:
+        if not config.anneal_lr:
+            return jnp.asarray(hparams.learning_rate, jnp.float32)
+        frac = 1.0 - (count // steps_per_update) / config.num_updates
+        return hparams.learning_rate * frac
+
+    return optax.chain(
+        optax.clip_by_global_norm(hparams.max_grad_norm),
+        optax.adam(learning_rate=schedule, eps=1e-5),
+    )
+
+
+def current_lr(config: Config, hparams: HParams, update: jax.Array) -> jax.Array:
+    if not config.anneal_lr:
+        return jnp.asarray(hparams.learning_rate, jnp.float32)
+    return hparams.learning_rate * (1.0 - update / config.num_updates)
+
+
+# ---------------------------------------------------------------------------------------------
+# make_train: init, one PPO update, and the scanned loop.
+# ---------------------------------------------------------------------------------------------
+
+METRIC_NAMES = (
+    "episode_return",
+    "episode_length",
+    "episodes",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
+    "learning_rate",
+    "kl_beta",
+    "kl",
+)
+
+
+class Trainer(NamedTuple):
+    """The pieces of make_train, for drivers that run updates in chunks."""
+
+    config: Config
+    env: Any
+    network: ActorCritic
+    init: Callable[[jax.Array, HParams], TrainState]
+    update: Callable[[TrainState, HParams], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def make_trainer(config: Config, env: Any | None = None) -> Trainer:
+    """Build init(key, hparams) -> TrainState and update(state, hparams) -> (state, metrics)."""
+    if env is None:
+        if ":" in config.env:
+            raise ValueError(
+                f"Config.env={config.env!r} is not a gymnax environment; pass env= "
+                "(for example purejaxppo.envs.make_env(config.env))"
+            )
+        env = GymnaxEnv(config.env)
+    network = make_network(config, env)
+    use_obs_norm, _ = resolve_normalization(config, env)
+
+    def init(key: jax.Array, hparams: HParams) -> TrainState:
+        net_key, env_key, run_key = jax.random.split(key, 3)
+        params = network.init(net_key, jnp.zeros((1, env.obs_dim), jnp.float32))
+        opt_state = make_optimizer(config, hparams).init(params)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, config.num_envs))
+        carry = EnvCarry(
+            state=env_state,
+            obs=obs,
+            ep_return=jnp.zeros(config.num_envs, jnp.float32),
+            ep_length=jnp.zeros(config.num_envs, jnp.int32),
+        )
+        norm = Normalizer(
+            obs=RunningStat.create((env.obs_dim,)),
+            ret=RunningStat.create(()),
+            ret_acc=jnp.zeros(config.num_envs, jnp.float32),
+        )
+        return TrainState(
+            params=params,
+            opt_state=opt_state,
+            env=carry,
+            norm=norm,
+            kl_beta=jnp.asarray(hparams.kl_beta, jnp.float32),
+            key=run_key,
+            update=jnp.zeros((), jnp.int32),
+        )
+
+    def update(state: TrainState, hparams: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
+        key, rollout_key, epoch_key = jax.random.split(state.key, 3)
+        carry, norm, traj = rollout(
+            config, env, network, state.params, state.env, state.norm, rollout_key, hparams
+        )
+        # V of every true next state in one batched pass: equals V(obs_{t+1}) unless the episode
+        # ended at t, when it is V of the final observation (what a time limit bootstraps from).
+        next_values = network.apply(state.params, traj.final_obs, method=ActorCritic.value)
+        advantages, returns = compute_gae(
+            traj.reward,
+            traj.value,
+            next_values,
+            traj.terminated,
+            traj.truncated,
+            hparams.gamma,
+            hparams.gae_lambda,
+        )
+        data = Batch(traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns)
+        data = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
+        optimizer = make_optimizer(config, hparams)
+        grad_fn = jax.grad(ppo_loss, has_aux=True)
+
+        def minibatch_step(c: tuple[Any, Any], mb: Batch):
+            params, opt_state = c
+            grads, stats = grad_fn(params, network, config, env.discrete, mb, hparams, state.kl_beta)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), stats
+
+        def epoch(c: tuple[Any, Any], k: jax.Array):
+            perm = jax.random.permutation(k, config.batch_size)
+            shuffled = jax.tree.map(
+                lambda x: x[perm].reshape((config.num_minibatches, -1) + x.shape[1:]), data
+            )
+            return jax.lax.scan(minibatch_step, c, shuffled)
+
+        (params, opt_state), stats = jax.lax.scan(
+            epoch,
+            (state.params, state.opt_state),
+            jax.random.split(epoch_key, config.update_epochs),
+        )
+        stats = jax.tree.map(jnp.mean, stats)
+
+        kl_beta = state.kl_beta
+        if config.objective == "kl_adaptive" or config.objective == "kl_fixed":
+            new_dist, _ = network.apply(params, data.obs)
+            kl = dist_kl(env.discrete, data.dist, new_dist).mean()
+            if config.objective == "kl_adaptive":
+                kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
+        else:
+            kl = stats["approx_kl"]
+
+        done = traj.terminated | traj.truncated
+        episodes = done.sum()
+        denom = jnp.maximum(episodes, 1)
+        nan = jnp.asarray(jnp.nan, jnp.float32)
+        flat_returns = returns.reshape(-1)
+        resid_var = jnp.var(flat_returns - traj.value.reshape(-1))
+        metrics = {
+            "episode_return": jnp.where(
+                episodes > 0, jnp.sum(jnp.where(done, traj.ep_return, 0.0)) / denom, nan
+            ),
+            "episode_length": jnp.where(
+                episodes > 0, jnp.sum(jnp.where(done, traj.ep_length, 0)) / denom, nan
+            ),
+            "episodes": episodes.astype(jnp.int32),
+            **stats,
+            "explained_variance": 1.0 - resid_var / (jnp.var(flat_returns) + 1e-8),
+            "learning_rate": current_lr(config, hparams, state.update),
+            "kl_beta": state.kl_beta,
+            "kl": kl,
+        }
+        new_state = TrainState(
+            params=params,
+            opt_state=opt_state,
+            env=carry,
+            norm=norm,
+            kl_beta=kl_beta,
+            key=key,
+            update=state.update + 1,
+        )
+        return new_state, metrics
+
+    del use_obs_norm
+    return Trainer(config=config, env=env, network=network, init=init, update=update)
+
+
+def make_train(
+    config: Config, env: Any | None = None
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Return a pure train(key, hparams=None) -> (final TrainState, metrics [num_updates]).
+
+    Each metric is one value per update (reduced inside the scan). jit it, and vmap it over keys
+    (seeds) and over HParams batches (a population) as you like.
+    """
+    trainer = make_trainer(config, env)
+
+    def train(
+        key: jax.Array, hparams: HParams | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        hparams = HParams() if hparams is None else hparams
+        state = trainer.init(key, hparams)
+        return jax.lax.scan(
+            lambda s, _: trainer.update(s, hparams), state, None, length=config.num_updates
+        )
+
+    return train
+
+
+def final_return(metrics: dict[str, Any], fraction: float = 0.05) -> np.ndarray:
+    """Mean episodic return over the last `fraction` of updates, weighted by episode count.
+    Works on metrics with any leading axes ([..., num_updates]); NaN where no episode ended."""
+    returns = np.asarray(metrics["episode_return"], np.float64)
+    counts = np.asarray(metrics["episodes"], np.float64)
+    window = max(1, int(math.ceil(fraction * returns.shape[-1])))
+    r, c = returns[..., -window:], counts[..., -window:]
+    total = np.where(c > 0, np.nan_to_num(r) * c, 0.0).sum(-1)
+    n = c.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation with the deterministic policy (argmax / mean action).
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    config: Config,
+    params: Any,
+    norm: Normalizer,
+    key: jax.Array,
+    num_episodes: int = 10,
+    env: Any | None = None,
+) -> jax.Array:
+    """Run num_episodes episodes in parallel with the mean/argmax action; returns [num_episodes]
+    undiscounted returns. Observations are normalized with the trained statistics, frozen."""
+    env = GymnaxEnv(config.env) if env is None else env
+    network = make_network(config, env)
+    use_obs_norm, _ = resolve_normalization(config, env)
+
+    def step(c, step_key):
+        state, obs, total, alive = c
+        o = normalize_obs(norm.obs, obs) if use_obs_norm else obs
+        dist, _ = network.apply(params, o)
+        action = dist_mode(env.discrete, dist)
+        if not env.discrete:
+            action = jnp.clip(action, env.action_low, env.action_high)
+        out = jax.vmap(env.step)(jax.random.split(step_key, num_episodes), state, action)
+        total = total + jnp.where(alive, out.reward, 0.0)
+        alive = alive & ~(out.terminated | out.truncated)
+        return (out.state, out.obs, total, alive), None
+
+    reset_key, run_key = jax.random.split(key)
+    obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+    init = (state, obs, jnp.zeros(num_episodes), jnp.ones(num_episodes, jnp.bool_))
+    (_, _, total, _), _ = jax.lax.scan(
+        step, init, jax.random.split(run_key, env.max_episode_steps)
+    )
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: python ppo.py --env CartPole-v1 --num-seeds 16
+# ---------------------------------------------------------------------------------------------
+
+# Defaults shipped per environment (applied under any flag the user gives).
+PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "Pendulum-v1": (
+        dict(
+            num_envs=16,
+            num_steps=256,
+            total_timesteps=1_000_000,
+            update_epochs=10,
+            num_minibatches=8,
+            anneal_lr=True,
+        ),
+        dict(learning_rate=1e-3, gamma=0.95, gae_lambda=0.95, ent_coef=0.0, max_grad_norm=0.5),
+    ),
+}
+
+
+def preset(env: str) -> tuple[Config, HParams]:
+    """The shipped defaults for an environment (plain defaults if none are shipped)."""
+    cfg, hp = PRESETS.get(env, ({}, {}))
+    return Config(env=env, **cfg), HParams(**hp)
+
+
+def _parse_value(kind: Any, text: str) -> Any:
+    kind = str(kind)
+    if "tuple" in kind:
+        return tuple(int(v) for v in text.split(",") if v)
+    if "bool" in kind:
+        lowered = text.lower()
+        if lowered in ("none", "null", "auto"):
+            return None
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise argparse.ArgumentTypeError(f"expected true, false or auto, got {text!r}")
+    if "int" in kind:
+        return int(float(text)) if "e" in text.lower() else int(text)
+    if "float" in kind:
+        return float(text)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train PPO on a gymnax environment; many seeds in one jit(vmap(train)) call.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--num-seeds", type=int, default=1, help="seeds trained in parallel")
+    parser.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    for cls in (Config, HParams):
+        for f in dataclasses.fields(cls):
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                type=lambda text, k=f.type: _parse_value(k, text),
+                default=argparse.SUPPRESS,
+                help=f"{f.metadata.get('help', '')} (default {f.default!r}, or the env preset)",
+            )
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = vars(build_parser().parse_args(argv))
+    num_seeds, seed = args.pop("num_seeds"), args.pop("seed")
+    if num_seeds <= 0:
+        raise SystemExit("--num-seeds must be a positive integer")
+    config, hparams = preset(args.get("env", Config.env))
+    config_names = {f.name for f in dataclasses.fields(Config)}
+    config = config.replace(**{k: v for k, v in args.items() if k in config_names})
+    hparams = check_hparams(hparams.replace(**{k: v for k, v in args.items() if k not in config_names}))
+
+    train = jax.jit(jax.vmap(make_train(config), in_axes=(0, None)))
+    keys = jax.random.split(jax.random.key(seed), num_seeds)
+    t0 = time.perf_counter()
+    compiled = train.lower(keys, hparams).compile()
+    compile_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, metrics = jax.block_until_ready(compiled(keys, hparams))
+    run_seconds = time.perf_counter() - t0
+    finals = final_return(jax.device_get(metrics))
+    steps = num_seeds * config.num_updates * config.batch_size
+    return {
+        "env": config.env,
+        "num_seeds": num_seeds,
+        "total_timesteps": config.num_updates * config.batch_size,
+        "compile_seconds": round(compile_seconds, 3),
+        "run_seconds": round(run_seconds, 3),
+        "steps_per_second": round(steps / run_seconds, 1),
+        "final_return": [None if np.isnan(x) else round(float(x), 3) for x in finals],
+        "final_return_mean": None if np.all(np.isnan(finals)) else round(float(np.nanmean(finals)), 3),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        result = run(argv)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
