@@ -372,56 +372,91 @@ def dist_mode(discrete: bool, dist: Dist) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks: separate actor and critic MLPs, orthogonal init (sqrt 2 hidden, 0.01 policy head,
-# 1.0 value head), a state-independent log-std for continuous actions.
+# Networks: orthogonal init (sqrt 2 hidden, 0.01 policy head, 1.0 value head).
 # ---------------------------------------------------------------------------------------------
 
 
-def _mlp(x: jax.Array, sizes: Sequence[int], activation: Callable, prefix: str) -> jax.Array:
-    for i, width in enumerate(sizes):
-        x = nn.Dense(
-            width,
-            kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)),
+def orthogonal(gain: float) -> Callable[..., jax.Array]:
+    """Orthogonal initializer (Saxe et al. 2014) for [fan_in, fan_out] kernels.
+
+    Built by Gram-Schmidt instead of LAPACK QR on purpose: under vmap a batched QR runs as a
+    LAPACK custom call that splits the batch over XLA's CPU thread pool and waits for it; when
+    every pool thread is inside such a call (two threads on a 2-core machine), none is left to
+    do the splits and the program hangs forever. Plain jnp ops cannot deadlock that way.
+    """
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        rows, cols = int(np.prod(shape[:-1])), int(shape[-1])
+        n, m = max(rows, cols), min(rows, cols)
+        a = jax.random.normal(key, (n, m), jnp.float32)
+
+        def column(q: jax.Array, i: jax.Array) -> tuple[jax.Array, None]:
+            v = a[:, i]
+            for _ in range(2):  # classical Gram-Schmidt twice keeps float32 columns orthogonal
+                v = v - q @ (q.T @ v)
+            return q.at[:, i].set(v / jnp.linalg.norm(v)), None
+
+        q, _ = jax.lax.scan(column, jnp.zeros((n, m), jnp.float32), jnp.arange(m))
+        q = q if rows >= cols else q.T
+        return (gain * q).reshape(shape).astype(dtype)
+
+    return init
+
+
+class MLP(nn.Module):
+    """Hidden layers with orthogonal(sqrt 2) init, then a linear head with its own gain."""
+
+    sizes: Sequence[int]
+    activation: str
+    out_dim: int
+    out_gain: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = {"tanh": nn.tanh, "relu": nn.relu}[self.activation]
+        for i, width in enumerate(self.sizes):
+            x = nn.Dense(
+                width,
+                kernel_init=orthogonal(math.sqrt(2.0)),
+                bias_init=nn.initializers.zeros,
+                name=f"hidden_{i}",
+            )(x)
+            x = act(x)
+        return nn.Dense(
+            self.out_dim,
+            kernel_init=orthogonal(self.out_gain),
             bias_init=nn.initializers.zeros,
-            name=f"{prefix}_{i}",
+            name="out",
         )(x)
-        x = activation(x)
-    return x
 
 
 class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs; a state-independent log-std for continuous actions."""
+
     action_dim: int
     discrete: bool
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
 
-    @nn.compact
+    def setup(self) -> None:
+        # A small policy-head gain starts the policy near uniform / near zero mean.
+        self.actor = MLP(self.hidden_sizes, self.activation, self.action_dim, 0.01)
+        self.critic = MLP(self.hidden_sizes, self.activation, 1, 1.0)
+        if not self.discrete:
+            self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+
     def __call__(self, obs: jax.Array) -> tuple[Dist, jax.Array]:
         """obs [..., obs_dim] -> (Dist with [..., A] leaves, value [...])."""
-        act = {"tanh": nn.tanh, "relu": nn.relu}[self.activation]
-        h = _mlp(obs, self.hidden_sizes, act, "actor")
-        loc = nn.Dense(
-            self.action_dim,
-            kernel_init=nn.initializers.orthogonal(0.01),
-            bias_init=nn.initializers.zeros,
-            name="actor_out",
-        )(h)
+        return self.policy(obs), self.value(obs)
+
+    def policy(self, obs: jax.Array) -> Dist:
+        loc = self.actor(obs)
         if self.discrete:
-            scale = jnp.zeros_like(loc[..., :1])
-        else:
-            log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
-            scale = jnp.broadcast_to(log_std, loc.shape)
-        v = _mlp(obs, self.hidden_sizes, act, "critic")
-        v = nn.Dense(
-            1,
-            kernel_init=nn.initializers.orthogonal(1.0),
-            bias_init=nn.initializers.zeros,
-            name="critic_out",
-        )(v)
-        return Dist(loc, scale), v[..., 0]
+            return Dist(loc, jnp.zeros_like(loc[..., :1]))
+        return Dist(loc, jnp.broadcast_to(self.log_std, loc.shape))
 
     def value(self, obs: jax.Array) -> jax.Array:
-        return self(obs)[1]
+        return self.critic(obs)[..., 0]
 
 
 def make_network(config: Config, env: Any) -> ActorCritic:
@@ -824,7 +859,7 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
 
         kl_beta = state.kl_beta
         if config.objective == "kl_adaptive" or config.objective == "kl_fixed":
-            new_dist, _ = network.apply(params, data.obs)
+            new_dist = network.apply(params, data.obs, method=ActorCritic.policy)
             kl = dist_kl(env.discrete, data.dist, new_dist).mean()
             if config.objective == "kl_adaptive":
                 kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
@@ -923,7 +958,7 @@ def evaluate(
     def step(c, step_key):
         state, obs, total, alive = c
         o = normalize_obs(norm.obs, obs) if use_obs_norm else obs
-        dist, _ = network.apply(params, o)
+        dist = network.apply(params, o, method=ActorCritic.policy)
         action = dist_mode(env.discrete, dist)
         if not env.discrete:
             action = jnp.clip(action, env.action_low, env.action_high)

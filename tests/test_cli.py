@@ -1,0 +1,56 @@
+"""The purejaxppo command line: results on disk, and bad input refused before compiling."""
+
+import json
+
+import numpy as np
+import pytest
+
+from purejaxppo.cli import main
+
+TINY = ["--set", "num_envs=2", "num_steps=16", "hidden_sizes=8", "update_epochs=1"]
+
+
+def test_train_writes_results(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--env", "CartPole-v1", "--num-seeds", "3", "--total-timesteps", "320",
+                 "--out", str(out), *TINY])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_seeds"] == 3 and len(summary["final_return"]) == 3
+    assert summary["total_timesteps"] == 320
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["num_envs"] == 2 and config["config"]["hidden_sizes"] == [8]
+    metrics = np.load(out / "metrics.npz")
+    assert metrics["episode_return"].shape == (3, 10)
+    np.testing.assert_array_equal(metrics["env_steps"], np.arange(1, 11) * 32)
+    assert str(out.resolve()) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--env", "CartPole-v9"], "unknown environment"),
+        (["--env", "CartPole-v1", "--set", "num_minibatches=5"], "Config.num_minibatches"),
+        (["--env", "CartPole-v1", "--set", "gamma=2"], "HParams.gamma"),
+        (["--env", "CartPole-v1", "--set", "learning_rat=1"], "unknown field 'learning_rat'"),
+        (["--env", "CartPole-v1", "--set", "num_envs=two"], "num_envs"),
+        (["--env", "CartPole-v1", "--set", "norm_adv"], "field=value"),
+        (["--env", "CartPole-v1", "--num-seeds", "0"], "--num-seeds"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    code = main(["train", *argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_unwritable_output_folder_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["train", "--env", "CartPole-v1", "--out", str(blocker / "sub")])
+    assert code == 2
+    assert "cannot write" in capsys.readouterr().err

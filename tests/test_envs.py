@@ -1,0 +1,78 @@
+"""The environment adapters keep terminated, truncated and the final observation apart."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo.envs import BraxEnv, is_known_env, make_env
+from purejaxppo.ppo import GymnaxEnv
+
+
+def run(env, actions, key=0):
+    obs, state = env.reset(jax.random.key(key))
+    step = jax.jit(env.step)
+    out = []
+    for i, a in enumerate(actions):
+        s = step(jax.random.key(100 + i), state, a)
+        out.append(s)
+        state = s.state
+    return obs, out
+
+
+def test_gymnax_time_limit_is_a_truncation_with_final_observation():
+    env = GymnaxEnv("CartPole-v1")
+    env.params = env.params.replace(max_steps_in_episode=3)
+    _, steps = run(env, [jnp.int32(i % 2) for i in range(4)])
+    assert [bool(s.truncated) for s in steps] == [False, False, True, False]
+    assert not any(bool(s.terminated) for s in steps[:3])
+    # On the truncated step obs is the reset observation and final_obs is where the pole was.
+    assert not np.allclose(steps[2].obs, steps[2].final_obs)
+    np.testing.assert_array_equal(steps[0].obs, steps[0].final_obs)
+
+
+def test_gymnax_termination_is_not_a_truncation():
+    env = GymnaxEnv("CartPole-v1")
+    _, steps = run(env, [jnp.int32(1)] * 40)
+    ended = [i for i, s in enumerate(steps) if bool(s.terminated)]
+    assert ended, "pushing right for 40 steps should topple the pole"
+    assert not bool(steps[ended[0]].truncated)
+    # The final observation shows the failure: angle beyond 12 degrees or cart beyond 2.4.
+    final = np.asarray(steps[ended[0]].final_obs)
+    assert abs(final[2]) > 0.2094 or abs(final[0]) > 2.4
+
+
+def test_gymnax_continuous_bounds():
+    env = GymnaxEnv("Pendulum-v1")
+    assert not env.discrete and env.action_dim == 1
+    np.testing.assert_array_equal(env.action_low, [-2.0])
+    np.testing.assert_array_equal(env.action_high, [2.0])
+
+
+def test_brax_truncation_and_termination():
+    env = BraxEnv("inverted_pendulum", backend="spring", episode_length=5)
+    assert env.obs_dim == 4 and env.action_dim == 1 and not env.discrete
+    _, steps = run(env, [jnp.zeros(1)] * 6)
+    assert [bool(s.truncated) for s in steps] == [False] * 4 + [True, False]
+    assert not any(bool(s.terminated) for s in steps)
+    assert not np.allclose(steps[4].obs, steps[4].final_obs)
+    assert int(steps[4].state.time) == 0 and int(steps[5].state.time) == 1
+
+    long = BraxEnv("inverted_pendulum", backend="spring", episode_length=1000)
+    _, steps = run(long, [jnp.ones(1)] * 60)
+    ended = [i for i, s in enumerate(steps) if bool(s.terminated)]
+    assert ended, "full force for 60 steps should drop the pole"
+    assert not bool(steps[ended[0]].truncated)
+    assert abs(float(steps[ended[0]].final_obs[1])) > 0.2
+
+
+def test_make_env_names_and_errors():
+    assert isinstance(make_env("CartPole-v1"), GymnaxEnv)
+    assert make_env("brax:inverted_pendulum@spring").name == "brax:inverted_pendulum@spring"
+    assert is_known_env("brax:hopper") and not is_known_env("brax:hopper@physx")
+    with pytest.raises(ValueError, match="inverted_pendulum"):
+        make_env("brax:pendulum")
+    with pytest.raises(ValueError, match="backend"):
+        make_env("brax:hopper@physx")
+    with pytest.raises(ValueError, match="CartPole-v1"):
+        make_env("Cartpole")

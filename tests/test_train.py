@@ -1,0 +1,288 @@
+"""make_train: shapes, determinism, vmap equivalence, no recompiles, every field matters."""
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo.ppo import (
+    METRIC_NAMES,
+    Config,
+    HParams,
+    check_hparams,
+    evaluate,
+    final_return,
+    make_train,
+)
+
+
+def fingerprint(out):
+    """Every leaf of (state.params, metrics) flattened into one float64 vector."""
+    state, metrics = out
+    leaves = jax.tree.leaves((state.params, metrics))
+    return np.concatenate([np.asarray(x, np.float64).ravel() for x in leaves])
+
+
+def same(a, b):
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+
+
+def test_shapes(tiny):
+    state, metrics = jax.jit(make_train(tiny))(jax.random.key(0))
+    assert tiny.num_updates == 4
+    assert set(metrics) == set(METRIC_NAMES)
+    for name, value in metrics.items():
+        chex.assert_shape(value, (tiny.num_updates,), custom_message=name)
+    chex.assert_shape(state.env.obs, (tiny.num_envs, 4))
+    chex.assert_shape(state.params["params"]["actor"]["out"]["kernel"], (8, 2))
+    assert int(state.update) == tiny.num_updates
+
+
+def test_vmapped_shapes(tiny):
+    train = jax.jit(jax.vmap(make_train(tiny), in_axes=(0, None)))
+    _, metrics = train(jax.random.split(jax.random.key(0), 3), None)
+    for value in metrics.values():
+        chex.assert_shape(value, (3, tiny.num_updates))
+
+
+def test_determinism_bitwise(tiny):
+    train = jax.jit(make_train(tiny))
+    a = fingerprint(train(jax.random.key(7)))
+    b = fingerprint(jax.jit(make_train(tiny))(jax.random.key(7)))
+    c = fingerprint(train(jax.random.key(8)))
+    assert same(a, b)
+    assert not same(a, c)
+
+
+def test_seed_inside_vmap_equals_seed_alone(tiny):
+    keys = jax.random.split(jax.random.key(3), 4)
+    batched = jax.jit(jax.vmap(make_train(tiny), in_axes=(0, None)))(keys, None)
+    single = jax.jit(make_train(tiny))
+    for i in range(4):
+        alone = fingerprint(single(keys[i]))
+        inside = fingerprint(jax.tree.map(lambda x, i=i: x[i], batched))
+        np.testing.assert_allclose(inside, alone, rtol=2e-5, atol=2e-6)
+
+
+def test_hparam_population_equals_separate_runs(tiny):
+    lrs = jnp.array([1e-4, 1e-3, 1e-2])
+    hp = HParams(learning_rate=lrs)
+    train = make_train(tiny)
+    key = jax.random.key(0)
+    axes = HParams(**{f.name: None for f in dataclasses.fields(HParams)}).replace(learning_rate=0)
+    pop = jax.jit(jax.vmap(train, in_axes=(None, axes)))(key, hp)
+    for i, lr in enumerate(lrs):
+        alone = fingerprint(jax.jit(train)(key, HParams(learning_rate=lr)))
+        inside = fingerprint(jax.tree.map(lambda x, i=i: x[i], pop))
+        np.testing.assert_allclose(inside, alone, rtol=2e-5, atol=2e-6)
+
+
+def test_no_recompile_when_only_hparams_change(tiny):
+    train = make_train(tiny)
+    counted = jax.jit(chex.assert_max_traces(train, n=1))
+    key = jax.random.key(0)
+    first = counted(key, HParams())
+    second = counted(key, HParams(learning_rate=1e-3, gamma=0.9, clip_coef=0.1, ent_coef=0.0))
+    assert not same(fingerprint(first), fingerprint(second))
+    chex.clear_trace_counter()
+
+
+# ------------------------------------------------------------------------------------------
+# Every field of Config and HParams changes behaviour.
+# ------------------------------------------------------------------------------------------
+
+CONFIG_CHANGES = {
+    "env": "Acrobot-v1",
+    "num_envs": 4,
+    "num_steps": 16,
+    "total_timesteps": 128,
+    "update_epochs": 1,
+    "num_minibatches": 1,
+    "hidden_sizes": (16,),
+    "activation": "relu",
+    "objective": "none",
+    "norm_adv": False,
+    "clip_vloss": False,
+    "anneal_lr": False,
+    "normalize_obs": True,
+    "normalize_reward": True,
+}
+
+
+def test_config_changes_cover_every_field():
+    assert set(CONFIG_CHANGES) == {f.name for f in dataclasses.fields(Config)}
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    cfg = Config(
+        env="CartPole-v1",
+        num_envs=2,
+        num_steps=8,
+        total_timesteps=64,
+        update_epochs=2,
+        num_minibatches=2,
+        hidden_sizes=(8,),
+    )
+    # A small clip range so value clipping binds within a few updates.
+    hp = HParams(clip_coef=0.05, learning_rate=1e-2)
+    return cfg, hp, fingerprint(jax.jit(make_train(cfg))(jax.random.key(0), hp))
+
+
+@pytest.mark.parametrize("field", sorted(CONFIG_CHANGES))
+def test_each_config_field_changes_behaviour(baseline, field):
+    cfg, hp, base = baseline
+    changed = cfg.replace(**{field: CONFIG_CHANGES[field]})
+    assert not same(fingerprint(jax.jit(make_train(changed))(jax.random.key(0), hp)), base)
+
+
+@pytest.mark.parametrize("objective", ["kl_fixed", "kl_adaptive", "clip"])
+def test_objectives_differ_from_each_other(baseline, objective):
+    cfg, hp, _ = baseline
+    out = {}
+    for obj in ("none", objective):
+        out[obj] = fingerprint(jax.jit(make_train(cfg.replace(objective=obj)))(jax.random.key(0), hp))
+    assert not same(out["none"], out[objective])
+
+
+HPARAM_CHANGES = {
+    # field: (objective under which it acts, changed value)
+    "learning_rate": ("clip", 3e-3),
+    "gamma": ("clip", 0.5),
+    "gae_lambda": ("clip", 0.5),
+    "clip_coef": ("clip", 0.3),
+    "ent_coef": ("clip", 0.5),
+    "vf_coef": ("clip", 2.0),
+    "max_grad_norm": ("clip", 1e-3),
+    "kl_beta": ("kl_fixed", 10.0),
+    "kl_target": ("kl_adaptive", 1e-8),
+}
+
+
+def test_hparam_changes_cover_every_field():
+    assert set(HPARAM_CHANGES) == {f.name for f in dataclasses.fields(HParams)}
+
+
+@pytest.mark.parametrize("field", sorted(HPARAM_CHANGES))
+def test_each_hparam_field_changes_behaviour(baseline, field):
+    cfg, hp, _ = baseline
+    objective, value = HPARAM_CHANGES[field]
+    train = jax.jit(make_train(cfg.replace(objective=objective)))
+    a = train(jax.random.key(0), hp)
+    b = train(jax.random.key(0), hp.replace(**{field: value}))
+    assert not same(fingerprint(a), fingerprint(b))
+
+
+def test_adaptive_beta_moves_and_fixed_beta_stays(baseline):
+    cfg, hp, _ = baseline
+    _, fixed = jax.jit(make_train(cfg.replace(objective="kl_fixed")))(jax.random.key(0), hp)
+    np.testing.assert_array_equal(fixed["kl_beta"], np.full(cfg.num_updates, 1.0, np.float32))
+    # d_targ tiny: every measured KL exceeds 1.5 d_targ, so beta doubles each update.
+    _, adaptive = jax.jit(make_train(cfg.replace(objective="kl_adaptive")))(
+        jax.random.key(0), hp.replace(kl_target=1e-9)
+    )
+    np.testing.assert_allclose(adaptive["kl_beta"], [1.0, 2.0, 4.0, 8.0])
+
+
+def test_learning_rate_anneals_linearly(baseline):
+    cfg, hp, _ = baseline
+    _, metrics = jax.jit(make_train(cfg))(jax.random.key(0), hp)
+    np.testing.assert_allclose(metrics["learning_rate"], 1e-2 * np.array([1, 0.75, 0.5, 0.25]))
+    _, flat = jax.jit(make_train(cfg.replace(anneal_lr=False)))(jax.random.key(0), hp)
+    np.testing.assert_allclose(flat["learning_rate"], np.full(4, 1e-2))
+
+
+def test_continuous_env_trains_and_normalizes_by_default():
+    cfg = Config(
+        env="Pendulum-v1",
+        num_envs=2,
+        num_steps=8,
+        total_timesteps=64,
+        update_epochs=1,
+        num_minibatches=2,
+        hidden_sizes=(8,),
+    )
+    state, metrics = jax.jit(make_train(cfg))(jax.random.key(0))
+    assert "log_std" in state.params["params"]
+    # Observation statistics moved away from their initial (0, 1): normalization is on.
+    assert float(jnp.abs(state.norm.obs.mean).sum()) > 0
+    assert float(state.norm.obs.count) > 64
+    assert np.all(np.isfinite(metrics["policy_loss"]))
+    off = jax.jit(make_train(cfg.replace(normalize_obs=False)))(jax.random.key(0))[0]
+    np.testing.assert_array_equal(off.norm.obs.mean, np.zeros(3))
+
+
+# ------------------------------------------------------------------------------------------
+# Errors before anything compiles.
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"env": "CartPole-v2"}, "env"),
+        ({"num_envs": 0}, "num_envs"),
+        ({"num_steps": -1}, "num_steps"),
+        ({"num_envs": 3, "num_steps": 5, "num_minibatches": 2}, "num_minibatches"),
+        ({"total_timesteps": 10}, "total_timesteps"),
+        ({"update_epochs": 2.5}, "update_epochs"),
+        ({"hidden_sizes": ()}, "hidden_sizes"),
+        ({"hidden_sizes": (64, 0)}, "hidden_sizes"),
+        ({"activation": "gelu"}, "activation"),
+        ({"objective": "trpo"}, "objective"),
+        ({"norm_adv": "yes"}, "norm_adv"),
+        ({"normalize_obs": 1.5}, "normalize_obs"),
+    ],
+)
+def test_config_errors_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=rf"Config\.{field}"):
+        Config(**changes)
+
+
+def test_unknown_env_lists_known_ones():
+    with pytest.raises(ValueError, match="CartPole-v1.*Pendulum-v1|Pendulum-v1.*CartPole-v1"):
+        Config(env="Cartpole")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("gamma", 1.5), ("gae_lambda", -0.1), ("learning_rate", float("nan")), ("clip_coef", -1.0)],
+)
+def test_hparam_errors_name_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"HParams\.{field}"):
+        check_hparams(HParams(**{field: value}))
+
+
+def test_brax_name_without_adapter_is_refused_before_compiling():
+    with pytest.raises(ValueError, match="pass env="):
+        make_train(Config(env="brax:inverted_pendulum"))
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation and the final-return summary.
+# ------------------------------------------------------------------------------------------
+
+
+def test_evaluate_returns_one_value_per_episode(tiny):
+    state, _ = jax.jit(make_train(tiny))(jax.random.key(0))
+    returns = jax.jit(lambda p, n, k: evaluate(tiny, p, n, k, 6))(
+        state.params, state.norm, jax.random.key(1)
+    )
+    chex.assert_shape(returns, (6,))
+    # Every CartPole episode lasts at least a few steps and at most 500.
+    assert np.all((np.asarray(returns) >= 5) & (np.asarray(returns) <= 500))
+
+
+def test_final_return_weights_by_episode_count():
+    # 40 updates -> window of 2 (5%); returns 10 (1 episode) and 40 (3 episodes): (10+120)/4
+    metrics = {
+        "episode_return": np.array([0.0] * 38 + [10.0, 40.0]),
+        "episodes": np.array([1] * 38 + [1, 3]),
+    }
+    assert final_return(metrics) == pytest.approx(32.5)
+    metrics["episodes"] = np.array([1] * 38 + [0, 0])
+    metrics["episode_return"] = np.array([0.0] * 38 + [np.nan, np.nan])
+    assert np.isnan(final_return(metrics))
