@@ -19,8 +19,7 @@ train: install
 	$(BIN)/purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 --out $(OUT)
 
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
-	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" -q

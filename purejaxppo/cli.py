@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from purejaxppo import presets
-from purejaxppo.ppo import Config, HParams, check_hparams
+from purejaxppo.ppo import Config, HParams, check_hparams, parse_field_value
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 HPARAM_FIELDS = {f.name: f for f in dataclasses.fields(HParams)}
@@ -42,27 +42,10 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if field is None:
         known = ", ".join(sorted(CONFIG_FIELDS) + sorted(HPARAM_FIELDS))
         raise UsageError(f"unknown field {name!r}; known fields: {known}")
-    kind = str(field.type)
     try:
-        if "tuple" in kind:
-            return name, tuple(int(v) for v in raw.split(",") if v.strip())
-        if "bool" in kind:
-            lowered = raw.strip().lower()
-            table = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False,
-                     "no": False, "off": False, "auto": None, "none": None, "null": None}  # fmt: skip
-            if lowered not in table or (table[lowered] is None and "None" not in kind):
-                raise ValueError
-            return name, table[lowered]
-        if "int" in kind:
-            value = float(raw)
-            if value != int(value):
-                raise ValueError
-            return name, int(value)
-        if "float" in kind:
-            return name, float(raw)
-        return name, raw.strip()
-    except ValueError:
-        raise UsageError(f"{name}: cannot read {raw!r} as {kind}") from None
+        return name, parse_field_value(field.type, raw.strip())
+    except (ValueError, argparse.ArgumentTypeError):
+        raise UsageError(f"{name}: cannot read {raw!r} as {field.type}") from None
 
 
 def resolve(env: str, overrides: dict[str, Any]) -> tuple[Config, HParams]:

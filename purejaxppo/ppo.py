@@ -72,7 +72,13 @@ class Config:
                 f"Config.env: unknown environment {self.env!r}; known gymnax environments: "
                 f"{', '.join(gymnax_env_names())} (brax environments are named 'brax:NAME')"
             )
-        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches"):
+        for name in (
+            "num_envs",
+            "num_steps",
+            "total_timesteps",
+            "update_epochs",
+            "num_minibatches",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Config.{name} must be a positive integer, got {value!r}")
@@ -98,10 +104,14 @@ class Config:
                 f"Config.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
             )
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"Config.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+            raise ValueError(
+                f"Config.objective must be one of {OBJECTIVES}, got {self.objective!r}"
+            )
         for name in ("norm_adv", "clip_vloss", "anneal_lr"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"Config.{name} must be true or false, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"Config.{name} must be true or false, got {getattr(self, name)!r}"
+                )
         for name in ("normalize_obs", "normalize_reward"):
             if getattr(self, name) not in (None, True, False):
                 raise ValueError(
@@ -241,7 +251,7 @@ class GymnaxEnv:
 
 
 def resolve_normalization(config: Config, env: Any) -> tuple[bool, bool]:
-    """Observation / reward normalization: off by default for discrete actions, on for continuous."""
+    """Observation and reward normalization: by default off for discrete, on for continuous."""
     auto = not env.discrete
     obs = auto if config.normalize_obs is None else config.normalize_obs
     rew = auto if config.normalize_reward is None else config.normalize_reward
@@ -537,7 +547,9 @@ def rollout(
         log_prob = dist_log_prob(env.discrete, dist, action)
         # The Gaussian sample is kept unclipped for the log-prob; only the env sees the clip.
         env_action = action if env.discrete else jnp.clip(action, low, high)
-        out = jax.vmap(env.step)(jax.random.split(env_key, config.num_envs), carry.state, env_action)
+        out = jax.vmap(env.step)(
+            jax.random.split(env_key, config.num_envs), carry.state, env_action
+        )
         done = out.terminated | out.truncated
 
         ep_return = carry.ep_return + out.reward
@@ -548,7 +560,9 @@ def rollout(
         if use_rew_norm:
             ret_acc = ret_acc * hparams.gamma + out.reward
             ret_stat = ret_stat.update(ret_acc)
-            reward = jnp.clip(out.reward / jnp.sqrt(ret_stat.var + NORM_EPS), -REWARD_CLIP, REWARD_CLIP)
+            reward = jnp.clip(
+                out.reward / jnp.sqrt(ret_stat.var + NORM_EPS), -REWARD_CLIP, REWARD_CLIP
+            )
             ret_acc = jnp.where(done, 0.0, ret_acc)
         final_obs = normalize_obs(obs_stat, out.final_obs) if use_obs_norm else out.final_obs
 
@@ -669,9 +683,7 @@ def value_loss(
     return 0.5 * jnp.mean(err)
 
 
-def adapt_kl_beta(
-    kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | float
-) -> jax.Array:
+def adapt_kl_beta(kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
     """Adaptive KL penalty (paper section 4): halve beta when d < d_targ / 1.5, double it when
     d > 1.5 d_targ, otherwise keep it."""
     kl_beta = jnp.where(kl < kl_target / 1.5, kl_beta / 2.0, kl_beta)
@@ -704,7 +716,9 @@ def ppo_loss(
     if config.norm_adv:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     kl = dist_kl(discrete, batch.dist, dist) if config.objective.startswith("kl") else 0.0
-    pg = policy_loss(config.objective, log_prob, batch.log_prob, adv, kl, hparams.clip_coef, kl_beta)
+    pg = policy_loss(
+        config.objective, log_prob, batch.log_prob, adv, kl, hparams.clip_coef, kl_beta
+    )
     vf = value_loss(value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss)
     entropy = dist_entropy(discrete, dist).mean()
     loss = pg + hparams.vf_coef * vf - hparams.ent_coef * entropy
@@ -832,14 +846,18 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
             hparams.gamma,
             hparams.gae_lambda,
         )
-        data = Batch(traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns)
+        data = Batch(
+            traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns
+        )
         data = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
         optimizer = make_optimizer(config, hparams)
         grad_fn = jax.grad(ppo_loss, has_aux=True)
 
         def minibatch_step(c: tuple[Any, Any], mb: Batch):
             params, opt_state = c
-            grads, stats = grad_fn(params, network, config, env.discrete, mb, hparams, state.kl_beta)
+            grads, stats = grad_fn(
+                params, network, config, env.discrete, mb, hparams, state.kl_beta
+            )
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), stats
 
@@ -970,9 +988,7 @@ def evaluate(
     reset_key, run_key = jax.random.split(key)
     obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
     init = (state, obs, jnp.zeros(num_episodes), jnp.ones(num_episodes, jnp.bool_))
-    (_, _, total, _), _ = jax.lax.scan(
-        step, init, jax.random.split(run_key, env.max_episode_steps)
-    )
+    (_, _, total, _), _ = jax.lax.scan(step, init, jax.random.split(run_key, env.max_episode_steps))
     return total
 
 
@@ -1002,7 +1018,8 @@ def preset(env: str) -> tuple[Config, HParams]:
     return Config(env=env, **cfg), HParams(**hp)
 
 
-def _parse_value(kind: Any, text: str) -> Any:
+def parse_field_value(kind: Any, text: str) -> Any:
+    """Read a command-line value for a Config/HParams field of type `kind`."""
     kind = str(kind)
     if "tuple" in kind:
         return tuple(int(v) for v in text.split(",") if v)
@@ -1034,7 +1051,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(
                 "--" + f.name.replace("_", "-"),
                 dest=f.name,
-                type=lambda text, k=f.type: _parse_value(k, text),
+                type=lambda text, k=f.type: parse_field_value(k, text),
                 default=argparse.SUPPRESS,
                 help=f"{f.metadata.get('help', '')} (default {f.default!r}, or the env preset)",
             )
@@ -1049,7 +1066,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config, hparams = preset(args.get("env", Config.env))
     config_names = {f.name for f in dataclasses.fields(Config)}
     config = config.replace(**{k: v for k, v in args.items() if k in config_names})
-    hparams = check_hparams(hparams.replace(**{k: v for k, v in args.items() if k not in config_names}))
+    hparams = check_hparams(
+        hparams.replace(**{k: v for k, v in args.items() if k not in config_names})
+    )
 
     train = jax.jit(jax.vmap(make_train(config), in_axes=(0, None)))
     keys = jax.random.split(jax.random.key(seed), num_seeds)
@@ -1069,7 +1088,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "run_seconds": round(run_seconds, 3),
         "steps_per_second": round(steps / run_seconds, 1),
         "final_return": [None if np.isnan(x) else round(float(x), 3) for x in finals],
-        "final_return_mean": None if np.all(np.isnan(finals)) else round(float(np.nanmean(finals)), 3),
+        "final_return_mean": None
+        if np.all(np.isnan(finals))
+        else round(float(np.nanmean(finals)), 3),
     }
 
 

@@ -10,7 +10,9 @@ from purejaxppo.ppo import Config, HParams
 # Continuous-control defaults for brax tasks: 10 epochs, Adam 3e-4, no entropy bonus, running
 # observation and reward normalization (on by default for continuous actions).
 BRAX_DEFAULT: tuple[dict[str, Any], dict[str, Any]] = (
-    dict(num_envs=16, num_steps=128, total_timesteps=1_000_000, update_epochs=10, num_minibatches=8),
+    dict(
+        num_envs=16, num_steps=128, total_timesteps=1_000_000, update_epochs=10, num_minibatches=8
+    ),
     dict(learning_rate=3e-4, ent_coef=0.0),
 )
 

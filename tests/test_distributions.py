@@ -77,4 +77,6 @@ def test_sampled_log_probs_match_empirical_frequencies():
     logits = jnp.log(jnp.array([0.1, 0.2, 0.7]))
     samples = jax.random.categorical(jax.random.key(0), logits, shape=(20000,))
     freq = np.bincount(np.asarray(samples), minlength=3) / 20000
-    np.testing.assert_allclose(freq, np.exp(categorical_log_prob(jnp.tile(logits, (3, 1)), jnp.arange(3))), atol=0.01)
+    np.testing.assert_allclose(
+        freq, np.exp(categorical_log_prob(jnp.tile(logits, (3, 1)), jnp.arange(3))), atol=0.01
+    )

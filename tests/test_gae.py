@@ -71,9 +71,7 @@ def test_gae_matches_numpy_loop(seed):
     terminated = rng.random((T, B)) < 0.1
     truncated = (rng.random((T, B)) < 0.1) & ~terminated
     gamma, lam = 0.97, 0.9
-    adv, ret = jax.jit(compute_gae)(
-        rewards, values, next_values, terminated, truncated, gamma, lam
-    )
+    adv, ret = jax.jit(compute_gae)(rewards, values, next_values, terminated, truncated, gamma, lam)
     ref_adv, ref_ret = numpy_gae(rewards, values, next_values, terminated, truncated, gamma, lam)
     np.testing.assert_allclose(adv, ref_adv, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ret, ref_ret, rtol=1e-5, atol=1e-5)

@@ -58,7 +58,7 @@ def test_pendulum_shipped_defaults_8_seeds():
 def test_brax_inverted_pendulum_deterministic_eval_4_seeds():
     from purejaxppo.presets import defaults_for
 
-    config, hparams = defaults_for("brax:inverted_pendulum@spring")
+    config, hparams = defaults_for("brax:inverted_pendulum")
     assert config.total_timesteps <= 1_000_000
     env = make_env(config.env)
     state, metrics, keys = train_seeds(config, hparams, 4, env)

@@ -1,6 +1,7 @@
 """make_train: shapes, determinism, vmap equivalence, no recompiles, every field matters."""
 
 import dataclasses
+import functools
 
 import chex
 import jax
@@ -19,6 +20,12 @@ from purejaxppo.ppo import (
 )
 
 
+@functools.cache
+def jitted(config):
+    """One compiled train per Config, shared by the tests (HParams changes reuse it)."""
+    return jax.jit(make_train(config))
+
+
 def fingerprint(out):
     """Every leaf of (state.params, metrics) flattened into one float64 vector."""
     state, metrics = out
@@ -31,7 +38,7 @@ def same(a, b):
 
 
 def test_shapes(tiny):
-    state, metrics = jax.jit(make_train(tiny))(jax.random.key(0))
+    state, metrics = jitted(tiny)(jax.random.key(0))
     assert tiny.num_updates == 4
     assert set(metrics) == set(METRIC_NAMES)
     for name, value in metrics.items():
@@ -49,7 +56,7 @@ def test_vmapped_shapes(tiny):
 
 
 def test_determinism_bitwise(tiny):
-    train = jax.jit(make_train(tiny))
+    train = jitted(tiny)
     a = fingerprint(train(jax.random.key(7)))
     b = fingerprint(jax.jit(make_train(tiny))(jax.random.key(7)))
     c = fingerprint(train(jax.random.key(8)))
@@ -60,7 +67,7 @@ def test_determinism_bitwise(tiny):
 def test_seed_inside_vmap_equals_seed_alone(tiny):
     keys = jax.random.split(jax.random.key(3), 4)
     batched = jax.jit(jax.vmap(make_train(tiny), in_axes=(0, None)))(keys, None)
-    single = jax.jit(make_train(tiny))
+    single = jitted(tiny)
     for i in range(4):
         alone = fingerprint(single(keys[i]))
         inside = fingerprint(jax.tree.map(lambda x, i=i: x[i], batched))
@@ -129,14 +136,14 @@ def baseline():
     )
     # A small clip range so value clipping binds within a few updates.
     hp = HParams(clip_coef=0.05, learning_rate=1e-2)
-    return cfg, hp, fingerprint(jax.jit(make_train(cfg))(jax.random.key(0), hp))
+    return cfg, hp, fingerprint(jitted(cfg)(jax.random.key(0), hp))
 
 
 @pytest.mark.parametrize("field", sorted(CONFIG_CHANGES))
 def test_each_config_field_changes_behaviour(baseline, field):
     cfg, hp, base = baseline
     changed = cfg.replace(**{field: CONFIG_CHANGES[field]})
-    assert not same(fingerprint(jax.jit(make_train(changed))(jax.random.key(0), hp)), base)
+    assert not same(fingerprint(jitted(changed)(jax.random.key(0), hp)), base)
 
 
 @pytest.mark.parametrize("objective", ["kl_fixed", "kl_adaptive", "clip"])
@@ -144,7 +151,7 @@ def test_objectives_differ_from_each_other(baseline, objective):
     cfg, hp, _ = baseline
     out = {}
     for obj in ("none", objective):
-        out[obj] = fingerprint(jax.jit(make_train(cfg.replace(objective=obj)))(jax.random.key(0), hp))
+        out[obj] = fingerprint(jitted(cfg.replace(objective=obj))(jax.random.key(0), hp))
     assert not same(out["none"], out[objective])
 
 
@@ -170,7 +177,7 @@ def test_hparam_changes_cover_every_field():
 def test_each_hparam_field_changes_behaviour(baseline, field):
     cfg, hp, _ = baseline
     objective, value = HPARAM_CHANGES[field]
-    train = jax.jit(make_train(cfg.replace(objective=objective)))
+    train = jitted(cfg.replace(objective=objective))
     a = train(jax.random.key(0), hp)
     b = train(jax.random.key(0), hp.replace(**{field: value}))
     assert not same(fingerprint(a), fingerprint(b))
@@ -178,10 +185,10 @@ def test_each_hparam_field_changes_behaviour(baseline, field):
 
 def test_adaptive_beta_moves_and_fixed_beta_stays(baseline):
     cfg, hp, _ = baseline
-    _, fixed = jax.jit(make_train(cfg.replace(objective="kl_fixed")))(jax.random.key(0), hp)
+    _, fixed = jitted(cfg.replace(objective="kl_fixed"))(jax.random.key(0), hp)
     np.testing.assert_array_equal(fixed["kl_beta"], np.full(cfg.num_updates, 1.0, np.float32))
     # d_targ tiny: every measured KL exceeds 1.5 d_targ, so beta doubles each update.
-    _, adaptive = jax.jit(make_train(cfg.replace(objective="kl_adaptive")))(
+    _, adaptive = jitted(cfg.replace(objective="kl_adaptive"))(
         jax.random.key(0), hp.replace(kl_target=1e-9)
     )
     np.testing.assert_allclose(adaptive["kl_beta"], [1.0, 2.0, 4.0, 8.0])
@@ -189,9 +196,9 @@ def test_adaptive_beta_moves_and_fixed_beta_stays(baseline):
 
 def test_learning_rate_anneals_linearly(baseline):
     cfg, hp, _ = baseline
-    _, metrics = jax.jit(make_train(cfg))(jax.random.key(0), hp)
+    _, metrics = jitted(cfg)(jax.random.key(0), hp)
     np.testing.assert_allclose(metrics["learning_rate"], 1e-2 * np.array([1, 0.75, 0.5, 0.25]))
-    _, flat = jax.jit(make_train(cfg.replace(anneal_lr=False)))(jax.random.key(0), hp)
+    _, flat = jitted(cfg.replace(anneal_lr=False))(jax.random.key(0), hp)
     np.testing.assert_allclose(flat["learning_rate"], np.full(4, 1e-2))
 
 
@@ -205,7 +212,7 @@ def test_continuous_env_trains_and_normalizes_by_default():
         num_minibatches=2,
         hidden_sizes=(8,),
     )
-    state, metrics = jax.jit(make_train(cfg))(jax.random.key(0))
+    state, metrics = jitted(cfg)(jax.random.key(0))
     assert "log_std" in state.params["params"]
     # Observation statistics moved away from their initial (0, 1): normalization is on.
     assert float(jnp.abs(state.norm.obs.mean).sum()) > 0
@@ -267,7 +274,7 @@ def test_brax_name_without_adapter_is_refused_before_compiling():
 
 
 def test_evaluate_returns_one_value_per_episode(tiny):
-    state, _ = jax.jit(make_train(tiny))(jax.random.key(0))
+    state, _ = jitted(tiny)(jax.random.key(0))
     returns = jax.jit(lambda p, n, k: evaluate(tiny, p, n, k, 6))(
         state.params, state.norm, jax.random.key(1)
     )
