@@ -18,11 +18,13 @@ $(VENV)/.installed: pyproject.toml
 train: install
 	$(BIN)/purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 --out $(OUT)
 
+# One run, ordered unit -> integration -> slow (learning) tests; see tests/conftest.py.
 test: install
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=10
 
+# Pure-function unit tests only (no trainer compiles), for a quick loop while editing.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 lint: install
 	$(BIN)/ruff check purejaxppo tests benchmarks

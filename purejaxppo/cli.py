@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -110,45 +110,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output_dir(out)
 
-    import jax
-
     from purejaxppo.envs import make_env
-    from purejaxppo.ppo import final_return, make_train
+    from purejaxppo.ppo import final_return, train_seeds
 
     env = make_env(config.env)
-    train = jax.jit(jax.vmap(make_train(config, env), in_axes=(0, None)))
-    keys = jax.random.split(jax.random.key(args.seed), args.num_seeds)
     print(f"training {config.env}: {args.num_seeds} seeds x {config.num_updates} updates "
           f"x {config.batch_size} steps", file=sys.stderr)  # fmt: skip
-    t0 = time.perf_counter()
-    compiled = train.lower(keys, hparams).compile()
-    compile_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _, metrics = jax.block_until_ready(compiled(keys, hparams))
-    run_seconds = time.perf_counter() - t0
-    metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+    _, metrics, summary = train_seeds(config, hparams, args.num_seeds, args.seed, env)
     finals = final_return(metrics)
-    steps = config.num_updates * config.batch_size
-    summary = {
-        "env": config.env,
-        "num_seeds": args.num_seeds,
-        "total_timesteps": steps,
-        "compile_seconds": round(compile_seconds, 3),
-        "run_seconds": round(run_seconds, 3),
-        "steps_per_second": round(args.num_seeds * steps / run_seconds, 1),
-        "final_return": [None if np.isnan(x) else round(float(x), 3) for x in finals],
-        "final_return_mean": None
-        if np.all(np.isnan(finals))
-        else round(float(np.nanmean(finals)), 3),
-        "final_return_std": None
-        if np.all(np.isnan(finals))
-        else round(float(np.nanstd(finals)), 3),
-    }
+    summary["final_return_std"] = (
+        None if np.all(np.isnan(finals)) else round(float(np.nanstd(finals)), 3)
+    )
     resolved = {"config": to_jsonable(config), "hparams": to_jsonable(hparams), "seed": args.seed}
     write_atomic(out / "config.json", json.dumps(resolved, indent=2).encode())
     env_steps = (np.arange(config.num_updates, dtype=np.int64) + 1) * config.batch_size
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, env_steps=env_steps, **metrics)
     write_atomic(out / "metrics.npz", buf.getvalue())

@@ -1058,6 +1058,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_seeds(
+    config: Config,
+    hparams: HParams,
+    num_seeds: int,
+    seed: int = 0,
+    env: Any | None = None,
+) -> tuple[TrainState, dict[str, np.ndarray], dict[str, Any]]:
+    """Train num_seeds seeds in one jit(vmap(train)) call, timing compile and run apart.
+
+    Returns (final states [S, ...], metrics {name: [S, num_updates]}, summary) where summary
+    holds the fields of the command line's JSON line.
+    """
+    train = jax.jit(jax.vmap(make_train(config, env), in_axes=(0, None)))
+    keys = jax.random.split(jax.random.key(seed), num_seeds)
+    t0 = time.perf_counter()
+    compiled = train.lower(keys, hparams).compile()
+    compile_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, metrics = jax.block_until_ready(compiled(keys, hparams))
+    run_seconds = time.perf_counter() - t0
+    metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+    finals = final_return(metrics)
+    steps = config.num_updates * config.batch_size
+    summary = {
+        "env": config.env,
+        "num_seeds": num_seeds,
+        "total_timesteps": steps,
+        "compile_seconds": round(compile_seconds, 3),
+        "run_seconds": round(run_seconds, 3),
+        "steps_per_second": round(num_seeds * steps / run_seconds, 1),
+        "final_return": [None if np.isnan(x) else round(float(x), 3) for x in finals],
+        "final_return_mean": None
+        if np.all(np.isnan(finals))
+        else round(float(np.nanmean(finals)), 3),
+    }
+    return state, metrics, summary
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = vars(build_parser().parse_args(argv))
     num_seeds, seed = args.pop("num_seeds"), args.pop("seed")
@@ -1070,28 +1108,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         hparams.replace(**{k: v for k, v in args.items() if k not in config_names})
     )
 
-    train = jax.jit(jax.vmap(make_train(config), in_axes=(0, None)))
-    keys = jax.random.split(jax.random.key(seed), num_seeds)
-    t0 = time.perf_counter()
-    compiled = train.lower(keys, hparams).compile()
-    compile_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _, metrics = jax.block_until_ready(compiled(keys, hparams))
-    run_seconds = time.perf_counter() - t0
-    finals = final_return(jax.device_get(metrics))
-    steps = num_seeds * config.num_updates * config.batch_size
-    return {
-        "env": config.env,
-        "num_seeds": num_seeds,
-        "total_timesteps": config.num_updates * config.batch_size,
-        "compile_seconds": round(compile_seconds, 3),
-        "run_seconds": round(run_seconds, 3),
-        "steps_per_second": round(steps / run_seconds, 1),
-        "final_return": [None if np.isnan(x) else round(float(x), 3) for x in finals],
-        "final_return_mean": None
-        if np.all(np.isnan(finals))
-        else round(float(np.nanmean(finals)), 3),
-    }
+    return train_seeds(config, hparams, num_seeds, seed)[2]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

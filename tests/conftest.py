@@ -1,11 +1,16 @@
-"""Shared fixtures. Learning tests (marked slow) run after every fast test."""
+"""Shared fixtures and test order: unit, then integration, then learning (slow) tests."""
 
 import pytest
 
 
 def pytest_collection_modifyitems(config, items):
-    # Fast tests first, so a broken unit shows up in seconds rather than after the learning runs.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+    # Unit tests first, then integration, then learning tests: a broken unit shows up in seconds.
+    def tier(item):
+        if item.get_closest_marker("slow"):
+            return 2
+        return 1 if item.get_closest_marker("integration") else 0
+
+    items.sort(key=tier)
 
 
 @pytest.fixture

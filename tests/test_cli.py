@@ -10,6 +10,7 @@ from purejaxppo.cli import main
 TINY = ["--set", "num_envs=2", "num_steps=16", "hidden_sizes=8", "update_epochs=1"]
 
 
+@pytest.mark.integration
 def test_train_writes_results(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--env", "CartPole-v1", "--num-seeds", "3", "--total-timesteps", "320",

@@ -49,6 +49,7 @@ def test_gymnax_continuous_bounds():
     np.testing.assert_array_equal(env.action_high, [2.0])
 
 
+@pytest.mark.integration
 def test_brax_truncation_and_termination():
     env = BraxEnv("inverted_pendulum", backend="spring", episode_length=5)
     assert env.obs_dim == 4 and env.action_dim == 1 and not env.discrete

@@ -5,16 +5,9 @@ import numpy as np
 import pytest
 
 from purejaxppo.envs import make_env
-from purejaxppo.ppo import Config, HParams, evaluate, final_return, make_train, preset
+from purejaxppo.ppo import Config, HParams, evaluate, final_return, preset, train_seeds
 
 pytestmark = pytest.mark.slow
-
-
-def train_seeds(config, hparams, num_seeds, env=None, seed=0):
-    train = jax.jit(jax.vmap(make_train(config, env), in_axes=(0, None)))
-    keys = jax.random.split(jax.random.key(seed), num_seeds)
-    state, metrics = train(keys, hparams)
-    return state, jax.device_get(metrics), keys
 
 
 def test_cartpole_purejaxrl_defaults_16_seeds():
@@ -40,18 +33,18 @@ def test_cartpole_purejaxrl_defaults_16_seeds():
         max_grad_norm=0.5,
     )
     assert config == Config() and hparams == HParams()
-    _, metrics, _ = train_seeds(config, hparams, 16)
+    _, metrics, summary = train_seeds(config, hparams, 16)
     finals = final_return(metrics)
-    print(f"CartPole-v1 final_return over 16 seeds: mean {np.mean(finals):.1f}, {finals.round(1)}")
+    print(f"CartPole-v1 final_return over 16 seeds: {np.mean(finals):.1f}; {summary}")
     assert np.mean(finals) >= 475
 
 
 def test_pendulum_shipped_defaults_8_seeds():
     config, hparams = preset("Pendulum-v1")
     assert config.total_timesteps <= 1_000_000
-    _, metrics, _ = train_seeds(config, hparams, 8)
+    _, metrics, summary = train_seeds(config, hparams, 8)
     finals = final_return(metrics)
-    print(f"Pendulum-v1 final_return over 8 seeds: mean {np.mean(finals):.1f}, {finals.round(1)}")
+    print(f"Pendulum-v1 final_return over 8 seeds: {np.mean(finals):.1f}; {summary}")
     assert np.mean(finals) >= -300
 
 
@@ -61,10 +54,11 @@ def test_brax_inverted_pendulum_deterministic_eval_4_seeds():
     config, hparams = defaults_for("brax:inverted_pendulum")
     assert config.total_timesteps <= 1_000_000
     env = make_env(config.env)
-    state, metrics, keys = train_seeds(config, hparams, 4, env)
+    state, _, summary = train_seeds(config, hparams, 4, env=env)
+    eval_keys = jax.random.split(jax.random.key(1), 4)
     returns = jax.jit(jax.vmap(lambda p, n, k: evaluate(config, p, n, k, 10, env)))(
-        state.params, state.norm, keys
+        state.params, state.norm, eval_keys
     )
     per_seed = np.asarray(returns).mean(axis=1)
-    print(f"brax inverted_pendulum deterministic eval over 4 seeds: {per_seed.round(1)}")
+    print(f"brax inverted_pendulum deterministic eval over 4 seeds: {per_seed.round(1)}; {summary}")
     assert per_seed.mean() >= 950

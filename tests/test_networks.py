@@ -61,6 +61,7 @@ def test_distinct_seeds_give_distinct_weights():
     assert not np.allclose(a, b)
 
 
+@pytest.mark.integration
 def test_discrete_and_continuous_heads():
     cfg = Config(env="CartPole-v1", hidden_sizes=(16, 16))
     env = GymnaxEnv("CartPole-v1")

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import purejaxppo.ppo
 
 # Run ppo.py as a script with imports of the package and of the dependencies that the
@@ -22,6 +24,8 @@ sys.meta_path.insert(0, Refuse())
 sys.argv = ["ppo.py"] + sys.argv[1:]
 runpy.run_path("ppo.py", run_name="__main__")
 """
+
+pytestmark = pytest.mark.integration
 
 
 def test_copied_ppo_py_runs_alone(tmp_path):
