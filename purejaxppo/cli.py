@@ -1,20 +1,21 @@
-"""Command line: `purejaxppo train --env CartPole-v1 --num-seeds 16 --out runs/cartpole`.
+"""Command line.
 
-Trains all seeds in one jit(vmap(train)) call and writes into the output folder:
-  config.json   the resolved Config and HParams
-  metrics.npz   every per-update metric as [seed, update] arrays, plus env_steps [update]
-  summary.json  the standalone trainer's JSON fields (final_return per seed, speeds, ...)
+  purejaxppo train --env CartPole-v1 --num-seeds 16 --out runs/cartpole
+  purejaxppo train --env CartPole-v1 --num-seeds 32 --out runs/lr \
+      --sweep learning_rate=0.00025,0.001 ent_coef=0,0.01
+  purejaxppo train --resume runs/lr
+  purejaxppo eval runs/lr
+
+Every problem with the input is reported in one line with exit code 2, before anything
+compiles and before anything is written. See driver.py for what the output folder holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,20 +74,6 @@ def check_output_dir(out: Path) -> None:
         raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash leaves the old file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def to_jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -97,55 +84,271 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    overrides = dict(parse_assignment(a) for a in args.set)
+def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:
+    """['learning_rate=1e-3,1e-2', 'num_envs=4,8'] -> {field: [typed values]}."""
+    sweep: dict[str, list[Any]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not raw.strip():
+            raise UsageError(f"--sweep expects field=v1,v2,..., got {item!r}")
+        values = []
+        for text in raw.split(","):
+            values.append(parse_assignment(f"{name}={text}")[1])
+        key = name.strip().replace("-", "_")
+        if key in sweep:
+            raise UsageError(f"--sweep names {key!r} twice")
+        if key == "env":
+            raise UsageError("--sweep cannot vary env; run one command per environment")
+        sweep[key] = values
+    return sweep
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict, dict]:
+    """Resolve preset/--config, --set and --sweep into (Config, HParams, traced, static)."""
+    cfg_over: dict[str, Any] = {}
+    hp_over: dict[str, Any] = {}
+    env = args.env
+    if args.config:
+        try:
+            preset_env, cfg_over, hp_over = presets.load_preset(args.config)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        env = env or preset_env
+    if not env:
+        raise UsageError("--env is required (or a --config that names one)")
+    overrides = {**cfg_over, **hp_over, **dict(parse_assignment(a) for a in args.set)}
     if args.total_timesteps is not None:
         overrides["total_timesteps"] = args.total_timesteps
-    if args.num_seeds <= 0:
-        raise UsageError(f"--num-seeds must be a positive integer, got {args.num_seeds}")
+    sweep = parse_sweep(args.sweep)
     try:
-        config, hparams = resolve(args.env, overrides)
+        config, hparams = resolve(env, overrides)
+        traced = {k: v for k, v in sweep.items() if k in HPARAM_FIELDS}
+        static = {k: v for k, v in sweep.items() if k in CONFIG_FIELDS}
+        for name, values in traced.items():
+            for v in values:
+                check_hparams(hparams.replace(**{name: v}))
+        for name, values in static.items():
+            for v in values:
+                config.replace(**{name: v})
     except ValueError as err:
         raise UsageError(str(err)) from None
+    return config, hparams, traced, static
+
+
+def static_variants(config: Config, static: dict[str, list[Any]]) -> list[tuple[str, Config]]:
+    """One (subfolder name, Config) per combination of swept static values."""
+    import itertools
+
+    if not static:
+        return [("", config)]
+    names = list(static)
+    out = []
+    for combo in itertools.product(*(static[n] for n in names)):
+        label = "_".join(
+            f"{n}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for n, v in zip(names, combo, strict=True)
+        )
+        out.append((label, config.replace(**dict(zip(names, combo, strict=True)))))
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        return resume_train(args)
+    if not args.out:
+        raise UsageError("--out is required (or --resume DIR)")
+    if args.num_seeds <= 0:
+        raise UsageError(f"--num-seeds must be a positive integer, got {args.num_seeds}")
+    for name in ("chunk", "checkpoint_every", "keep"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    config, hparams, traced, static = settings_from_args(args)
     out = Path(args.out)
+    if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+        raise UsageError(f"--out {out} already holds a run; use --resume {out} or a new folder")
     check_output_dir(out)
 
+    from purejaxppo.driver import run_sweep
+    from purejaxppo.sweep import make_grid
+
+    grid = make_grid(traced)
+    variants = static_variants(config, static)
+    results = {}
+    for label, cfg in variants:
+        folder = out / label if label else out
+        summary = run_sweep(
+            folder, cfg, hparams, grid, args.num_seeds, args.seed,
+            chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
+        )  # fmt: skip
+        results[label] = summary
+        if "interrupted_at_update" in summary:
+            return 130
+    if static:
+        write_index(out, results)
+    last = results[variants[-1][0]]
+    print(json.dumps({k: last[k] for k in SUMMARY_KEYS if k in last}))
+    print(f"results in {out.resolve()} (summary.json, metrics.npz, curves.png, config.json)",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+SUMMARY_KEYS = (
+    "env", "num_seeds", "total_timesteps", "compile_seconds", "run_seconds",
+    "steps_per_second", "final_return", "final_return_mean",
+)  # fmt: skip
+
+
+def write_index(out: Path, results: dict[str, dict[str, Any]]) -> None:
+    from purejaxppo.driver import write_atomic
+
+    index = {
+        label: {k: s[k] for k in ("final_return_mean", "per_setting")}
+        for label, s in results.items()
+    }
+    write_atomic(out / "summary.json", json.dumps({"static_sweep": index}, indent=2).encode())
+
+
+def resume_train(args: argparse.Namespace) -> int:
+    """Continue the sweep in --resume DIR with exactly its recorded settings."""
+    out = Path(args.resume)
+    record_path = out / "config.json"
+    if not record_path.is_file():
+        raise UsageError(f"--resume {out}: no config.json there (not a purejaxppo run folder)")
+    record = json.loads(record_path.read_text())
+    given = [f"--{n.replace('_', '-')}" for n in ("env", "out", "config") if getattr(args, n)]
+    given += ["--set"] * bool(args.set) + ["--sweep"] * bool(args.sweep)
+    if given or args.total_timesteps is not None:
+        # Settings come from the folder; anything else would silently train a different run.
+        raise UsageError(
+            f"--resume takes its settings from {record_path}; "
+            f"drop {', '.join(given) or '--total-timesteps'}"
+        )
+    try:
+        cfg = dict(record["config"])
+        cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
+        config = Config(**cfg)
+        hparams = check_hparams(HParams(**record["hparams"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise UsageError(
+            f"--resume {out}: config.json does not match this version ({err})"
+        ) from None
+    check_output_dir(out)
+
+    from purejaxppo.checkpoint import Checkpointer
+    from purejaxppo.driver import run_sweep
+    from purejaxppo.sweep import Grid
+
+    ckpt = Checkpointer(out / "checkpoints")
+    latest = ckpt.latest()
+    if latest is not None and ckpt.read_meta(latest)["settings"] != record:
+        raise UsageError(f"--resume {out}: the checkpoint's settings differ from config.json")
+    ckpt.close()
+    grid = Grid(tuple(record["grid"]["fields"]), tuple(record["grid"]["settings"]))
+    summary = run_sweep(
+        out, config, hparams, grid, record["num_seeds"], record["seed"],
+        chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
+        resume=True,
+    )  # fmt: skip
+    if "interrupted_at_update" in summary:
+        return 130
+    print(json.dumps({k: summary[k] for k in SUMMARY_KEYS}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Restore the latest checkpoint of a run folder and evaluate every run deterministically."""
+    out = Path(args.dir)
+    record_path = out / "config.json"
+    if not record_path.is_file():
+        raise UsageError(f"{out}: no config.json there (not a purejaxppo run folder)")
+    if args.episodes <= 0:
+        raise UsageError(f"--episodes must be a positive integer, got {args.episodes}")
+    record = json.loads(record_path.read_text())
+    cfg = dict(record["config"])
+    cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
+    config = Config(**cfg)
+
+    import jax
+    import numpy as np
+
+    from purejaxppo.checkpoint import Checkpointer
     from purejaxppo.envs import make_env
-    from purejaxppo.ppo import final_return, train_seeds
+    from purejaxppo.ppo import evaluate
+    from purejaxppo.sweep import Grid, Runner, layout_runs
 
     env = make_env(config.env)
-    print(f"training {config.env}: {args.num_seeds} seeds x {config.num_updates} updates "
-          f"x {config.batch_size} steps", file=sys.stderr)  # fmt: skip
-    _, metrics, summary = train_seeds(config, hparams, args.num_seeds, args.seed, env)
-    finals = final_return(metrics)
-    summary["final_return_std"] = (
-        None if np.all(np.isnan(finals)) else round(float(np.nanstd(finals)), 3)
+    grid = Grid(tuple(record["grid"]["fields"]), tuple(record["grid"]["settings"]))
+    runs = layout_runs(HParams(**record["hparams"]), grid, record["num_seeds"], record["seed"])
+    runner = Runner(config, env)
+    ckpt = Checkpointer(out / "checkpoints")
+    if ckpt.latest() is None:
+        raise UsageError(f"{out}: no checkpoint to evaluate")
+    abstract = jax.eval_shape(runner._init, runner.place(runs.keys), runner.place(runs.hparams))
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=runner.sharding), abstract
     )
-    resolved = {"config": to_jsonable(config), "hparams": to_jsonable(hparams), "seed": args.seed}
-    write_atomic(out / "config.json", json.dumps(resolved, indent=2).encode())
-    env_steps = (np.arange(config.num_updates, dtype=np.int64) + 1) * config.batch_size
-    buf = io.BytesIO()
-    np.savez(buf, env_steps=env_steps, **metrics)
-    write_atomic(out / "metrics.npz", buf.getvalue())
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
-    print(json.dumps(summary))
-    print(f"results in {out.resolve()} (summary.json, metrics.npz, config.json)", file=sys.stderr)
+    state, _, meta = ckpt.restore(abstract)
+    n = runs.keys.shape[0]
+    keys = jax.random.split(jax.random.key(args.seed), n)
+    returns = jax.jit(jax.vmap(lambda p, nm, k: evaluate(config, p, nm, k, args.episodes, env)))(
+        jax.tree.map(lambda x: x[:n], state.params),
+        jax.tree.map(lambda x: x[:n], state.norm),
+        keys,
+    )
+    returns = np.asarray(returns)
+    result = {
+        "update": int(meta["update"]),
+        "episodes": args.episodes,
+        "runs": [
+            {
+                "setting": int(runs.setting[r]),
+                "seed": int(runs.seed[r]),
+                **grid.settings[int(runs.setting[r])],
+                "mean_return": round(float(returns[r].mean()), 3),
+            }
+            for r in range(n)
+        ],
+        "mean_return": round(float(returns.mean()), 3),
+    }
+    from purejaxppo.driver import write_atomic
+
+    write_atomic(out / "eval.json", json.dumps(result, indent=2).encode())
+    print(json.dumps(result))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="purejaxppo", description="PPO end to end in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train one config over many seeds in one call")
-    train.add_argument("--env", required=True, help="gymnax id or brax:NAME[@BACKEND]")
-    train.add_argument("--num-seeds", type=int, default=1, help="seeds trained in parallel")
-    train.add_argument("--total-timesteps", type=int, default=None, help="env steps per seed")
+    train = sub.add_parser("train", help="train a grid of settings x seeds")
+    train.add_argument("--env", help="gymnax id or brax:NAME[@BACKEND]")
+    train.add_argument("--num-seeds", type=int, default=1, help="seeds per setting")
+    train.add_argument("--total-timesteps", type=int, default=None, help="env steps per run")
     train.add_argument("--seed", type=int, default=0, help="base PRNG seed")
-    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--out", help="output folder")
+    train.add_argument("--config", help=f"preset ({', '.join(presets.preset_names())}) or YAML")
     train.add_argument(
         "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override any field"
     )
+    train.add_argument(
+        "--sweep",
+        nargs="*",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="grid axes: traced fields share one program, static ones compile once per value",
+    )
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    train.add_argument("--chunk", type=int, default=None, help="updates per compiled call")
+    train.add_argument("--checkpoint-every", type=int, default=None, help="updates between saves")
+    train.add_argument("--keep", type=int, default=None, help="checkpoints kept (default 3)")
     train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate the latest checkpoint of a run folder")
+    ev.add_argument("dir", help="a folder written by purejaxppo train")
+    ev.add_argument("--episodes", type=int, default=10, help="episodes per run")
+    ev.add_argument("--seed", type=int, default=1, help="PRNG seed for the evaluation episodes")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -155,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return args.func(args)
     except UsageError as err:
+        print(f"purejaxppo: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError as err:
         print(f"purejaxppo: error: {err}", file=sys.stderr)
         return 2
 

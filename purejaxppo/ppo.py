@@ -778,6 +778,7 @@ METRIC_NAMES = (
     "learning_rate",
     "kl_beta",
     "kl",
+    "finite",
 )
 
 
@@ -903,6 +904,12 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
             "learning_rate": current_lr(config, hparams, state.update),
             "kl_beta": state.kl_beta,
             "kl": kl,
+            # 1 while every parameter and loss of this run is finite; a diverged run shows 0.
+            "finite": jnp.all(
+                jnp.stack(
+                    [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, stats, kl_beta))]
+                )
+            ).astype(jnp.int32),
         }
         new_state = TrainState(
             params=params,

@@ -17,14 +17,18 @@ def test_train_writes_results(tmp_path, capsys):
                  "--out", str(out), *TINY])  # fmt: skip
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["num_seeds"] == 3 and len(summary["final_return"]) == 3
+    # final_return is [setting][seed]; without --sweep there is one setting.
+    assert summary["num_seeds"] == 3 and len(summary["final_return"]) == 1
+    assert len(summary["final_return"][0]) == 3
     assert summary["total_timesteps"] == 320
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["num_envs"] == 2 and config["config"]["hidden_sizes"] == [8]
     metrics = np.load(out / "metrics.npz")
-    assert metrics["episode_return"].shape == (3, 10)
+    assert metrics["episode_return"].shape == (1, 3, 10)
     np.testing.assert_array_equal(metrics["env_steps"], np.arange(1, 11) * 32)
     assert str(out.resolve()) in capsys.readouterr().err
+    assert (out / "curves.png").stat().st_size > 0
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["10"]
 
 
 @pytest.mark.parametrize(

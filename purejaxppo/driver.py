@@ -1,0 +1,351 @@
+"""The sweep driver: train a grid x seeds into a folder in chunks, with progress, checkpoints,
+divergence reports and resume. The command line (cli.py) is a thin layer over `run_sweep`.
+
+Folder layout:
+  config.json     resolved settings (Config, base HParams, grid, seeds): what --resume checks
+  checkpoints/    orbax checkpoints, one per --checkpoint-every updates, the last few kept
+  metrics.npz     every per-update metric as [setting, seed, update], plus env_steps [update]
+  summary.json    speeds, final_return per run, per-setting mean/std, diverged runs
+  curves.png      learning curves: mean and min-max band across seeds per setting
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from purejaxppo.checkpoint import Checkpointer
+from purejaxppo.ppo import Config, HParams, final_return
+from purejaxppo.sweep import Grid, Runner, chunks, estimate_run_bytes, layout_runs
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash leaves the old file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def settings_record(
+    config: Config, hparams: HParams, grid: Grid, num_seeds: int, seed: int
+) -> dict[str, Any]:
+    """The resolved settings as JSON; equal records mean a resume continues the same sweep."""
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}
+    hp = {k: float(getattr(hparams, k)) for k in vars(hparams)}
+    return {
+        "config": cfg,
+        "hparams": hp,
+        "grid": {"fields": list(grid.fields), "settings": list(grid.settings)},
+        "num_seeds": num_seeds,
+        "seed": seed,
+    }
+
+
+def default_chunk(num_updates: int, checkpoint_every: int | None) -> int:
+    """About 20 progress reports; a divisor of num_updates when one is near, so the last chunk
+    needs no extra compile. Never longer than the checkpoint interval."""
+    target = max(1, math.ceil(num_updates / 20))
+    divisors = [d for d in range(target, 2 * target + 1) if num_updates % d == 0]
+    chunk = divisors[0] if divisors else target
+    if checkpoint_every:
+        chunk = min(chunk, checkpoint_every)
+    return max(1, chunk)
+
+
+class Interrupt:
+    """SIGINT/SIGTERM set a flag; the driver checkpoints after the chunk in flight and stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupt:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupt: saving a checkpoint after this chunk...", file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def progress_line(
+    done: int, total: int, batch_size: int, sps: float, metrics: dict[str, np.ndarray]
+) -> str:
+    recent = metrics["episode_return"][:, -max(1, metrics["episode_return"].shape[1] // 10) :]
+    ret = np.nanmean(recent) if np.isfinite(recent).any() else float("nan")
+    return (
+        f"[{100 * done / total:5.1f}%] update {done}/{total}  "
+        f"env steps {done * batch_size:,} per run  {sps:,.0f} steps/s  return {ret:.1f}"
+    )
+
+
+def run_sweep(
+    out: Path,
+    config: Config,
+    hparams: HParams,
+    grid: Grid,
+    num_seeds: int,
+    seed: int = 0,
+    env: Any = None,
+    chunk: int | None = None,
+    checkpoint_every: int | None = None,
+    keep: int = 3,
+    resume: bool = False,
+    memory_budget: int | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """Train every (setting, seed) run of the sweep; returns the summary also written to out."""
+    from purejaxppo.envs import make_env
+    from purejaxppo.sweep import available_memory_bytes
+
+    env = make_env(config.env) if env is None else env
+    record = settings_record(config, hparams, grid, num_seeds, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
+
+    runner = Runner(config, env)
+    runs = layout_runs(hparams, grid, num_seeds, seed)
+    num_runs = runs.keys.shape[0]
+    chunk = chunk or default_chunk(config.num_updates, checkpoint_every)
+    run_bytes = estimate_run_bytes(runner.trainer, chunk)
+    budget = memory_budget or available_memory_bytes() // 2
+    padded = runner.padded_size(num_runs)
+    log(
+        f"{config.env}: {grid.size} setting(s) x {num_seeds} seed(s) = {num_runs} runs on "
+        f"{runner.num_devices} device(s); {config.num_updates} updates of {config.batch_size} "
+        f"steps; ~{run_bytes * padded / 2**20:.0f} MiB estimated of {budget / 2**20:.0f} MiB"
+    )
+    if run_bytes * padded > budget:
+        raise MemoryError(
+            f"the sweep needs ~{run_bytes * padded / 2**30:.1f} GiB, over the budget of "
+            f"{budget / 2**30:.1f} GiB: use fewer seeds or settings per command"
+        )
+
+    hp = runner.place(runs.hparams)
+    ckpt = Checkpointer(out / "checkpoints", max_to_keep=keep)
+    abstract = jax.eval_shape(runner._init, runner.place(runs.keys), hp)
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=runner.sharding), abstract
+    )
+    history: dict[str, np.ndarray] = {}
+    start = 0
+    compile_seconds = 0.0
+    if resume and ckpt.latest() is not None:
+        state, history, meta = ckpt.restore(abstract)
+        start = int(meta["update"])
+        log(f"resumed from checkpoint at update {start}")
+    else:
+        t0 = time.perf_counter()
+        state = runner.init(runs.keys, runs.hparams)
+        jax.block_until_ready(state)
+        compile_seconds += time.perf_counter() - t0
+
+    diverged: dict[int, int] = {}
+    if history:
+        _note_divergence(history, start - history["finite"].shape[1], diverged)
+    run_seconds = 0.0
+    steps_run = 0
+    since_ckpt = 0
+    interrupted = False
+    compiled_lengths: set[int] = set()
+    with Interrupt() as interrupt:
+        for first, length in chunks(start, config.num_updates, chunk):
+            t0 = time.perf_counter()
+            if length not in compiled_lengths:
+                runner._advance.lower(state, hp, length).compile()
+                compiled_lengths.add(length)
+                compile_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+            state, metrics = runner.advance(state, hp, length)
+            elapsed = time.perf_counter() - t0
+            run_seconds += elapsed
+            steps_run += length * config.batch_size * num_runs
+            metrics = {k: v[:num_runs] for k, v in metrics.items()}
+            history = (
+                metrics
+                if not history
+                else {k: np.concatenate([history[k], metrics[k]], axis=1) for k in metrics}
+            )
+            for r, update in _note_divergence(metrics, first, diverged):
+                log(f"run {_describe(r, runs, grid)} went non-finite at update {update}")
+            done = first + length
+            since_ckpt += length
+            log(
+                progress_line(
+                    done,
+                    config.num_updates,
+                    config.batch_size,
+                    length * config.batch_size * num_runs / elapsed,
+                    history,
+                )  # fmt: skip
+            )
+            finished = done == config.num_updates
+            if (
+                (checkpoint_every and since_ckpt >= checkpoint_every)
+                or finished
+                or interrupt.requested
+            ):
+                ckpt.save(done, state, history, {"update": done, "settings": record})
+                since_ckpt = 0
+            if interrupt.requested and not finished:
+                interrupted = True
+                break
+    ckpt.close()
+
+    summary = write_results(
+        out, config, grid, num_seeds, history, runs, diverged,
+        compile_seconds, run_seconds, steps_run,
+    )  # fmt: skip
+    if interrupted:
+        summary["interrupted_at_update"] = int(history["finite"].shape[1])
+        write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
+        log(f"stopped at update {summary['interrupted_at_update']}; continue with: "
+            f"purejaxppo train --resume {out}")  # fmt: skip
+    return summary
+
+
+def _note_divergence(
+    metrics: dict[str, np.ndarray], first: int, diverged: dict[int, int]
+) -> list[tuple[int, int]]:
+    """Record the first non-finite update of each run; returns the newly diverged runs."""
+    new = []
+    bad = metrics["finite"] == 0
+    for r in np.flatnonzero(bad.any(axis=1)):
+        if int(r) not in diverged:
+            diverged[int(r)] = first + int(np.argmax(bad[r]))
+            new.append((int(r), diverged[int(r)]))
+    return new
+
+
+def _describe(r: int, runs: Any, grid: Grid) -> str:
+    setting = grid.settings[int(runs.setting[r])]
+    text = ", ".join(f"{k}={v:g}" for k, v in setting.items())
+    return f"#{r} (seed {int(runs.seed[r])}{', ' + text if text else ''})"
+
+
+def write_results(
+    out: Path,
+    config: Config,
+    grid: Grid,
+    num_seeds: int,
+    history: dict[str, np.ndarray],
+    runs: Any,
+    diverged: dict[int, int],
+    compile_seconds: float,
+    run_seconds: float,
+    steps_run: int,
+) -> dict[str, Any]:
+    """metrics.npz [setting, seed, update], summary.json and curves.png, each written atomically."""
+    updates = history["finite"].shape[1]
+    shaped = {k: v.reshape(grid.size, num_seeds, updates) for k, v in history.items()}
+    env_steps = (np.arange(updates, dtype=np.int64) + 1) * config.batch_size
+    buf = io.BytesIO()
+    np.savez(buf, env_steps=env_steps, **shaped)
+    write_atomic(out / "metrics.npz", buf.getvalue())
+
+    finals = final_return(shaped)  # [H, S]
+    per_setting = []
+    for h, setting in enumerate(grid.settings):
+        row = finals[h]
+        ok = row[np.isfinite(row)]
+        per_setting.append(
+            {
+                **setting,
+                "final_return_mean": round(float(ok.mean()), 3) if ok.size else None,
+                "final_return_std": round(float(ok.std()), 3) if ok.size else None,
+            }
+        )
+    flat = finals.reshape(-1)
+    summary = {
+        "env": config.env,
+        "num_seeds": num_seeds,
+        "total_timesteps": int(env_steps[-1]) if updates else 0,
+        "compile_seconds": round(compile_seconds, 3),
+        "run_seconds": round(run_seconds, 3),
+        "steps_per_second": round(steps_run / run_seconds, 1) if run_seconds else None,
+        "final_return": [
+            [None if np.isnan(x) else round(float(x), 3) for x in row] for row in finals
+        ],
+        "final_return_mean": None if np.all(np.isnan(flat)) else round(float(np.nanmean(flat)), 3),
+        "grid": {"fields": list(grid.fields), "settings": list(grid.settings)},
+        "per_setting": per_setting,
+        "diverged": [
+            {
+                "run": r,
+                "setting": int(runs.setting[r]),
+                "seed": int(runs.seed[r]),
+                "update": u,
+                **grid.settings[int(runs.setting[r])],
+            }
+            for r, u in sorted(diverged.items())
+        ],
+    }
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
+    plot_curves(out / "curves.png", env_steps, shaped["episode_return"], grid, config.env)
+    return summary
+
+
+def plot_curves(
+    path: Path, env_steps: np.ndarray, returns: np.ndarray, grid: Grid, title: str
+) -> None:
+    """Mean across seeds per setting, with a min-max band; x in env steps per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for h, setting in enumerate(grid.settings):
+        # Updates in which no episode ended carry NaN; fill forward so the curve is continuous.
+        r = _ffill(returns[h])
+        label = ", ".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(r, axis=0)
+            low, high = np.nanmin(r, axis=0), np.nanmax(r, axis=0)
+        (line,) = ax.plot(env_steps, mean, label=label, lw=1.5)
+        ax.fill_between(env_steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("environment steps per run")
+    ax.set_ylabel("episodic return")
+    ax.set_title(f"{title}: mean and min-max over seeds")
+    if grid.size > 1:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def _ffill(x: np.ndarray) -> np.ndarray:
+    """Forward-fill NaN along the last axis."""
+    x = np.array(x, np.float64)
+    idx = np.where(np.isnan(x), 0, np.arange(x.shape[-1]))
+    np.maximum.accumulate(idx, axis=-1, out=idx)
+    return np.take_along_axis(x, idx, axis=-1)

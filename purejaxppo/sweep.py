@@ -1,0 +1,238 @@
+"""Seeds x hyperparameter grids as one flat axis of runs, sharded over devices, run in chunks.
+
+A sweep is a grid over traced HParams fields times S seeds. Every (setting, seed) pair is one
+*run*; runs are laid out setting-major (run r = h * S + s) and trained by one compiled program,
+vmapped over runs, so a grid of 8 learning rates x 32 seeds compiles once. The run axis is
+sharded over a 1-D device mesh, padded to a multiple of the device count. The driver advances
+all runs `chunk` updates per call, so a caller can report progress and checkpoint between calls;
+chunking does not change any result (the update is the same pure function of the state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from purejaxppo.ppo import Config, HParams, Trainer, TrainState, check_hparams, make_trainer
+
+HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid.
+# ---------------------------------------------------------------------------------------------
+
+
+class Grid(NamedTuple):
+    """A full grid over traced hyperparameters: settings[h] maps each swept field to a value."""
+
+    fields: tuple[str, ...]
+    settings: tuple[dict[str, float], ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.settings)
+
+
+def make_grid(sweep: dict[str, Sequence[float]]) -> Grid:
+    """The Cartesian product of the swept values, in the order given (last field fastest)."""
+    for name, values in sweep.items():
+        if name not in HPARAM_NAMES:
+            raise ValueError(
+                f"cannot sweep {name!r} in one program: only traced HParams fields "
+                f"({', '.join(HPARAM_NAMES)}) can be grid axes"
+            )
+        if len(values) == 0:
+            raise ValueError(f"sweep over {name!r} has no values")
+    fields = tuple(sweep)
+    combos = itertools.product(*(sweep[f] for f in fields)) if fields else [()]
+    return Grid(fields, tuple(dict(zip(fields, map(float, c), strict=True)) for c in combos))
+
+
+def grid_hparams(base: HParams, grid: Grid) -> HParams:
+    """Stack base updated by each grid setting: an HParams whose leaves are [H] arrays."""
+    rows = [check_hparams(base.replace(**s)) for s in grid.settings]
+    return jax.tree.map(lambda *xs: jnp.asarray(np.asarray(xs, np.float32)), *rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices, memory, and how many runs go into one program.
+# ---------------------------------------------------------------------------------------------
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.asarray(devices), ("runs",))
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else physical memory from sysconf."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _nbytes(tree: Any) -> int:
+    return sum(
+        math.prod(x.shape) * np.dtype(x.dtype).itemsize
+        for x in jax.tree.leaves(tree)
+        if hasattr(x, "dtype") and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    ) + sum(
+        math.prod(x.shape) * 8
+        for x in jax.tree.leaves(tree)
+        if hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    )
+
+
+def estimate_run_bytes(trainer: Trainer, chunk: int) -> int:
+    """Memory one run needs inside the compiled program, estimated without compiling.
+
+    The training state, plus one rollout's transitions held several times over (the rollout,
+    the flattened batch, one shuffled copy, gradients of a minibatch) and the chunk's metrics.
+    """
+    state = jax.eval_shape(trainer.init, jax.random.key(0), HParams())
+    env = trainer.env
+    cfg = trainer.config
+    per_step = 4 * (3 * env.obs_dim + 4 * env.action_dim + 12)
+    rollout = cfg.batch_size * per_step
+    metrics = chunk * 16 * 4
+    return _nbytes(state) + 4 * rollout + 2 * _nbytes(state.params) + metrics
+
+
+def plan_batches(num_runs: int, run_bytes: int, num_devices: int, budget: int) -> int:
+    """Runs per program: all of them if they fit in `budget`, else the largest multiple of the
+    device count that does (at least one run per device)."""
+    fit = max(1, budget // max(run_bytes, 1))
+    if fit >= num_runs:
+        return num_runs
+    return max(num_devices, (fit // num_devices) * num_devices)
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner.
+# ---------------------------------------------------------------------------------------------
+
+
+class Runs(NamedTuple):
+    """The flat run axis: run r trains setting r // num_seeds with seed r % num_seeds."""
+
+    hparams: HParams  # leaves [R]
+    keys: jax.Array  # [R] PRNG keys
+    setting: np.ndarray  # [R] grid index
+    seed: np.ndarray  # [R] seed index
+
+
+def layout_runs(base: HParams, grid: Grid, num_seeds: int, seed: int) -> Runs:
+    """Seed s gets the same key in every setting, so settings are compared on equal seeds."""
+    per_setting = grid_hparams(base, grid)
+    keys = jax.random.split(jax.random.key(seed), num_seeds)
+    hp = jax.tree.map(lambda x: jnp.repeat(x, num_seeds), per_setting)
+    setting = np.repeat(np.arange(grid.size), num_seeds)
+    seed_index = np.tile(np.arange(num_seeds), grid.size)
+    return Runs(hp, keys[seed_index], setting, seed_index)
+
+
+def _pad(tree: Any, size: int) -> Any:
+    """Pad the leading axis to `size` by repeating the last entry (padding runs are dropped)."""
+
+    def pad(x: jax.Array) -> jax.Array:
+        extra = size - x.shape[0]
+        if extra == 0:
+            return x
+        return jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)], axis=0)
+
+    return jax.tree.map(pad, tree)
+
+
+class Runner:
+    """Compiled init and chunked update for a block of runs, sharded over a mesh."""
+
+    def __init__(self, config: Config, env: Any = None, mesh: Mesh | None = None) -> None:
+        self.trainer = make_trainer(config, env)
+        self.config = config
+        self.mesh = make_mesh() if mesh is None else mesh
+        self.num_devices = self.mesh.devices.size
+        self.sharding = NamedSharding(self.mesh, PartitionSpec("runs"))
+        trainer = self.trainer
+
+        def init(keys: jax.Array, hparams: HParams) -> TrainState:
+            return jax.vmap(trainer.init)(keys, hparams)
+
+        def advance(
+            state: TrainState, hparams: HParams, length: int
+        ) -> tuple[TrainState, dict[str, jax.Array]]:
+            def one_run(s: TrainState, hp: HParams):
+                return jax.lax.scan(lambda c, _: trainer.update(c, hp), s, None, length=length)
+
+            state, metrics = jax.vmap(one_run)(state, hparams)
+            return state, metrics  # metrics [R, length]
+
+        self._init = jax.jit(init, out_shardings=self.sharding)
+        self._advance = jax.jit(
+            advance,
+            static_argnums=2,
+            donate_argnums=0,
+            out_shardings=(self.sharding, self.sharding),
+        )
+
+    def padded_size(self, n: int) -> int:
+        return -(-n // self.num_devices) * self.num_devices
+
+    def place(self, tree: Any) -> Any:
+        """Pad a [n, ...] pytree to the device multiple and shard it over the run axis."""
+        n = jax.tree.leaves(tree)[0].shape[0]
+        return jax.device_put(_pad(tree, self.padded_size(n)), self.sharding)
+
+    def init(self, keys: jax.Array, hparams: HParams) -> TrainState:
+        return self._init(self.place(keys), self.place(hparams))
+
+    def advance(
+        self, state: TrainState, hparams: HParams, length: int
+    ) -> tuple[TrainState, dict[str, np.ndarray]]:
+        """Run `length` updates of every run; hparams must already be placed."""
+        state, metrics = self._advance(state, hparams, length)
+        return state, {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+
+
+def chunks(start: int, total: int, chunk: int) -> Iterator[tuple[int, int]]:
+    """(first update, length) pairs covering [start, total) in steps of `chunk`."""
+    u = start
+    while u < total:
+        n = min(chunk, total - u)
+        yield u, n
+        u += n
+
+
+def train_runs(
+    config: Config,
+    runs: Runs,
+    env: Any = None,
+    chunk: int | None = None,
+    mesh: Mesh | None = None,
+) -> tuple[TrainState, dict[str, np.ndarray]]:
+    """Train every run to the end, `chunk` updates per call; metrics are [R, num_updates]."""
+    runner = Runner(config, env, mesh)
+    chunk = config.num_updates if chunk is None else chunk
+    n = runs.keys.shape[0]
+    hp = runner.place(runs.hparams)
+    state = runner.init(runs.keys, runs.hparams)
+    parts: list[dict[str, np.ndarray]] = []
+    for _, length in chunks(0, config.num_updates, chunk):
+        state, metrics = runner.advance(state, hp, length)
+        parts.append(metrics)
+    metrics = {k: np.concatenate([p[k] for p in parts], axis=1)[:n] for k in parts[0]}
+    return jax.tree.map(lambda x: x[:n], state), metrics

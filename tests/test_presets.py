@@ -1,0 +1,32 @@
+"""Shipped presets: readable YAML, valid fields, and the same values as the trainer's own."""
+
+import pytest
+
+from purejaxppo.ppo import Config, HParams, preset
+from purejaxppo.presets import defaults_for, load_preset, preset_names
+
+
+def test_every_preset_loads_into_valid_settings():
+    assert {"cartpole", "pendulum", "brax-inverted-pendulum", "brax-ant"} <= set(preset_names())
+    for name in preset_names():
+        env, cfg, hp = load_preset(name)
+        Config(env=env, **cfg)
+        HParams(**hp)
+
+
+def test_yaml_presets_agree_with_the_code_defaults():
+    env, cfg, hp = load_preset("cartpole")
+    assert Config(env=env, **cfg) == Config() and HParams(**hp) == HParams()
+    env, cfg, hp = load_preset("pendulum")
+    assert (Config(env=env, **cfg), HParams(**hp)) == preset("Pendulum-v1")
+    env, cfg, hp = load_preset("brax-inverted-pendulum")
+    assert (Config(env=env, **cfg), HParams(**hp)) == defaults_for(env)
+
+
+def test_bad_preset_files_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="presets: "):
+        load_preset("no-such-preset")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env: CartPole-v1\nconfig:\n  num_env: 4\n")
+    with pytest.raises(ValueError, match="num_env"):
+        load_preset(str(bad))

@@ -1,0 +1,231 @@
+"""The sweep driver: grids, chunking, devices, divergence, checkpoints and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from purejaxppo.checkpoint import read_saved_state
+from purejaxppo.cli import main
+from purejaxppo.ppo import Config, HParams
+from purejaxppo.sweep import layout_runs, make_grid, train_runs
+
+pytestmark = pytest.mark.integration
+
+TINY = Config(
+    num_envs=2, num_steps=8, total_timesteps=16 * 12, update_epochs=1, num_minibatches=2,
+    hidden_sizes=(8,),
+)  # fmt: skip
+TINY_SET = ["num_envs=2", "num_steps=8", "update_epochs=1", "num_minibatches=2", "hidden_sizes=8"]
+
+
+def test_grid_is_the_cartesian_product_last_field_fastest():
+    grid = make_grid({"learning_rate": [1e-3, 1e-2], "ent_coef": [0.0, 0.1, 0.2]})
+    assert grid.size == 6
+    assert grid.settings[1] == {"learning_rate": 1e-3, "ent_coef": 0.1}
+    assert grid.settings[3] == {"learning_rate": 1e-2, "ent_coef": 0.0}
+    with pytest.raises(ValueError, match="only traced HParams"):
+        make_grid({"num_envs": [1, 2]})
+
+
+def test_runs_share_seeds_across_settings():
+    runs = layout_runs(HParams(), make_grid({"gamma": [0.9, 0.99]}), 3, 0)
+    np.testing.assert_array_equal(runs.setting, [0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(runs.seed, [0, 1, 2, 0, 1, 2])
+    data = np.asarray(jax.random.key_data(runs.keys))
+    np.testing.assert_array_equal(data[:3], data[3:])
+    np.testing.assert_allclose(runs.hparams.gamma, [0.9] * 3 + [0.99] * 3)
+
+
+def test_chunked_equals_one_call_bitwise():
+    runs = layout_runs(HParams(), make_grid({"learning_rate": [1e-3, 3e-3]}), 2, 0)
+    _, whole = train_runs(TINY, runs, chunk=TINY.num_updates)
+    _, chunked = train_runs(TINY, runs, chunk=5)
+    for name in whole:
+        np.testing.assert_array_equal(whole[name], chunked[name], err_msg=name)
+
+
+def test_sweep_run_equals_the_run_alone():
+    # Run (setting 1, seed 2) inside a 2 x 3 sweep equals that setting and seed trained alone.
+    grid = make_grid({"learning_rate": [1e-3, 5e-3]})
+    _, sweep = train_runs(TINY, layout_runs(HParams(), grid, 3, 0))
+    alone_runs = layout_runs(HParams(learning_rate=5e-3), make_grid({}), 3, 0)
+    _, alone = train_runs(TINY, alone_runs)
+    for name in sweep:
+        np.testing.assert_allclose(sweep[name][5], alone[name][2], rtol=1e-5, atol=1e-6)
+
+
+def test_diverged_run_is_named_and_the_others_are_untouched(tmp_path, capsys):
+    out = tmp_path / "div"
+    argv = [
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--num-seeds",
+        "2",
+        "--total-timesteps",
+        "192",
+        "--out",
+        str(out),
+        "--sweep",
+        "learning_rate=0.001,1e30",
+        "--set",
+        *TINY_SET,
+    ]  # noqa: E501
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    diverged = summary["diverged"]
+    assert {d["setting"] for d in diverged} == {1} and len(diverged) == 2
+    assert "learning_rate=1e+30" in err and "went non-finite at update" in err
+    metrics = np.load(out / "metrics.npz")
+    assert metrics["finite"][0].all() and not metrics["finite"][1].all()
+    # The healthy setting trained exactly as it would alone.
+    alone = tmp_path / "alone"
+    assert main(["train", "--env", "CartPole-v1", "--num-seeds", "2", "--total-timesteps", "192",
+                 "--out", str(alone), "--set", "learning_rate=0.001", *TINY_SET]) == 0  # fmt: skip
+    ref = np.load(alone / "metrics.npz")
+    for name in ("episode_return", "policy_loss", "value_loss"):
+        np.testing.assert_allclose(metrics[name][0], ref[name][0], rtol=1e-5, atol=1e-6)
+
+
+FOUR_DEVICES = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from purejaxppo.ppo import Config, HParams
+    from purejaxppo.sweep import layout_runs, make_grid, make_mesh, train_runs
+    assert len(jax.devices()) == 4
+    cfg = Config(num_envs=2, num_steps=8, total_timesteps=192, update_epochs=1,
+                 num_minibatches=2, hidden_sizes=(8,))
+    runs = layout_runs(HParams(), make_grid({"learning_rate": [1e-3, 3e-3, 1e-2]}), 2, 0)
+    s4, m4 = train_runs(cfg, runs, chunk=4)
+    s1, m1 = train_runs(cfg, runs, chunk=4, mesh=make_mesh(jax.devices()[:1]))
+    assert m4["episode_return"].shape == (6, 12)
+    worst = max(float(np.nanmax(np.abs(m4[k].astype(float) - m1[k].astype(float))))
+                for k in m4)
+    exact = all(np.array_equal(m4[k], m1[k], equal_nan=True) for k in m4)
+    print("RESULT", exact, worst)
+    """
+)
+
+
+def test_four_fake_devices_equal_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = subprocess.run(
+        [sys.executable, "-c", FOUR_DEVICES], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exact, worst = proc.stdout.split("RESULT")[1].split()
+    print("4 devices vs 1: bitwise", exact, "max abs diff", worst)
+    assert exact == "True" or float(worst) < 1e-5
+
+
+def run_cli(args, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "purejaxppo.cli", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw,
+    )  # fmt: skip
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    common = ["--env", "CartPole-v1", "--num-seeds", "2", "--total-timesteps", str(16 * 120),
+              "--sweep", "learning_rate=0.001,0.003", "--chunk", "2", "--checkpoint-every", "2",
+              "--set", *TINY_SET]  # fmt: skip
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = run_cli(["train", *common, "--out", str(killed)])
+    deadline = time.time() + 300
+    ckpts = killed / "checkpoints"
+    while time.time() < deadline:
+        steps = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+        if steps and 20 <= max(steps) < 100:
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "summary.json").exists()
+
+    resumed = run_cli(["train", "--resume", str(killed)])
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "resumed from checkpoint at update" in err
+    ref = run_cli(["train", *common, "--out", str(whole)])
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err[-3000:]
+
+    a, b = np.load(killed / "metrics.npz"), np.load(whole / "metrics.npz")
+    assert set(a.files) == set(b.files)
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    sa, sb = read_saved_state(killed / "checkpoints"), read_saved_state(whole / "checkpoints")
+    for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_refuses_other_settings_and_foreign_folders(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--env", "CartPole-v1", "--total-timesteps", "64", "--out", str(out),
+                 "--set", *TINY_SET]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--env", "Acrobot-v1"]) == 2
+    assert "--resume takes its settings" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    # A config.json edited after the checkpoint was written no longer matches it.
+    record = json.loads((out / "config.json").read_text())
+    record["hparams"]["gamma"] = 0.5
+    (out / "config.json").write_text(json.dumps(record))
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "differ" in capsys.readouterr().err
+    assert main(["train", "--env", "CartPole-v1", "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_eval_restores_and_scores_every_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--num-seeds",
+                "2",
+                "--total-timesteps",
+                "64",
+                "--out",
+                str(out),
+                "--sweep",
+                "gamma=0.9,0.99",
+                "--set",
+                *TINY_SET,
+            ]
+        )
+        == 0
+    )  # noqa: E501
+    capsys.readouterr()
+    assert main(["eval", str(out), "--episodes", "3"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(result["runs"]) == 4 and result["update"] == 4
+    assert {r["gamma"] for r in result["runs"]} == {0.9, 0.99}
+    assert all(8 <= r["mean_return"] <= 500 for r in result["runs"])
+    assert Path(out / "eval.json").is_file()
+
+
+def test_static_sweep_compiles_once_per_value(tmp_path, capsys):
+    out = tmp_path / "static"
+    assert main(["train", "--env", "CartPole-v1", "--total-timesteps", "64", "--out", str(out),
+                 "--sweep", "num_envs=2,4", "--set", *TINY_SET]) == 0  # fmt: skip
+    index = json.loads((out / "summary.json").read_text())["static_sweep"]
+    assert set(index) == {"num_envs=2", "num_envs=4"}
+    assert np.load(out / "num_envs=4" / "metrics.npz")["episode_return"].shape == (1, 1, 2)
