@@ -152,7 +152,17 @@ def static_variants(config: Config, static: dict[str, list[Any]]) -> list[tuple[
     return out
 
 
+def check_loggers(args: argparse.Namespace) -> None:
+    import importlib.util
+
+    if args.wandb and importlib.util.find_spec("wandb") is None:
+        raise UsageError("--wandb needs the wandb package: pip install wandb (then wandb login)")
+    if args.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        raise UsageError("--tensorboard needs the tensorboardX package: pip install tensorboardX")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    check_loggers(args)
     if args.resume:
         return resume_train(args)
     if not args.out:
@@ -180,6 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = run_sweep(
             folder, cfg, hparams, grid, args.num_seeds, args.seed,
             chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
+            tensorboard=args.tensorboard, wandb=args.wandb,
         )  # fmt: skip
         results[label] = summary
         if "interrupted_at_update" in summary:
@@ -248,7 +259,7 @@ def resume_train(args: argparse.Namespace) -> int:
     summary = run_sweep(
         out, config, hparams, grid, record["num_seeds"], record["seed"],
         chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
-        resume=True,
+        resume=True, tensorboard=args.tensorboard, wandb=args.wandb,
     )  # fmt: skip
     if "interrupted_at_update" in summary:
         return 130
@@ -342,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--chunk", type=int, default=None, help="updates per compiled call")
     train.add_argument("--checkpoint-every", type=int, default=None, help="updates between saves")
     train.add_argument("--keep", type=int, default=None, help="checkpoints kept (default 3)")
+    train.add_argument("--tensorboard", action="store_true", help="write TensorBoard events")
+    train.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate the latest checkpoint of a run folder")

@@ -7,6 +7,7 @@ Folder layout:
   metrics.npz     every per-update metric as [setting, seed, update], plus env_steps [update]
   summary.json    speeds, final_return per run, per-setting mean/std, diverged runs
   curves.png      learning curves: mean and min-max band across seeds per setting
+  tensorboard/    event files per setting, with --tensorboard
 """
 
 from __future__ import annotations
@@ -105,6 +106,58 @@ def progress_line(
     )
 
 
+class Sinks:
+    """Optional per-update logging: TensorBoard event files and Weights & Biases.
+
+    Each setting gets the mean over its seeds of every metric, at x = env steps per run.
+    """
+
+    def __init__(
+        self, out: Path, grid: Grid, num_seeds: int, batch_size: int, tensorboard: bool,
+        wandb: bool, record: dict[str, Any],
+    ) -> None:  # fmt: skip
+        self.grid, self.num_seeds, self.batch_size = grid, num_seeds, batch_size
+        self.writers = []
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            for setting in grid.settings:
+                label = ",".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
+                self.writers.append(SummaryWriter(str(out / "tensorboard" / label)))
+        self.wandb_run = None
+        if wandb:
+            import wandb as wandb_lib
+
+            self.wandb_run = wandb_lib.init(project="purejaxppo", config=record, dir=str(out))
+
+    def write(self, first: int, metrics: dict[str, np.ndarray]) -> None:
+        if not self.writers and self.wandb_run is None:
+            return
+        length = metrics["finite"].shape[1]
+        means = {
+            k: np.nanmean(v.reshape(self.grid.size, self.num_seeds, length).astype(float), axis=1)
+            for k, v in metrics.items()
+        }
+        for i in range(length):
+            step = (first + i + 1) * self.batch_size
+            for h, writer in enumerate(self.writers):
+                for k, v in means.items():
+                    if np.isfinite(v[h, i]):
+                        writer.add_scalar(k, float(v[h, i]), step)
+            if self.wandb_run is not None:
+                row = {}
+                for h, setting in enumerate(self.grid.settings):
+                    label = ",".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
+                    row.update({f"{label}/{k}": float(v[h, i]) for k, v in means.items()})
+                self.wandb_run.log(row, step=step)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
 def run_sweep(
     out: Path,
     config: Config,
@@ -118,6 +171,8 @@ def run_sweep(
     keep: int = 3,
     resume: bool = False,
     memory_budget: int | None = None,
+    tensorboard: bool = False,
+    wandb: bool = False,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
     """Train every (setting, seed) run of the sweep; returns the summary also written to out."""
@@ -166,6 +221,7 @@ def run_sweep(
         jax.block_until_ready(state)
         compile_seconds += time.perf_counter() - t0
 
+    sinks = Sinks(out, grid, num_seeds, config.batch_size, tensorboard, wandb, record)
     diverged: dict[int, int] = {}
     if history:
         _note_divergence(history, start - history["finite"].shape[1], diverged)
@@ -192,6 +248,7 @@ def run_sweep(
                 if not history
                 else {k: np.concatenate([history[k], metrics[k]], axis=1) for k in metrics}
             )
+            sinks.write(first, metrics)
             for r, update in _note_divergence(metrics, first, diverged):
                 log(f"run {_describe(r, runs, grid)} went non-finite at update {update}")
             done = first + length
@@ -217,6 +274,7 @@ def run_sweep(
                 interrupted = True
                 break
     ckpt.close()
+    sinks.close()
 
     summary = write_results(
         out, config, grid, num_seeds, history, runs, diverged,

@@ -135,41 +135,72 @@ def run_cli(args, **kw):
     )  # fmt: skip
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
-    common = ["--env", "CartPole-v1", "--num-seeds", "2", "--total-timesteps", str(16 * 120),
-              "--sweep", "learning_rate=0.001,0.003", "--chunk", "2", "--checkpoint-every", "2",
-              "--set", *TINY_SET]  # fmt: skip
-    killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = run_cli(["train", *common, "--out", str(killed)])
+COMMON = ["--env", "CartPole-v1", "--num-seeds", "2", "--total-timesteps", str(16 * 120),
+          "--sweep", "learning_rate=0.001,0.003", "--chunk", "2", "--checkpoint-every", "2",
+          "--set", *TINY_SET]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    ref = run_cli(["train", *COMMON, "--out", str(out)])
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err[-3000:]
+    return out
+
+
+def interrupt_after_checkpoint(out, sig):
+    """Start the run, send `sig` once a mid-run checkpoint exists; return the finished process."""
+    proc = run_cli(["train", *COMMON, "--out", str(out)])
+    ckpts = out / "checkpoints"
     deadline = time.time() + 300
-    ckpts = killed / "checkpoints"
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         steps = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
         if steps and 20 <= max(steps) < 100:
             break
-        if proc.poll() is not None:
-            break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed / "summary.json").exists()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    return proc, err
 
-    resumed = run_cli(["train", "--resume", str(killed)])
-    _, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err[-3000:]
-    assert "resumed from checkpoint at update" in err
-    ref = run_cli(["train", *common, "--out", str(whole)])
-    _, err = ref.communicate(timeout=600)
-    assert ref.returncode == 0, err[-3000:]
 
-    a, b = np.load(killed / "metrics.npz"), np.load(whole / "metrics.npz")
+def assert_same_run(a_dir, b_dir):
+    a, b = np.load(a_dir / "metrics.npz"), np.load(b_dir / "metrics.npz")
     assert set(a.files) == set(b.files)
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    sa, sb = read_saved_state(killed / "checkpoints"), read_saved_state(whole / "checkpoints")
+    sa, sb = read_saved_state(a_dir / "checkpoints"), read_saved_state(b_dir / "checkpoints")
     for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def resume(out):
+    proc = run_cli(["train", "--resume", str(out)])
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "resumed from checkpoint at update" in err
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupted):
+    out = tmp_path / "killed"
+    proc, _ = interrupt_after_checkpoint(out, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "summary.json").exists()
+    resume(out)
+    assert_same_run(out, uninterrupted)
+
+
+def test_ctrl_c_checkpoints_exits_130_and_resume_loses_nothing(tmp_path, uninterrupted):
+    out = tmp_path / "interrupted"
+    proc, err = interrupt_after_checkpoint(out, signal.SIGINT)
+    assert proc.returncode == 130, err[-3000:]
+    assert f"purejaxppo train --resume {out}" in err
+    stopped = json.loads((out / "summary.json").read_text())["interrupted_at_update"]
+    assert 20 <= stopped < 120
+    saved = [int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()]
+    assert max(saved) == stopped  # the interrupt itself wrote a checkpoint
+    resume(out)
+    assert_same_run(out, uninterrupted)
 
 
 def test_resume_refuses_other_settings_and_foreign_folders(tmp_path, capsys):
@@ -229,3 +260,48 @@ def test_static_sweep_compiles_once_per_value(tmp_path, capsys):
     index = json.loads((out / "summary.json").read_text())["static_sweep"]
     assert set(index) == {"num_envs=2", "num_envs=4"}
     assert np.load(out / "num_envs=4" / "metrics.npz")["episode_return"].shape == (1, 1, 2)
+
+
+def read_events(folder):
+    """Scalars from TensorBoard event files, parsed with tensorboardX's own protobuf."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def test_tensorboard_events_per_setting(tmp_path, capsys):
+    out = tmp_path / "tb"
+    assert main(["train", "--env", "CartPole-v1", "--num-seeds", "2", "--total-timesteps", "64",
+                 "--out", str(out), "--sweep", "learning_rate=0.001,0.01", "--tensorboard",
+                 "--set", *TINY_SET]) == 0  # fmt: skip
+    folders = sorted(p.name for p in (out / "tensorboard").iterdir())
+    assert folders == ["learning_rate=0.001", "learning_rate=0.01"]
+    scalars = read_events(out / "tensorboard" / "learning_rate=0.01")
+    assert sorted(scalars["learning_rate"]) == [16, 32, 48, 64]
+    assert scalars["learning_rate"][16] == pytest.approx(0.01)
+    assert scalars["learning_rate"][64] == pytest.approx(0.0025)
+
+
+def test_wandb_without_the_package_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
+    code = main(["train", "--env", "CartPole-v1", "--out", str(tmp_path / "w"), "--wandb"])
+    assert code == 2
+    assert "pip install wandb" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
