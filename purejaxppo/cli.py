@@ -169,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("--out is required (or --resume DIR)")
     if args.num_seeds <= 0:
         raise UsageError(f"--num-seeds must be a positive integer, got {args.num_seeds}")
-    for name in ("chunk", "checkpoint_every", "keep"):
+    for name in ("chunk", "checkpoint_every", "keep", "memory_budget_mb"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -184,13 +184,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     grid = make_grid(traced)
     variants = static_variants(config, static)
+    budget = args.memory_budget_mb and int(args.memory_budget_mb * 2**20)
     results = {}
     for label, cfg in variants:
         folder = out / label if label else out
         summary = run_sweep(
             folder, cfg, hparams, grid, args.num_seeds, args.seed,
             chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
-            tensorboard=args.tensorboard, wandb=args.wandb,
+            tensorboard=args.tensorboard, wandb=args.wandb, memory_budget=budget,
         )  # fmt: skip
         results[label] = summary
         if "interrupted_at_update" in summary:
@@ -260,6 +261,7 @@ def resume_train(args: argparse.Namespace) -> int:
         out, config, hparams, grid, record["num_seeds"], record["seed"],
         chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
         resume=True, tensorboard=args.tensorboard, wandb=args.wandb,
+        memory_budget=args.memory_budget_mb and int(args.memory_budget_mb * 2**20),
     )  # fmt: skip
     if "interrupted_at_update" in summary:
         return 130
@@ -353,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--chunk", type=int, default=None, help="updates per compiled call")
     train.add_argument("--checkpoint-every", type=int, default=None, help="updates between saves")
     train.add_argument("--keep", type=int, default=None, help="checkpoints kept (default 3)")
+    train.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        default=None,
+        help="memory the sweep may use (default: half of what is free); a larger sweep runs "
+        "in batches of runs",
+    )
     train.add_argument("--tensorboard", action="store_true", help="write TensorBoard events")
     train.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
     train.set_defaults(func=cmd_train)

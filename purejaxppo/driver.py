@@ -22,14 +22,22 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from purejaxppo.checkpoint import Checkpointer
 from purejaxppo.ppo import Config, HParams, final_return
-from purejaxppo.sweep import Grid, Runner, chunks, estimate_run_bytes, layout_runs
+from purejaxppo.sweep import (
+    Grid,
+    Runner,
+    Runs,
+    chunks,
+    estimate_run_bytes,
+    layout_runs,
+    plan_batches,
+)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -196,89 +204,46 @@ def run_sweep(
         f"{runner.num_devices} device(s); {config.num_updates} updates of {config.batch_size} "
         f"steps; ~{run_bytes * padded / 2**20:.0f} MiB estimated of {budget / 2**20:.0f} MiB"
     )
-    if run_bytes * padded > budget:
-        raise MemoryError(
-            f"the sweep needs ~{run_bytes * padded / 2**30:.1f} GiB, over the budget of "
-            f"{budget / 2**30:.1f} GiB: use fewer seeds or settings per command"
+    per_block = plan_batches(num_runs, run_bytes, runner.num_devices, budget)
+    blocks = [(lo, min(lo + per_block, num_runs)) for lo in range(0, num_runs, per_block)]
+    if len(blocks) > 1:
+        log(
+            f"the sweep does not fit in memory at once: {len(blocks)} batches of {per_block} "
+            f"runs, one after another (~{run_bytes * per_block / 2**20:.0f} MiB each)"
         )
-
-    hp = runner.place(runs.hparams)
-    ckpt = Checkpointer(out / "checkpoints", max_to_keep=keep)
-    abstract = jax.eval_shape(runner._init, runner.place(runs.keys), hp)
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=runner.sharding), abstract
-    )
-    history: dict[str, np.ndarray] = {}
-    start = 0
-    compile_seconds = 0.0
-    if resume and ckpt.latest() is not None:
-        state, history, meta = ckpt.restore(abstract)
-        start = int(meta["update"])
-        log(f"resumed from checkpoint at update {start}")
-    else:
-        t0 = time.perf_counter()
-        state = runner.init(runs.keys, runs.hparams)
-        jax.block_until_ready(state)
-        compile_seconds += time.perf_counter() - t0
-
     sinks = Sinks(out, grid, num_seeds, config.batch_size, tensorboard, wandb, record)
     diverged: dict[int, int] = {}
-    if history:
-        _note_divergence(history, start - history["finite"].shape[1], diverged)
-    run_seconds = 0.0
-    steps_run = 0
-    since_ckpt = 0
+    timing = {"compile": 0.0, "run": 0.0, "steps": 0}
+    histories = []
     interrupted = False
-    compiled_lengths: set[int] = set()
     with Interrupt() as interrupt:
-        for first, length in chunks(start, config.num_updates, chunk):
-            t0 = time.perf_counter()
-            if length not in compiled_lengths:
-                runner._advance.lower(state, hp, length).compile()
-                compiled_lengths.add(length)
-                compile_seconds += time.perf_counter() - t0
-                t0 = time.perf_counter()
-            state, metrics = runner.advance(state, hp, length)
-            elapsed = time.perf_counter() - t0
-            run_seconds += elapsed
-            steps_run += length * config.batch_size * num_runs
-            metrics = {k: v[:num_runs] for k, v in metrics.items()}
-            history = (
-                metrics
-                if not history
-                else {k: np.concatenate([history[k], metrics[k]], axis=1) for k in metrics}
+        for b, (lo, hi) in enumerate(blocks):
+            block = Block(
+                runs=subset(runs, lo, hi, per_block),
+                offset=lo,
+                count=hi - lo,
+                ckpt_dir=out / "checkpoints" / (f"batch-{b}" if len(blocks) > 1 else ""),
+                label=f"batch {b + 1}/{len(blocks)} " if len(blocks) > 1 else "",
             )
-            sinks.write(first, metrics)
-            for r, update in _note_divergence(metrics, first, diverged):
-                log(f"run {_describe(r, runs, grid)} went non-finite at update {update}")
-            done = first + length
-            since_ckpt += length
-            log(
-                progress_line(
-                    done,
-                    config.num_updates,
-                    config.batch_size,
-                    length * config.batch_size * num_runs / elapsed,
-                    history,
-                )  # fmt: skip
-            )
-            finished = done == config.num_updates
-            if (
-                (checkpoint_every and since_ckpt >= checkpoint_every)
-                or finished
-                or interrupt.requested
-            ):
-                ckpt.save(done, state, history, {"update": done, "settings": record})
-                since_ckpt = 0
-            if interrupt.requested and not finished:
-                interrupted = True
+            history, interrupted = train_block(
+                runner, block, config, grid, chunk, checkpoint_every, keep, resume, record,
+                diverged, timing, interrupt, sinks if len(blocks) == 1 else None, log,
+            )  # fmt: skip
+            histories.append(history)
+            if interrupted:
                 break
-    ckpt.close()
+    if len(blocks) > 1 and not interrupted:
+        history = {k: np.concatenate([h[k] for h in histories], axis=0) for k in histories[0]}
+        sinks.write(0, history)
     sinks.close()
+    if interrupted and len(blocks) > 1:
+        log(f"stopped in batch {len(histories)}/{len(blocks)}; continue with: "
+            f"purejaxppo train --resume {out}")  # fmt: skip
+        return {"interrupted_at_update": int(histories[-1]["finite"].shape[1])}
 
     summary = write_results(
         out, config, grid, num_seeds, history, runs, diverged,
-        compile_seconds, run_seconds, steps_run,
+        timing["compile"], timing["run"], timing["steps"],
     )  # fmt: skip
     if interrupted:
         summary["interrupted_at_update"] = int(history["finite"].shape[1])
@@ -288,23 +253,122 @@ def run_sweep(
     return summary
 
 
+class Block(NamedTuple):
+    """A batch of runs trained together: runs[offset : offset + count] of the sweep, padded."""
+
+    runs: Runs
+    offset: int
+    count: int
+    ckpt_dir: Path
+    label: str
+
+
+def subset(runs: Runs, lo: int, hi: int, size: int) -> Runs:
+    """Runs lo..hi-1, padded to `size` by repeating the last (padding runs are dropped)."""
+    index = np.minimum(np.arange(lo, lo + size), hi - 1)
+    return Runs(
+        jax.tree.map(lambda x: x[index], runs.hparams),
+        runs.keys[index],
+        runs.setting[index],
+        runs.seed[index],
+    )
+
+
+def train_block(
+    runner: Runner,
+    block: Block,
+    config: Config,
+    grid: Grid,
+    chunk: int,
+    checkpoint_every: int | None,
+    keep: int,
+    resume: bool,
+    record: dict[str, Any],
+    diverged: dict[int, int],
+    timing: dict[str, float],
+    interrupt: Interrupt,
+    sinks: Sinks | None,
+    log: Callable[[str], None],
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Train one block to the end (or to an interrupt), checkpointing as it goes."""
+    n = block.count
+    hp = runner.place(block.runs.hparams)
+    ckpt = Checkpointer(block.ckpt_dir, max_to_keep=keep)
+    history: dict[str, np.ndarray] = {}
+    start = 0
+    if resume and ckpt.latest() is not None:
+        abstract = jax.eval_shape(runner._init, runner.place(block.runs.keys), hp)
+        abstract = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=runner.sharding), abstract
+        )
+        state, history, meta = ckpt.restore(abstract)
+        start = int(meta["update"])
+        log(f"{block.label}resumed from checkpoint at update {start}")
+        _note_divergence(history, 0, diverged, block.offset)
+    else:
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(runner.init(block.runs.keys, block.runs.hparams))
+        timing["compile"] += time.perf_counter() - t0
+
+    since_ckpt = 0
+    interrupted = False
+    for first, length in chunks(start, config.num_updates, chunk):
+        t0 = time.perf_counter()
+        if length not in runner.compiled_lengths:
+            runner._advance.lower(state, hp, length).compile()
+            runner.compiled_lengths.add(length)
+            timing["compile"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+        state, metrics = runner.advance(state, hp, length)
+        elapsed = time.perf_counter() - t0
+        timing["run"] += elapsed
+        timing["steps"] += length * config.batch_size * n
+        metrics = {k: v[:n] for k, v in metrics.items()}
+        history = (
+            metrics
+            if not history
+            else {k: np.concatenate([history[k], metrics[k]], axis=1) for k in metrics}
+        )
+        if sinks is not None:
+            sinks.write(first, metrics)
+        for r, update in _note_divergence(metrics, first, diverged, block.offset):
+            who = _describe(r, block.runs, grid, block.offset)
+            log(f"run {who} went non-finite at update {update}")
+        done = first + length
+        since_ckpt += length
+        sps = length * config.batch_size * n / elapsed
+        log(block.label + progress_line(done, config.num_updates, config.batch_size, sps, history))
+        finished = done == config.num_updates
+        if (checkpoint_every and since_ckpt >= checkpoint_every) or finished or interrupt.requested:
+            ckpt.save(done, state, history, {"update": done, "settings": record})
+            since_ckpt = 0
+        if interrupt.requested and not finished:
+            interrupted = True
+            break
+    if start == config.num_updates:
+        log(f"{block.label}already complete")
+    ckpt.close()
+    return history, interrupted
+
+
 def _note_divergence(
-    metrics: dict[str, np.ndarray], first: int, diverged: dict[int, int]
+    metrics: dict[str, np.ndarray], first: int, diverged: dict[int, int], offset: int = 0
 ) -> list[tuple[int, int]]:
-    """Record the first non-finite update of each run; returns the newly diverged runs."""
+    """Record the first non-finite update of each run (global index = offset + local);
+    returns the newly diverged (local run, update) pairs."""
     new = []
     bad = metrics["finite"] == 0
     for r in np.flatnonzero(bad.any(axis=1)):
-        if int(r) not in diverged:
-            diverged[int(r)] = first + int(np.argmax(bad[r]))
-            new.append((int(r), diverged[int(r)]))
+        if offset + int(r) not in diverged:
+            diverged[offset + int(r)] = first + int(np.argmax(bad[r]))
+            new.append((int(r), diverged[offset + int(r)]))
     return new
 
 
-def _describe(r: int, runs: Any, grid: Grid) -> str:
+def _describe(r: int, runs: Any, grid: Grid, offset: int = 0) -> str:
     setting = grid.settings[int(runs.setting[r])]
     text = ", ".join(f"{k}={v:g}" for k, v in setting.items())
-    return f"#{r} (seed {int(runs.seed[r])}{', ' + text if text else ''})"
+    return f"#{offset + r} (seed {int(runs.seed[r])}{', ' + text if text else ''})"
 
 
 def write_results(

@@ -167,6 +167,7 @@ class Runner:
         self.mesh = make_mesh() if mesh is None else mesh
         self.num_devices = self.mesh.devices.size
         self.sharding = NamedSharding(self.mesh, PartitionSpec("runs"))
+        self.compiled_lengths: set[int] = set()  # chunk lengths already compiled
         trainer = self.trainer
 
         def init(keys: jax.Array, hparams: HParams) -> TrainState:

@@ -305,3 +305,24 @@ def test_wandb_without_the_package_is_a_clear_error(tmp_path, capsys, monkeypatc
     assert code == 2
     assert "pip install wandb" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_sweep_too_large_for_memory_runs_in_batches(tmp_path, capsys):
+    args = ["train", "--env", "CartPole-v1", "--num-seeds", "3", "--total-timesteps", "64",
+            "--sweep", "learning_rate=0.001,0.01", "--set", *TINY_SET]  # fmt: skip
+    from purejaxppo.ppo import make_trainer
+    from purejaxppo.sweep import estimate_run_bytes
+
+    run_mb = estimate_run_bytes(make_trainer(TINY.replace(total_timesteps=64)), 1) / 2**20
+    budget = str(1.5 * run_mb)  # room for one run at a time
+    assert main([*args, "--out", str(tmp_path / "batched"), "--memory-budget-mb", budget]) == 0
+    err = capsys.readouterr().err
+    assert "does not fit in memory at once: 6 batches of 1 runs" in err
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    a = np.load(tmp_path / "batched" / "metrics.npz")
+    b = np.load(tmp_path / "whole" / "metrics.npz")
+    for name in ("episode_return", "policy_loss", "value_loss", "finite"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert sorted(p.name for p in (tmp_path / "batched" / "checkpoints").iterdir()) == [
+        f"batch-{b}" for b in range(6)
+    ]
