@@ -35,14 +35,28 @@ def data_to_keys(tree: Any, like: Any) -> Any:
 class Checkpointer:
     """Numbered checkpoints (the number is the count of completed updates) under `directory`."""
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 3) -> None:
+    def __init__(
+        self, directory: str | Path, max_to_keep: int = 3, process_local: bool = False
+    ) -> None:
+        """process_local: in a multi-process job, this process saves its own runs alone (its
+        own folder, no barriers with the other processes)."""
         self.directory = Path(directory).absolute()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # orbax refuses process-local device arrays in a multi-process job: save host copies.
+        self.process_local = process_local
+        extra = {}
+        if process_local:
+            pid = jax.process_index()
+            extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                primary_host=pid, active_processes={pid}, barrier_sync_key_prefix=f"process-{pid}"
+            )
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
-                create=True,
+                create=not process_local,
                 enable_async_checkpointing=False,
+                **extra,
             ),
         )
 
@@ -58,7 +72,11 @@ class Checkpointer:
         self.manager.save(
             update,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(keys_to_data(state)),
+                state=ocp.args.StandardSave(
+                    jax.device_get(keys_to_data(state))
+                    if self.process_local
+                    else keys_to_data(state)
+                ),
                 # "metrics" is reserved by orbax for its own best-checkpoint tracking.
                 history=ocp.args.StandardSave({k: np.asarray(v) for k, v in metrics.items()}),
                 meta=ocp.args.JsonSave(meta),
@@ -81,14 +99,15 @@ class Checkpointer:
         update = self.latest() if update is None else update
         if update is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(
-                x.shape + ((2,) if _is_key(x) else ()),
-                np.uint32 if _is_key(x) else x.dtype,
-                sharding=getattr(x, "sharding", None),
-            ),
-            abstract_state,
-        )
+
+        def spec(x: Any) -> Any:
+            shape = x.shape + ((2,) if _is_key(x) else ())
+            dtype = np.uint32 if _is_key(x) else x.dtype
+            if self.process_local:  # restored to host, placed on the devices below
+                return np.zeros(shape, dtype)
+            return jax.ShapeDtypeStruct(shape, dtype, sharding=getattr(x, "sharding", None))
+
+        target = jax.tree.map(spec, abstract_state)
         restored = self.manager.restore(
             update,
             args=ocp.args.Composite(
@@ -97,7 +116,14 @@ class Checkpointer:
                 meta=ocp.args.JsonRestore(),
             ),
         )
-        state = data_to_keys(restored["state"], abstract_state)
+        state = restored["state"]
+        if self.process_local:
+            state = jax.tree.map(
+                lambda x, ref: jax.device_put(x, getattr(ref, "sharding", None)),
+                state,
+                abstract_state,
+            )
+        state = data_to_keys(state, abstract_state)
         metrics = {k: np.asarray(v) for k, v in restored["history"].items()}
         return state, metrics, restored["meta"]
 

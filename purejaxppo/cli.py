@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,8 +162,27 @@ def check_loggers(args: argparse.Namespace) -> None:
         raise UsageError("--tensorboard needs the tensorboardX package: pip install tensorboardX")
 
 
+def join_job(args: argparse.Namespace) -> None:
+    """Join a multi-process job when asked to; checked before anything compiles."""
+    if args.num_processes == 1 and not args.coordinator:
+        return
+    if args.num_processes < 1:
+        raise UsageError(f"--num-processes must be positive, got {args.num_processes}")
+    if not args.coordinator:
+        raise UsageError("--num-processes > 1 needs --coordinator HOST:PORT (of process 0)")
+    if not 0 <= args.process_id < args.num_processes:
+        raise UsageError(
+            f"--process-id must be in 0..{args.num_processes - 1}, got {args.process_id}"
+        )
+    from purejaxppo.sweep import init_distributed
+
+    init_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     check_loggers(args)
+    # First: importing the environments (gymnax) already starts a JAX backend.
+    join_job(args)
     if args.resume:
         return resume_train(args)
     if not args.out:
@@ -175,7 +195,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     config, hparams, traced, static = settings_from_args(args)
     out = Path(args.out)
-    if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+    # In a multi-process job the others start while process 0 may already be writing.
+    if (
+        args.process_id == 0
+        and (out / "checkpoints").exists()
+        and any((out / "checkpoints").iterdir())
+    ):
         raise UsageError(f"--out {out} already holds a run; use --resume {out} or a new folder")
     check_output_dir(out)
 
@@ -196,6 +221,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         results[label] = summary
         if "interrupted_at_update" in summary:
             return 130
+    if not results[variants[-1][0]]:
+        return 0  # a process other than 0: process 0 reports
     if static:
         write_index(out, results)
     last = results[variants[-1][0]]
@@ -251,11 +278,12 @@ def resume_train(args: argparse.Namespace) -> int:
     from purejaxppo.driver import run_sweep
     from purejaxppo.sweep import Grid
 
-    ckpt = Checkpointer(out / "checkpoints")
-    latest = ckpt.latest()
-    if latest is not None and ckpt.read_meta(latest)["settings"] != record:
-        raise UsageError(f"--resume {out}: the checkpoint's settings differ from config.json")
-    ckpt.close()
+    if args.num_processes == 1:
+        ckpt = Checkpointer(out / "checkpoints")
+        latest = ckpt.latest()
+        if latest is not None and ckpt.read_meta(latest)["settings"] != record:
+            raise UsageError(f"--resume {out}: the checkpoint's settings differ from config.json")
+        ckpt.close()
     grid = Grid(tuple(record["grid"]["fields"]), tuple(record["grid"]["settings"]))
     summary = run_sweep(
         out, config, hparams, grid, record["num_seeds"], record["seed"],
@@ -265,7 +293,8 @@ def resume_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if "interrupted_at_update" in summary:
         return 130
-    print(json.dumps({k: summary[k] for k in SUMMARY_KEYS}))
+    if summary:
+        print(json.dumps({k: summary[k] for k in SUMMARY_KEYS}))
     return 0
 
 
@@ -361,6 +390,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="memory the sweep may use (default: half of what is free); a larger sweep runs "
         "in batches of runs",
+    )
+    train.add_argument(
+        "--coordinator",
+        default=os.environ.get("PUREJAXPPO_COORDINATOR"),
+        help="host:port of process 0 for a multi-process (multi-host) job "
+        "[env PUREJAXPPO_COORDINATOR]",
+    )
+    train.add_argument(
+        "--num-processes",
+        type=int,
+        default=int(os.environ.get("PUREJAXPPO_NUM_PROCESSES", "1")),
+        help="processes in the job [env PUREJAXPPO_NUM_PROCESSES]",
+    )
+    train.add_argument(
+        "--process-id",
+        type=int,
+        default=int(os.environ.get("PUREJAXPPO_PROCESS_ID", "0")),
+        help="this process's index, 0..num-processes-1 [env PUREJAXPPO_PROCESS_ID]",
     )
     train.add_argument("--tensorboard", action="store_true", help="write TensorBoard events")
     train.add_argument("--wandb", action="store_true", help="log to Weights & Biases")

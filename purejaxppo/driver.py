@@ -35,8 +35,11 @@ from purejaxppo.sweep import (
     Runs,
     chunks,
     estimate_run_bytes,
+    gather_runs,
     layout_runs,
+    make_mesh,
     plan_batches,
+    process_share,
 )
 
 
@@ -189,57 +192,91 @@ def run_sweep(
 
     env = make_env(config.env) if env is None else env
     record = settings_record(config, hparams, grid, num_seeds, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
+    pcount, pid = jax.process_count(), jax.process_index()
+    if pcount > 1:
+        quiet_log = log
 
-    runner = Runner(config, env)
+        def log(text: str) -> None:
+            quiet_log(f"[process {pid}/{pcount}] {text}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    if pid == 0:
+        write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
+
+    runner = Runner(config, env, make_mesh(jax.local_devices()))
     runs = layout_runs(hparams, grid, num_seeds, seed)
     num_runs = runs.keys.shape[0]
+    first_run, end_run, share = process_share(num_runs)
+    local_runs = end_run - first_run
     chunk = chunk or default_chunk(config.num_updates, checkpoint_every)
     run_bytes = estimate_run_bytes(runner.trainer, chunk)
     budget = memory_budget or available_memory_bytes() // 2
-    padded = runner.padded_size(num_runs)
+    padded = runner.padded_size(local_runs)
     log(
-        f"{config.env}: {grid.size} setting(s) x {num_seeds} seed(s) = {num_runs} runs on "
-        f"{runner.num_devices} device(s); {config.num_updates} updates of {config.batch_size} "
-        f"steps; ~{run_bytes * padded / 2**20:.0f} MiB estimated of {budget / 2**20:.0f} MiB"
+        f"{config.env}: {grid.size} setting(s) x {num_seeds} seed(s) = {num_runs} runs"
+        + (f" (runs {first_run}..{end_run - 1} here)" if pcount > 1 else "")
+        + f" on {runner.num_devices} device(s); {config.num_updates} updates of "
+        f"{config.batch_size} steps; ~{run_bytes * padded / 2**20:.0f} MiB estimated of "
+        f"{budget / 2**20:.0f} MiB"
     )
-    per_block = plan_batches(num_runs, run_bytes, runner.num_devices, budget)
-    blocks = [(lo, min(lo + per_block, num_runs)) for lo in range(0, num_runs, per_block)]
+    per_block = plan_batches(local_runs, run_bytes, runner.num_devices, budget)
+    blocks = [(lo, min(lo + per_block, end_run)) for lo in range(first_run, end_run, per_block)]
     if len(blocks) > 1:
         log(
             f"the sweep does not fit in memory at once: {len(blocks)} batches of {per_block} "
             f"runs, one after another (~{run_bytes * per_block / 2**20:.0f} MiB each)"
         )
-    sinks = Sinks(out, grid, num_seeds, config.batch_size, tensorboard, wandb, record)
+    live = len(blocks) == 1 and pcount == 1
+    sinks = Sinks(
+        out, grid, num_seeds, config.batch_size, tensorboard and pid == 0, wandb and pid == 0,
+        record,
+    )  # fmt: skip
     diverged: dict[int, int] = {}
     timing = {"compile": 0.0, "run": 0.0, "steps": 0}
     histories = []
     interrupted = False
+    ckpt_root = out / "checkpoints" / (f"process-{pid}" if pcount > 1 else "")
     with Interrupt() as interrupt:
         for b, (lo, hi) in enumerate(blocks):
             block = Block(
                 runs=subset(runs, lo, hi, per_block),
                 offset=lo,
                 count=hi - lo,
-                ckpt_dir=out / "checkpoints" / (f"batch-{b}" if len(blocks) > 1 else ""),
+                ckpt_dir=ckpt_root / (f"batch-{b}" if len(blocks) > 1 else ""),
                 label=f"batch {b + 1}/{len(blocks)} " if len(blocks) > 1 else "",
             )
             history, interrupted = train_block(
                 runner, block, config, grid, chunk, checkpoint_every, keep, resume, record,
-                diverged, timing, interrupt, sinks if len(blocks) == 1 else None, log,
+                diverged, timing, interrupt, sinks if live else None, log,
             )  # fmt: skip
             histories.append(history)
             if interrupted:
                 break
-    if len(blocks) > 1 and not interrupted:
-        history = {k: np.concatenate([h[k] for h in histories], axis=0) for k in histories[0]}
-        sinks.write(0, history)
-    sinks.close()
-    if interrupted and len(blocks) > 1:
+    if interrupted and (len(blocks) > 1 or pcount > 1):
+        sinks.close()
         log(f"stopped in batch {len(histories)}/{len(blocks)}; continue with: "
             f"purejaxppo train --resume {out}")  # fmt: skip
         return {"interrupted_at_update": int(histories[-1]["finite"].shape[1])}
+    history = {k: np.concatenate([h[k] for h in histories], axis=0) for k in histories[0]}
+    if pcount > 1:
+        history = gather_runs(history, share, num_runs)
+        times = gather_runs(
+            {"t": np.array([[timing["compile"], timing["run"], timing["steps"]]])}, 1, pcount
+        )["t"]
+        # Gathered as float32 (JAX without x64): plenty for timings and a step rate.
+        timing = {
+            "compile": float(times[:, 0].max()),
+            "run": float(times[:, 1].max()),
+            "steps": int(times[:, 2].astype(np.float64).sum()),
+        }
+    if not live:
+        sinks.write(0, history)
+    sinks.close()
+    diverged = {}
+    _note_divergence(history, 0, diverged)
+    if pid != 0:
+        log("done; process 0 writes the results")
+        return {}
 
     summary = write_results(
         out, config, grid, num_seeds, history, runs, diverged,
@@ -293,7 +330,7 @@ def train_block(
     """Train one block to the end (or to an interrupt), checkpointing as it goes."""
     n = block.count
     hp = runner.place(block.runs.hparams)
-    ckpt = Checkpointer(block.ckpt_dir, max_to_keep=keep)
+    ckpt = Checkpointer(block.ckpt_dir, max_to_keep=keep, process_local=jax.process_count() > 1)
     history: dict[str, np.ndarray] = {}
     start = 0
     if resume and ckpt.latest() is not None:

@@ -237,3 +237,41 @@ def train_runs(
         parts.append(metrics)
     metrics = {k: np.concatenate([p[k] for p in parts], axis=1)[:n] for k in parts[0]}
     return jax.tree.map(lambda x: x[:n], state), metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes (hosts): each trains its share of the runs; process 0 gathers the results.
+# ---------------------------------------------------------------------------------------------
+
+
+def init_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Join a jax.distributed job. Must run before anything touches a JAX backend.
+
+    On CPUs the cross-process gather runs over gloo, which jaxlib ships."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
+
+
+def process_share(num_runs: int) -> tuple[int, int, int]:
+    """(first run, end, share) of this process: runs are split in equal contiguous shares."""
+    count, index = jax.process_count(), jax.process_index()
+    share = -(-num_runs // count)
+    lo = min(num_runs, index * share)
+    return lo, min(num_runs, lo + share), share
+
+
+def gather_runs(local: dict[str, np.ndarray], share: int, num_runs: int) -> dict[str, np.ndarray]:
+    """Concatenate every process's [n_p, ...] arrays along the run axis, in process order."""
+    if jax.process_count() == 1:
+        return local
+    from jax.experimental import multihost_utils
+
+    out = {}
+    for name, value in local.items():
+        padded = np.zeros((share,) + value.shape[1:], value.dtype)
+        padded[: value.shape[0]] = value
+        gathered = np.asarray(multihost_utils.process_allgather(padded, tiled=True))
+        out[name] = gathered.reshape((-1,) + value.shape[1:])[:num_runs]
+    return out

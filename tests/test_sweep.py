@@ -326,3 +326,33 @@ def test_sweep_too_large_for_memory_runs_in_batches(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "batched" / "checkpoints").iterdir()) == [
         f"batch-{b}" for b in range(6)
     ]
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_localhost_gather_the_single_process_result(tmp_path):
+    args = ["train", "--env", "CartPole-v1", "--num-seeds", "3", "--total-timesteps", "192",
+            "--sweep", "learning_rate=0.001,0.01", "--set", *TINY_SET]  # fmt: skip
+    job = ["--out", str(tmp_path / "job"), "--coordinator", f"127.0.0.1:{free_port()}",
+           "--num-processes", "2"]  # fmt: skip
+    procs = [run_cli([*args, *job, "--process-id", str(i)]) for i in (1, 0)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    logs = outputs[0][1] + outputs[1][1]
+    assert "[process 1/2]" in logs and "runs 3..5 here" in logs and "runs 0..2 here" in logs
+    single = run_cli([*args, "--out", str(tmp_path / "single")])
+    _, err = single.communicate(timeout=600)
+    assert single.returncode == 0, err[-3000:]
+    a, b = np.load(tmp_path / "job" / "metrics.npz"), np.load(tmp_path / "single" / "metrics.npz")
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert sorted(p.name for p in (tmp_path / "job" / "checkpoints").iterdir()) == [
+        "process-0", "process-1",
+    ]  # fmt: skip
