@@ -310,6 +310,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = dict(record["config"])
     cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
     config = Config(**cfg)
+    num_runs = len(record["grid"]["settings"]) * record["num_seeds"]
+    if args.render:
+        if config.env not in RENDERABLE:
+            raise UsageError(
+                f"--render: gymnax draws only {', '.join(RENDERABLE)}; {config.env} is not one"
+            )
+        if not str(args.render).lower().endswith(".gif"):
+            raise UsageError(
+                f"--render writes a GIF: give a path ending in .gif, not {args.render}"
+            )
+        if not 0 <= args.render_run < num_runs:
+            raise UsageError(f"--render-run must be in 0..{num_runs - 1}, got {args.render_run}")
+        import importlib.util
+
+        if config.env in RENDERABLE[:5] and importlib.util.find_spec("pygame") is None:
+            raise UsageError(
+                f"--render of {config.env} needs pygame (gymnax draws it through gymnasium): "
+                "pip install 'purejaxppo[render]'"
+            )
 
     import jax
     import numpy as np
@@ -355,9 +374,57 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     from purejaxppo.driver import write_atomic
 
+    if args.render:
+        run = args.render_run
+        frames = render_episode(
+            config, env, jax.tree.map(lambda x: x[run], state.params),
+            jax.tree.map(lambda x: x[run], state.norm), jax.random.key(args.seed), args.render,
+        )  # fmt: skip
+        result["render"] = {"path": str(args.render), "run": run, "frames": frames}
+        print(f"rendered run {run}: {frames} frames to {args.render}", file=sys.stderr)
     write_atomic(out / "eval.json", json.dumps(result, indent=2).encode())
     print(json.dumps(result))
     return 0
+
+
+RENDERABLE = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
+              "MountainCarContinuous-v0", "Catch-bsuite", "Asterix-MinAtar", "Breakout-MinAtar",
+              "Freeway-MinAtar", "SpaceInvaders-MinAtar")  # fmt: skip
+
+
+def render_episode(config: Config, env: Any, params: Any, norm: Any, key: Any, path: str) -> int:
+    """One deterministic episode of a gymnax env drawn by gymnax's visualizer into a GIF."""
+    import jax
+    import jax.numpy as jnp
+    from gymnax.visualize import Visualizer
+
+    from purejaxppo.ppo import ActorCritic, dist_mode, make_network, normalize_obs
+    from purejaxppo.ppo import resolve_normalization as norm_flags
+
+    network = make_network(config, env)
+    use_obs_norm, _ = norm_flags(config, env)
+
+    @jax.jit
+    def act(obs: Any) -> Any:
+        o = normalize_obs(norm.obs, obs) if use_obs_norm else obs
+        action = dist_mode(env.discrete, network.apply(params, o, method=ActorCritic.policy))
+        return action if env.discrete else jnp.clip(action, env.action_low, env.action_high)
+
+    step = jax.jit(env.step)
+    key, reset_key = jax.random.split(key)
+    obs, state = env.reset(reset_key)
+    states, rewards, total = [state], [0.0], 0.0
+    for _ in range(env.max_episode_steps):
+        key, step_key = jax.random.split(key)
+        out = step(step_key, state, act(obs))
+        total += float(out.reward)
+        if bool(out.terminated | out.truncated):
+            break
+        obs, state = out.obs, out.state
+        states.append(state)
+        rewards.append(total)
+    Visualizer(env.env, env.params, states, jnp.asarray(rewards)).animate(str(path))
+    return len(states)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("dir", help="a folder written by purejaxppo train")
     ev.add_argument("--episodes", type=int, default=10, help="episodes per run")
     ev.add_argument("--seed", type=int, default=1, help="PRNG seed for the evaluation episodes")
+    ev.add_argument("--render", metavar="OUT.gif", help="draw one episode (gymnax envs)")
+    ev.add_argument("--render-run", type=int, default=0, help="which run --render draws")
     ev.set_defaults(func=cmd_eval)
     return parser
 

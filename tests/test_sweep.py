@@ -356,3 +356,20 @@ def test_two_processes_on_localhost_gather_the_single_process_result(tmp_path):
     assert sorted(p.name for p in (tmp_path / "job" / "checkpoints").iterdir()) == [
         "process-0", "process-1",
     ]  # fmt: skip
+
+
+def test_eval_renders_one_episode_to_a_gif(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "run"
+    assert main(["train", "--env", "CartPole-v1", "--total-timesteps", "32", "--out", str(out),
+                 "--set", *TINY_SET]) == 0  # fmt: skip
+    gif = tmp_path / "episode.gif"
+    capsys.readouterr()
+    assert main(["eval", str(out), "--episodes", "1", "--render", str(gif)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert Image.open(gif).n_frames == result["render"]["frames"] > 1
+    assert main(["eval", str(out), "--render", str(tmp_path / "x.mp4")]) == 2
+    assert "ending in .gif" in capsys.readouterr().err
+    assert main(["eval", str(out), "--render", str(gif), "--render-run", "5"]) == 2
+    assert "--render-run must be in 0..0" in capsys.readouterr().err
