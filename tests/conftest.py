@@ -13,11 +13,11 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=tier)
 
 
-@pytest.fixture
-def tiny():
+def tiny_config(**changes):
+    """A trainer small enough to compile and run in seconds: 4 updates of 2 envs x 8 steps."""
     from purejaxppo.ppo import Config
 
-    return Config(
+    base = dict(
         env="CartPole-v1",
         num_envs=2,
         num_steps=8,
@@ -26,3 +26,9 @@ def tiny():
         num_minibatches=2,
         hidden_sizes=(8,),
     )
+    return Config(**{**base, **changes})
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config()

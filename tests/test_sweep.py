@@ -63,23 +63,14 @@ def test_sweep_run_equals_the_run_alone():
         np.testing.assert_allclose(sweep[name][5], alone[name][2], rtol=1e-5, atol=1e-6)
 
 
+def words(text):
+    return text.split()
+
+
 def test_diverged_run_is_named_and_the_others_are_untouched(tmp_path, capsys):
     out = tmp_path / "div"
-    argv = [
-        "train",
-        "--env",
-        "CartPole-v1",
-        "--num-seeds",
-        "2",
-        "--total-timesteps",
-        "192",
-        "--out",
-        str(out),
-        "--sweep",
-        "learning_rate=0.001,1e30",
-        "--set",
-        *TINY_SET,
-    ]  # noqa: E501
+    run = words("train --env CartPole-v1 --num-seeds 2 --total-timesteps 192")
+    argv = [*run, "--out", str(out), "--sweep", "learning_rate=0.001,1e30", "--set", *TINY_SET]
     assert main(argv) == 0
     err = capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
@@ -224,26 +215,8 @@ def test_resume_refuses_other_settings_and_foreign_folders(tmp_path, capsys):
 
 def test_eval_restores_and_scores_every_run(tmp_path, capsys):
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--env",
-                "CartPole-v1",
-                "--num-seeds",
-                "2",
-                "--total-timesteps",
-                "64",
-                "--out",
-                str(out),
-                "--sweep",
-                "gamma=0.9,0.99",
-                "--set",
-                *TINY_SET,
-            ]
-        )
-        == 0
-    )  # noqa: E501
+    run = words("train --env CartPole-v1 --num-seeds 2 --total-timesteps 64 --sweep gamma=0.9,0.99")
+    assert main([*run, "--out", str(out), "--set", *TINY_SET]) == 0
     capsys.readouterr()
     assert main(["eval", str(out), "--episodes", "3"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 from purejaxppo.ppo import (
     METRIC_NAMES,
@@ -125,15 +126,7 @@ def test_config_changes_cover_every_field():
 
 @pytest.fixture(scope="module")
 def baseline():
-    cfg = Config(
-        env="CartPole-v1",
-        num_envs=2,
-        num_steps=8,
-        total_timesteps=64,
-        update_epochs=2,
-        num_minibatches=2,
-        hidden_sizes=(8,),
-    )
+    cfg = tiny_config()
     # A small clip range so value clipping binds within a few updates.
     hp = HParams(clip_coef=0.05, learning_rate=1e-2)
     return cfg, hp, fingerprint(jitted(cfg)(jax.random.key(0), hp))
@@ -203,15 +196,7 @@ def test_learning_rate_anneals_linearly(baseline):
 
 
 def test_continuous_env_trains_and_normalizes_by_default():
-    cfg = Config(
-        env="Pendulum-v1",
-        num_envs=2,
-        num_steps=8,
-        total_timesteps=64,
-        update_epochs=1,
-        num_minibatches=2,
-        hidden_sizes=(8,),
-    )
+    cfg = tiny_config(env="Pendulum-v1", update_epochs=1)
     state, metrics = jitted(cfg)(jax.random.key(0))
     assert "log_std" in state.params["params"]
     # Observation statistics moved away from their initial (0, 1): normalization is on.
