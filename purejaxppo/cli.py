@@ -427,9 +427,17 @@ def render_episode(config: Config, env: Any, params: Any, norm: Any, key: Any, p
     return len(states)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is reported in one line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="purejaxppo", description="PPO end to end in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="purejaxppo", description="PPO end to end in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     train = sub.add_parser("train", help="train a grid of settings x seeds")
     train.add_argument("--env", help="gymnax id or brax:NAME[@BACKEND]")
     train.add_argument("--num-seeds", type=int, default=1, help="seeds per setting")

@@ -59,3 +59,19 @@ def test_unwritable_output_folder_is_refused(tmp_path, capsys):
     code = main(["train", "--env", "CartPole-v1", "--out", str(blocker / "sub")])
     assert code == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--env", "CartPole-v1", "--out", "x", "--bogus"], "unrecognized arguments"),
+        (["train", "--num-seeds", "many"], "invalid int value"),
+        (["fly"], "invalid choice"),
+    ],
+)
+def test_argparse_errors_are_one_line_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
