@@ -6,7 +6,7 @@ Folder layout:
   checkpoints/    orbax checkpoints, one per --checkpoint-every updates, the last few kept
   metrics.npz     every per-update metric as [setting, seed, update], plus env_steps [update]
   summary.json    speeds, final_return per run, per-setting mean/std, diverged runs
-  curves.png      learning curves: mean and min-max band across seeds per setting
+  curves.png      learning curves: mean and interquartile band across seeds per setting
   tensorboard/    event files per setting, with --tensorboard
 """
 
@@ -473,27 +473,28 @@ def write_results(
 def plot_curves(
     path: Path, env_steps: np.ndarray, returns: np.ndarray, grid: Grid, title: str
 ) -> None:
-    """Mean across seeds per setting, with a min-max band; x in env steps per run."""
+    """Mean across seeds per setting, with an interquartile band (25th-75th percentile of
+    seeds: min-max bands of many seeds overlap into one blur); x in env steps per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.5 if grid.size > 1 else 7, 4.2), dpi=110)
     for h, setting in enumerate(grid.settings):
         # Updates in which no episode ended carry NaN; fill forward so the curve is continuous.
         r = _ffill(returns[h])
         label = ", ".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
         with np.errstate(all="ignore"):
             mean = np.nanmean(r, axis=0)
-            low, high = np.nanmin(r, axis=0), np.nanmax(r, axis=0)
+            low, high = np.nanpercentile(r, [25, 75], axis=0)
         (line,) = ax.plot(env_steps, mean, label=label, lw=1.5)
         ax.fill_between(env_steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("environment steps per run")
     ax.set_ylabel("episodic return")
-    ax.set_title(f"{title}: mean and min-max over seeds")
+    ax.set_title(f"{title}: mean over seeds, 25-75% band")
     if grid.size > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
