@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-OUT ?= runs/cartpole
+OUT ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: install train test test-fast lint clean
 
