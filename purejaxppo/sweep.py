@@ -262,12 +262,28 @@ def process_share(num_runs: int) -> tuple[int, int, int]:
     return lo, min(num_runs, lo + share), share
 
 
+_BARRIERS = itertools.count()
+
+
+def wait_for_all(timeout_s: float = 7 * 24 * 3600.0) -> None:
+    """Block until every process gets here, on the coordination service's barrier.
+
+    Processes can finish their shares minutes apart; gloo gives a collective only 30 s to find
+    its peers, so the gather waits here first, with a deadline measured in days."""
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is not None:
+        client.wait_at_barrier(f"purejaxppo-{next(_BARRIERS)}", timeout_in_ms=int(timeout_s * 1e3))
+
+
 def gather_runs(local: dict[str, np.ndarray], share: int, num_runs: int) -> dict[str, np.ndarray]:
     """Concatenate every process's [n_p, ...] arrays along the run axis, in process order."""
     if jax.process_count() == 1:
         return local
     from jax.experimental import multihost_utils
 
+    wait_for_all()
     out = {}
     for name, value in local.items():
         padded = np.zeros((share,) + value.shape[1:], value.dtype)
