@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,9 @@ def check_output_dir(out: Path) -> None:
     """Refuse an output folder that cannot be written, before anything compiles."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # A uniquely named probe: the processes of a multi-process job check the same folder.
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
     except OSError as err:
         raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
 

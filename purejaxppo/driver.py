@@ -259,11 +259,13 @@ def run_sweep(
         return {"interrupted_at_update": int(histories[-1]["finite"].shape[1])}
     history = {k: np.concatenate([h[k] for h in histories], axis=0) for k in histories[0]}
     if pcount > 1:
-        history = gather_runs(history, share, num_runs)
-        times = gather_runs(
-            {"t": np.array([[timing["compile"], timing["run"], timing["steps"]]])}, 1, pcount
-        )["t"]
-        # Gathered as float32 (JAX without x64): plenty for timings and a step rate.
+        # One gather for everything: each collective needs its peers within gloo's deadline.
+        per_run = np.tile(
+            [timing["compile"], timing["run"], timing["steps"] / max(local_runs, 1)],
+            (local_runs, 1),
+        )
+        history = gather_runs({**history, "_timing": per_run}, share, num_runs)
+        times = history.pop("_timing")  # float32 (JAX without x64): plenty for timings
         timing = {
             "compile": float(times[:, 0].max()),
             "run": float(times[:, 1].max()),

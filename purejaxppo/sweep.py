@@ -284,10 +284,14 @@ def gather_runs(local: dict[str, np.ndarray], share: int, num_runs: int) -> dict
     from jax.experimental import multihost_utils
 
     wait_for_all()
-    out = {}
+    padded = {}
     for name, value in local.items():
-        padded = np.zeros((share,) + value.shape[1:], value.dtype)
-        padded[: value.shape[0]] = value
-        gathered = np.asarray(multihost_utils.process_allgather(padded, tiled=True))
-        out[name] = gathered.reshape((-1,) + value.shape[1:])[:num_runs]
+        block = np.zeros((share,) + value.shape[1:], value.dtype)
+        block[: value.shape[0]] = value
+        padded[name] = block
+    gathered = multihost_utils.process_allgather(padded, tiled=True)
+    out = {
+        name: np.asarray(value).reshape((-1,) + local[name].shape[1:])[:num_runs]
+        for name, value in gathered.items()
+    }
     return out
