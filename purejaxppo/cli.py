@@ -76,16 +76,6 @@ def check_output_dir(out: Path) -> None:
         raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
 
 
-def to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple):
-        return list(obj)
-    if isinstance(obj, np.generic | np.ndarray):
-        return obj.tolist()
-    return obj
-
-
 def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:
     """['learning_rate=1e-3,1e-2', 'num_envs=4,8'] -> {field: [typed values]}."""
     sweep: dict[str, list[Any]] = {}
@@ -332,7 +322,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
 
     import jax
-    import numpy as np
 
     from purejaxppo.checkpoint import Checkpointer
     from purejaxppo.envs import make_env
@@ -346,10 +335,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ckpt = Checkpointer(out / "checkpoints")
     if ckpt.latest() is None:
         raise UsageError(f"{out}: no checkpoint to evaluate")
-    abstract = jax.eval_shape(runner._init, runner.place(runs.keys), runner.place(runs.hparams))
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=runner.sharding), abstract
-    )
+    abstract = runner.abstract_state(runs.keys, runs.hparams)
     state, _, meta = ckpt.restore(abstract)
     n = runs.keys.shape[0]
     keys = jax.random.split(jax.random.key(args.seed), n)

@@ -336,11 +336,9 @@ def train_block(
     history: dict[str, np.ndarray] = {}
     start = 0
     if resume and ckpt.latest() is not None:
-        abstract = jax.eval_shape(runner._init, runner.place(block.runs.keys), hp)
-        abstract = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=runner.sharding), abstract
+        state, history, meta = ckpt.restore(
+            runner.abstract_state(block.runs.keys, block.runs.hparams)
         )
-        state, history, meta = ckpt.restore(abstract)
         start = int(meta["update"])
         log(f"{block.label}resumed from checkpoint at update {start}")
         _note_divergence(history, 0, diverged, block.offset)

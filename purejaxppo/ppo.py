@@ -802,7 +802,6 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
             )
         env = GymnaxEnv(config.env)
     network = make_network(config, env)
-    use_obs_norm, _ = resolve_normalization(config, env)
 
     def init(key: jax.Array, hparams: HParams) -> TrainState:
         net_key, env_key, run_key = jax.random.split(key, 3)
@@ -922,7 +921,6 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
         )
         return new_state, metrics
 
-    del use_obs_norm
     return Trainer(config=config, env=env, network=network, init=init, update=update)
 
 

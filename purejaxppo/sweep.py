@@ -201,6 +201,13 @@ class Runner:
     def init(self, keys: jax.Array, hparams: HParams) -> TrainState:
         return self._init(self.place(keys), self.place(hparams))
 
+    def abstract_state(self, keys: jax.Array, hparams: HParams) -> TrainState:
+        """Shapes, dtypes and shardings of init's state, without computing it (for restores)."""
+        abstract = jax.eval_shape(self._init, self.place(keys), self.place(hparams))
+        return jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.sharding), abstract
+        )
+
     def advance(
         self, state: TrainState, hparams: HParams, length: int
     ) -> tuple[TrainState, dict[str, np.ndarray]]:
