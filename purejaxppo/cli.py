@@ -325,7 +325,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from purejaxppo.checkpoint import Checkpointer
     from purejaxppo.envs import make_env
-    from purejaxppo.ppo import evaluate
+    from purejaxppo.ppo import compiler_options, evaluate
     from purejaxppo.sweep import Grid, Runner, layout_runs
 
     env = make_env(config.env)
@@ -339,7 +339,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     state, _, meta = ckpt.restore(abstract)
     n = runs.keys.shape[0]
     keys = jax.random.split(jax.random.key(args.seed), n)
-    returns = jax.jit(jax.vmap(lambda p, nm, k: evaluate(config, p, nm, k, args.episodes, env)))(
+    returns = jax.jit(
+        jax.vmap(lambda p, nm, k: evaluate(config, p, nm, k, args.episodes, env)),
+        compiler_options=compiler_options(),
+    )(
         jax.tree.map(lambda x: x[:n], state.params),
         jax.tree.map(lambda x: x[:n], state.norm),
         keys,

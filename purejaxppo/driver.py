@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import resource
 import signal
 import sys
 import tempfile
@@ -408,6 +409,12 @@ def _describe(r: int, runs: Any, grid: Grid, offset: int = 0) -> str:
     return f"#{offset + r} (seed {int(runs.seed[r])}{', ' + text if text else ''})"
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 2**10, 1)
+
+
 def write_results(
     out: Path,
     config: Config,
@@ -448,6 +455,7 @@ def write_results(
         "compile_seconds": round(compile_seconds, 3),
         "run_seconds": round(run_seconds, 3),
         "steps_per_second": round(steps_run / run_seconds, 1) if run_seconds else None,
+        "peak_rss_mb": peak_rss_mb(),
         "final_return": [
             [None if np.isnan(x) else round(float(x), 3) for x in row] for row in finals
         ],

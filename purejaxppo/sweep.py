@@ -22,7 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from purejaxppo.ppo import Config, HParams, Trainer, TrainState, check_hparams, make_trainer
+from purejaxppo.ppo import (
+    Config,
+    HParams,
+    Trainer,
+    TrainState,
+    check_hparams,
+    compiler_options,
+    make_trainer,
+)
 
 HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))
 
@@ -182,12 +190,13 @@ class Runner:
             state, metrics = jax.vmap(one_run)(state, hparams)
             return state, metrics  # metrics [R, length]
 
-        self._init = jax.jit(init, out_shardings=self.sharding)
+        self._init = jax.jit(init, out_shardings=self.sharding, compiler_options=compiler_options())
         self._advance = jax.jit(
             advance,
             static_argnums=2,
             donate_argnums=0,
             out_shardings=(self.sharding, self.sharding),
+            compiler_options=compiler_options(),
         )
 
     def padded_size(self, n: int) -> int:

@@ -6,18 +6,38 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo.ppo import ActorCritic, Config, GymnaxEnv, make_network, orthogonal
+from purejaxppo.ppo import ActorCritic, Config, GymnaxEnv, make_network, orthogonal_stack
+
+SHAPES = [(64, 64), (4, 64), (64, 2), (376, 64), (64, 17), (3, 5)]
 
 
-@pytest.mark.parametrize("shape", [(64, 64), (4, 64), (64, 2), (3, 5, 7)])
 @pytest.mark.parametrize("gain", [1.0, 0.01, 2.0**0.5])
-def test_orthogonal_columns_or_rows(shape, gain):
-    w = np.asarray(jax.jit(orthogonal(gain), static_argnums=1)(jax.random.key(0), shape))
-    assert w.shape == shape
-    flat = w.reshape(-1, shape[-1])
-    # The shorter side is orthonormal (times the gain).
-    gram = flat.T @ flat if flat.shape[0] >= flat.shape[1] else flat @ flat.T
-    np.testing.assert_allclose(gram, gain**2 * np.eye(gram.shape[0]), atol=2e-5 * max(1, gain**2))
+def test_orthogonal_stack_short_side_orthonormal(gain):
+    # One padded batch of mixed shapes: every matrix keeps its own shape and orthonormal side.
+    ws = jax.jit(orthogonal_stack, static_argnums=(1, 2))(
+        jax.random.key(0), tuple(SHAPES), tuple([gain] * len(SHAPES))
+    )
+    for w, shape in zip(ws, SHAPES, strict=True):
+        w = np.asarray(w)
+        assert w.shape == shape
+        gram = w.T @ w if shape[0] >= shape[1] else w @ w.T
+        np.testing.assert_allclose(
+            gram, gain**2 * np.eye(gram.shape[0]), atol=2e-5 * max(1, gain**2)
+        )
+
+
+def test_network_init_gains():
+    # Hidden kernels orthogonal times sqrt 2; the policy head 0.01; the value head 1.
+    params = ActorCritic(action_dim=2, discrete=True).init(jax.random.key(0), jnp.zeros((1, 4)))
+    p = params["params"]
+    for net, head_gain in (("actor", 0.01), ("critic", 1.0)):
+        for layer, gain in (("hidden_0", 2.0**0.5), ("hidden_1", 2.0**0.5), ("out", head_gain)):
+            w = np.asarray(p[net][layer]["kernel"])
+            gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+            np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=1e-5)
+            np.testing.assert_array_equal(p[net][layer]["bias"], 0.0)
+    # Actor and critic draw different matrices.
+    assert not np.allclose(p["actor"]["hidden_1"]["kernel"], p["critic"]["hidden_1"]["kernel"])
 
 
 def primitives(jaxpr) -> set[str]:
@@ -33,7 +53,8 @@ def primitives(jaxpr) -> set[str]:
 
 
 def test_network_init_uses_no_lapack_under_vmap():
-    # Batched LAPACK calls (QR) can deadlock XLA's CPU pool on small machines; see orthogonal().
+    # Batched LAPACK calls (QR) can deadlock XLA's CPU pool on small machines; see
+    # orthogonal_stack().
     net = ActorCritic(action_dim=2, discrete=True)
     closed = jax.make_jaxpr(jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4)))))(
         jax.random.split(jax.random.key(0), 3)
@@ -56,8 +77,8 @@ def test_primitive_walk_sees_flax_lapack_orthogonal():
 
 
 def test_distinct_seeds_give_distinct_weights():
-    a = orthogonal(1.0)(jax.random.key(0), (8, 8))
-    b = orthogonal(1.0)(jax.random.key(1), (8, 8))
+    a = orthogonal_stack(jax.random.key(0), [(8, 8)], [1.0])[0]
+    b = orthogonal_stack(jax.random.key(1), [(8, 8)], [1.0])[0]
     assert not np.allclose(a, b)
 
 
