@@ -1,0 +1,556 @@
+"""Training throughput of purejaxppo against the rollout-only limit and against peer PPOs.
+
+    python benchmarks/throughput.py              # everything: about 25 minutes on 2 CPU cores
+    python benchmarks/throughput.py --quick      # scaling and profile only, short runs
+    python benchmarks/throughput.py --only peers # one section: scaling, profile, peers, sweep
+
+Sections (each writes benchmarks/results/<section>.json; then BENCHMARKS.md is rebuilt):
+- scaling: CartPole-v1 with the default config for 1, 4, 16, 64, 256 seeds and for num_envs 4, 64,
+  512 at 16 seeds. Each point runs in a fresh process: the trainer (`jit(vmap(make_train))`) and,
+  in the same process, a rollout-only reference with the same env, network forward, action
+  sampling, vmap over seeds and nested scans (updates x steps), and no learning. Reported:
+  compile and run seconds apart, steps/s over all seeds, efficiency = trainer / reference steps/s,
+  peak RSS and XLA's buffer sizes.
+- profile: at 16 seeds, where the time of one update goes (rollout, critic bootstrap + GAE, the
+  epochs of minibatch updates), a "learning floor" (the same forward and backward passes with
+  nothing else), and the hottest XLA ops from a profiler trace.
+- peers: Stable-Baselines3 PPO on CartPole and brax's own PPO on inverted_pendulum, each in its
+  own virtualenv (benchmarks/peers), beside our trainer on the same task and hyperparameters.
+- sweep: a 1024-seed CartPole sweep through the `purejaxppo train` command, its peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SEEDS = (1, 4, 16, 64, 256)
+NUM_ENVS = (4, 64, 512)
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_updates(num_seeds: int, num_envs: int, quick: bool) -> int:
+    """Updates per timed run: long enough to time (several seconds), short enough to sweep."""
+    full = {4: 200, 64: 30, 512: 6}[num_envs]
+    if num_seeds >= 64:
+        full = full * 16 // num_seeds * 4  # the same order of total steps as 16 seeds x 200
+    return max(2, full // 4) if quick else full
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side: runs inside a fresh process, imports JAX, prints one JSON line.
+# ---------------------------------------------------------------------------------------------
+
+
+def make_reference(config: Any, trainer: Any):
+    """Rollout-only: the trainer's init, then updates x steps of forward, sample, env step."""
+    import jax
+
+    from purejaxppo.ppo import HParams, dist_log_prob, dist_sample
+
+    env, network = trainer.env, trainer.network
+    hparams = HParams()
+
+    def run(key: jax.Array) -> jax.Array:
+        state = trainer.init(key, hparams)
+
+        def one_update(c, _):
+            env_state, obs, key, total = c
+            key, rollout_key = jax.random.split(key)
+
+            def step(c, step_key):
+                env_state, obs, total = c
+                act_key, env_key = jax.random.split(step_key)
+                dist, value = network.apply(state.params, obs)
+                action = dist_sample(env.discrete, dist, act_key)
+                log_prob = dist_log_prob(env.discrete, dist, action)
+                out = jax.vmap(env.step)(
+                    jax.random.split(env_key, config.num_envs), env_state, action
+                )
+                # Keep every output alive, as the trainer stores them for learning.
+                total = total + log_prob.sum() + value.sum() + out.reward.sum()
+                return (out.state, out.obs, total), None
+
+            (env_state, obs, total), _ = jax.lax.scan(
+                step, (env_state, obs, total), jax.random.split(rollout_key, config.num_steps)
+            )
+            return (env_state, obs, key, total), None
+
+        init = (state.env.state, state.env.obs, state.key, jax.numpy.zeros(()))
+        return jax.lax.scan(one_update, init, None, length=config.num_updates)[0][3]
+
+    return run
+
+
+def time_program(fn: Any, keys: Any, repeats: int) -> dict[str, float]:
+    """Lower, compile and run fn(keys) `repeats` times; the fastest run counts."""
+    import jax
+
+    from purejaxppo.ppo import compiler_options
+
+    t0 = time.perf_counter()
+    lowered = jax.jit(fn, compiler_options=compiler_options()).lower(keys)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(keys))
+        runs.append(time.perf_counter() - t)
+    mem = compiled.memory_analysis()
+    return {
+        "trace_lower_seconds": round(t1 - t0, 3),
+        "xla_compile_seconds": round(t2 - t1, 3),
+        "compile_seconds": round(t2 - t0, 3),
+        "run_seconds": round(min(runs), 3),
+        "run_seconds_all": [round(r, 3) for r in runs],
+        "xla_temp_mb": round(getattr(mem, "temp_size_in_bytes", 0) / 2**20, 1),
+    }
+
+
+def worker_scaling(num_seeds: int, num_envs: int, updates: int, repeats: int) -> dict[str, Any]:
+    import jax
+    import numpy as np
+
+    from purejaxppo.ppo import Config, final_return, make_train, make_trainer
+
+    base = Config()
+    config = base.replace(num_envs=num_envs, total_timesteps=updates * num_envs * base.num_steps)
+    keys = jax.random.split(jax.random.key(0), num_seeds)
+    steps = num_seeds * config.num_updates * config.batch_size
+
+    trainer_t = time_program(jax.vmap(make_train(config)), keys, repeats)
+    rss_trainer = peak_rss_mb()
+    reference_t = time_program(
+        jax.vmap(make_reference(config, make_trainer(config))), keys, repeats
+    )
+    out = {
+        "num_seeds": num_seeds,
+        "num_envs": num_envs,
+        "num_updates": config.num_updates,
+        "steps": steps,
+        "trainer": {**trainer_t, "steps_per_second": round(steps / trainer_t["run_seconds"])},
+        "reference": {**reference_t, "steps_per_second": round(steps / reference_t["run_seconds"])},
+        "peak_rss_mb_trainer": rss_trainer,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    out["efficiency"] = round(reference_t["run_seconds"] / trainer_t["run_seconds"], 4)
+    if num_seeds == 16 and num_envs == 4 and updates >= 200:
+        # A learning sanity check on the timed run (not the learning test): mean return of the
+        # last 10 updates, which rises from ~20 (random policy).
+        _, metrics = jax.jit(jax.vmap(make_train(config)))(keys)
+        tail = np.asarray(metrics["episode_return"])[:, -10:]
+        out["return_last_10_updates"] = round(float(np.nanmean(tail)), 1)
+        out["final_return_mean"] = round(float(np.nanmean(final_return(metrics))), 1)
+    return out
+
+
+def worker_profile(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]:
+    """Where one update's time goes, by differences of nested programs, plus hot XLA ops."""
+    import jax
+    import jax.numpy as jnp
+
+    from purejaxppo.ppo import (
+        ActorCritic,
+        Config,
+        HParams,
+        compiler_options,
+        compute_gae,
+        make_trainer,
+        rollout,
+    )
+
+    base = Config()
+    config = base.replace(total_timesteps=updates * base.batch_size)
+    trainer = make_trainer(config)
+    env, network, hp = trainer.env, trainer.network, HParams()
+    keys = jax.random.split(jax.random.key(0), num_seeds)
+
+    def loop(body):
+        def run(key):
+            state = trainer.init(key, hp)
+            state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, config.num_updates)
+            return state.params
+
+        return jax.vmap(run)
+
+    def keep(state, params, *arrays):
+        # Fold every output into the parameters so nothing is dead code.
+        total = sum(jnp.sum(a) for a in arrays)
+        return jax.tree.map(lambda p: p + 1e-12 * total, params)
+
+    def rollout_only(s):
+        key, rk = jax.random.split(s.key)
+        carry, norm, traj = rollout(config, env, network, s.params, s.env, s.norm, rk, hp)
+        floats = [x for x in jax.tree.leaves(traj) if x.dtype == jnp.float32]
+        return s._replace(key=key, env=carry, norm=norm, params=keep(s, s.params, *floats))
+
+    def rollout_gae(s):
+        key, rk = jax.random.split(s.key)
+        carry, norm, traj = rollout(config, env, network, s.params, s.env, s.norm, rk, hp)
+        next_values = network.apply(s.params, traj.final_obs, method=ActorCritic.value)
+        adv, ret = compute_gae(
+            traj.reward, traj.value, next_values, traj.terminated, traj.truncated, 0.99, 0.95
+        )
+        floats = [x for x in jax.tree.leaves(traj) if x.dtype == jnp.float32]
+        return s._replace(
+            key=key, env=carry, norm=norm, params=keep(s, s.params, adv, ret, *floats)
+        )
+
+    def learning_floor(s):
+        # The trainer's rollout, then the same number of forward+backward passes on minibatches
+        # of the same shape with a plain gradient step: no loss terms, shuffling, GAE, Adam or
+        # metrics. No PPO trainer with this network can do less work per update.
+        key, rk = jax.random.split(s.key)
+        carry, norm, traj = rollout(config, env, network, s.params, s.env, s.norm, rk, hp)
+        obs = traj.obs.reshape(config.num_minibatches, -1, traj.obs.shape[-1])
+
+        def minibatch(p, o):
+            g = jax.grad(lambda p: sum(x.sum() for x in jax.tree.leaves(network.apply(p, o))))(p)
+            return jax.tree.map(lambda a, b: a - 1e-6 * b, p, g), None
+
+        def epoch(p, _):
+            return jax.lax.scan(minibatch, p, obs)[0], None
+
+        params = jax.lax.scan(epoch, s.params, None, config.update_epochs)[0]
+        return s._replace(key=key, env=carry, norm=norm, params=params)
+
+    def full(s):
+        return trainer.update(s, hp)[0]
+
+    def hot_loop(keys):
+        # Two updates only: a profiler trace of the long run would drop events.
+        def run(key):
+            state = trainer.init(key, hp)
+            state, _ = jax.lax.scan(lambda s, _: (full(s), None), state, None, 2)
+            return state.params
+
+        return jax.vmap(run)(keys)
+
+    programs = {
+        "reference": make_reference(config, trainer),
+        "rollout": loop(rollout_only),
+        "rollout_gae": loop(rollout_gae),
+        "learning_floor": loop(learning_floor),
+        "trainer": loop(full),
+    }
+    programs["reference"] = jax.vmap(programs["reference"])
+    times = {name: time_program(fn, keys, repeats) for name, fn in programs.items()}
+    run = {k: v["run_seconds"] for k, v in times.items()}
+    split = {
+        "rollout": run["rollout"],
+        "bootstrap_and_gae": max(0.0, run["rollout_gae"] - run["rollout"]),
+        "epochs_of_minibatch_updates": max(0.0, run["trainer"] - run["rollout_gae"]),
+    }
+    return {
+        "num_seeds": num_seeds,
+        "num_updates": config.num_updates,
+        "programs": times,
+        "split_seconds": {k: round(v, 3) for k, v in split.items()},
+        "split_fraction": {k: round(v / run["trainer"], 3) for k, v in split.items()},
+        "efficiency_trainer": round(run["reference"] / run["trainer"], 4),
+        "efficiency_learning_floor": round(run["reference"] / run["learning_floor"], 4),
+        "hot_ops": hot_ops(jax.jit(hot_loop, compiler_options=compiler_options()), keys),
+    }
+
+
+def hot_ops(fn: Any, keys: Any, top: int = 15) -> list[dict[str, Any]]:
+    """Total time per XLA op over a short profiled run, with the source op each came from.
+
+    The profiler adds a fixed cost to every op it records, so many tiny ops (the env step) look
+    more expensive than they are; the ranking of the big ones holds.
+    """
+    import jax
+
+    compiled = fn.lower(keys).compile()
+    origin = {}
+    for line in compiled.as_text().splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name=\"([^\"]+)\"", line)
+        if m:
+            origin[m.group(1)] = m.group(2)
+    jax.block_until_ready(compiled(keys))
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d, create_perfetto_trace=True):
+            jax.block_until_ready(compiled(keys))
+        path = glob.glob(f"{d}/**/perfetto_trace.json.gz", recursive=True)[0]
+        trace = json.load(gzip.open(path))
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    total: collections.Counter[str] = collections.Counter()
+    count: collections.Counter[str] = collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") != "X" or name not in origin or name.startswith(("while", "call")):
+            continue
+        total[name] += e.get("dur", 0)
+        count[name] += 1
+    all_us = sum(total.values())
+    rows = []
+    for name, us in total.most_common(top):
+        src = re.sub(r"jit\([^)]*\)/|vmap\(\)/|while/body/|closed_call/", "", origin[name])
+        rows.append(
+            {
+                "op": name,
+                "source": src[-90:],
+                "share": round(us / all_us, 4),
+                "calls": count[name],
+            }
+        )
+    return rows
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    kind = spec.pop("kind")
+    if kind == "scaling":
+        return worker_scaling(**spec)
+    if kind == "profile":
+        return worker_profile(**spec)
+    if kind == "ours":
+        return worker_ours(**spec)
+    raise ValueError(f"unknown worker kind {kind!r}")
+
+
+def worker_ours(preset: str, num_seeds: int) -> dict[str, Any]:
+    """Our trainer on a shipped preset, for the peer comparison (one seed, like the peers)."""
+    import jax
+    import numpy as np
+
+    from purejaxppo.envs import make_env
+    from purejaxppo.ppo import evaluate, train_seeds
+    from purejaxppo.presets import load_preset
+
+    config, hparams = load_preset(preset)
+    env = make_env(config.env)
+    state, metrics, summary = train_seeds(config, hparams, num_seeds, 0, env)
+    if config.env.startswith("brax:"):
+        # brax reports a deterministic evaluation; do the same (16 episodes, mean action).
+        evals = jax.jit(jax.vmap(lambda p, nm, k: evaluate(config, p, nm, k, 16, env)))(
+            state.params, state.norm, jax.random.split(jax.random.key(1), num_seeds)
+        )
+        summary["eval_return"] = round(float(np.mean(np.asarray(evals))), 1)
+    summary.pop("final_return", None)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side: launches workers, collects JSON, writes results and the report.
+# ---------------------------------------------------------------------------------------------
+
+
+def launch(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {spec} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict[str, Any]:
+    import jax
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+    }
+
+
+def save(name: str, data: Any) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+    print(f"wrote {path.relative_to(ROOT)}", flush=True)
+
+
+def section_scaling(quick: bool) -> None:
+    points = [(s, 4) for s in SEEDS] + [(16, n) for n in NUM_ENVS if n != 4]
+    rows = []
+    for seeds, num_envs in points:
+        spec = {
+            "kind": "scaling",
+            "num_seeds": seeds,
+            "num_envs": num_envs,
+            "updates": run_updates(seeds, num_envs, quick),
+            "repeats": 1 if quick else 2,
+        }
+        row = launch(spec)
+        print(
+            f"seeds {seeds:4d} envs {num_envs:4d}: trainer {row['trainer']['steps_per_second']:>9}"
+            f" steps/s, reference {row['reference']['steps_per_second']:>9}, efficiency "
+            f"{row['efficiency']:.3f}, compile {row['trainer']['compile_seconds']} s",
+            flush=True,
+        )
+        rows.append(row)
+    save("scaling", {"machine": machine(), "quick": quick, "points": rows})
+    plot_scaling(rows)
+
+
+def plot_scaling(rows: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = [r for r in rows if r["num_envs"] == 4]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    x = [r["num_seeds"] for r in seeds]
+    ax.plot(x, [r["trainer"]["steps_per_second"] for r in seeds], "o-", label="trainer")
+    ax.plot(x, [r["reference"]["steps_per_second"] for r in seeds], "s--", label="rollout only")
+    ax.set(xscale="log", yscale="log", xlabel="seeds (num_envs 4)", ylabel="env steps/s, all")
+    ax.set_title("CartPole-v1, default config")
+    ax.legend()
+    envs = [r for r in rows if r["num_seeds"] == 16]
+    bx.plot(x, [r["efficiency"] for r in seeds], "o-", label="vs seeds (num_envs 4)")
+    bx.plot(
+        [r["num_envs"] for r in envs],
+        [r["efficiency"] for r in envs],
+        "s-",
+        label="vs num_envs (16 seeds)",
+    )
+    bx.axhline(0.35, color="grey", ls=":", label="issue target 0.35")
+    bx.set(xscale="log", xlabel="seeds or num_envs", ylabel="trainer / rollout-only steps/s")
+    bx.set_title("efficiency")
+    bx.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "throughput.png", dpi=110)
+    print(f"wrote {(RESULTS / 'throughput.png').relative_to(ROOT)}")
+
+
+def section_profile(quick: bool) -> None:
+    result = launch(
+        {"kind": "profile", "num_seeds": 16, "updates": 40 if quick else 200, "repeats": 2}
+    )
+    save("profile", {"machine": machine(), **result})
+    s = result["split_fraction"]
+    print(
+        f"profile: {s}; efficiency {result['efficiency_trainer']}, "
+        f"learning floor {result['efficiency_learning_floor']}"
+    )
+
+
+def section_peers(sb3_steps: int, brax_steps: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.peers.runner import run_peer
+
+    rows = []
+    ours = launch({"kind": "ours", "preset": "cartpole", "num_seeds": 1})
+    sb3 = run_peer("sb3", ["--total-timesteps", str(sb3_steps)])
+    rows.append({"task": "CartPole-v1", "ours": ours, "peer": sb3})
+    print(f"CartPole: ours {ours['steps_per_second']} steps/s vs SB3 {sb3['steps_per_second']}")
+    ours = launch({"kind": "ours", "preset": "brax-inverted-pendulum", "num_seeds": 1})
+    brax = run_peer("brax", ["--total-timesteps", str(brax_steps)])
+    rows.append({"task": "brax inverted_pendulum", "ours": ours, "peer": brax})
+    print(f"inverted_pendulum: ours {ours['steps_per_second']} vs brax {brax['steps_per_second']}")
+    save("peers", {"machine": machine(), "rows": rows})
+
+
+def section_sweep(num_seeds: int, steps: int) -> None:
+    out = Path(tempfile.mkdtemp(prefix="purejaxppo-sweep-"))
+    cmd = [
+        str(Path(sys.executable).parent / "purejaxppo"),
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--num-seeds",
+        str(num_seeds),
+        "--total-timesteps",
+        str(steps),
+        "--out",
+        str(out / "run"),
+    ]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"sweep failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result = {
+        "command": " ".join(cmd[1:]),
+        "num_seeds": num_seeds,
+        "total_timesteps": summary["total_timesteps"],
+        "wall_seconds": round(wall, 1),
+        "compile_seconds": summary["compile_seconds"],
+        "run_seconds": summary["run_seconds"],
+        "steps_per_second": summary["steps_per_second"],
+        "peak_rss_mb": summary["peak_rss_mb"],
+        "peak_rss_mb_children_max": round(child_peak, 1),
+        "final_return_mean": summary["final_return_mean"],
+    }
+    save("sweep", {"machine": machine(), **result})
+    print(f"sweep: {result}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="short runs, no peers or sweep")
+    parser.add_argument(
+        "--only", choices=["scaling", "profile", "peers", "sweep", "report"], action="append"
+    )
+    parser.add_argument("--sb3-steps", type=int, default=500_000)
+    parser.add_argument("--brax-steps", type=int, default=1_000_000)
+    parser.add_argument("--sweep-seeds", type=int, default=1024)
+    parser.add_argument("--sweep-steps", type=int, default=500_000)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    sections = args.only or (
+        ["scaling", "profile"] if args.quick else ["scaling", "profile", "peers", "sweep"]
+    )
+    for name in sections:
+        t = time.perf_counter()
+        if name == "scaling":
+            section_scaling(args.quick)
+        elif name == "profile":
+            section_profile(args.quick)
+        elif name == "peers":
+            section_peers(args.sb3_steps, args.brax_steps)
+        elif name == "sweep":
+            section_sweep(args.sweep_seeds, args.sweep_steps)
+        print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.report import write_report
+
+    write_report()
+
+
+if __name__ == "__main__":
+    main()
