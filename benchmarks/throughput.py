@@ -100,8 +100,8 @@ def make_reference(config: Any, trainer: Any):
     return run
 
 
-def time_program(fn: Any, keys: Any, repeats: int) -> dict[str, float]:
-    """Lower, compile and run fn(keys) `repeats` times; the fastest run counts."""
+def compile_program(fn: Any, keys: Any) -> tuple[Any, dict[str, Any]]:
+    """Lower and compile fn(keys) with the trainer's compiler options, timing both."""
     import jax
 
     from purejaxppo.ppo import compiler_options
@@ -111,19 +111,30 @@ def time_program(fn: Any, keys: Any, repeats: int) -> dict[str, float]:
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(compiled(keys))
-        runs.append(time.perf_counter() - t)
     mem = compiled.memory_analysis()
-    return {
+    return compiled, {
         "trace_lower_seconds": round(t1 - t0, 3),
         "xla_compile_seconds": round(t2 - t1, 3),
         "compile_seconds": round(t2 - t0, 3),
-        "run_seconds": round(min(runs), 3),
-        "run_seconds_all": [round(r, 3) for r in runs],
         "xla_temp_mb": round(getattr(mem, "temp_size_in_bytes", 0) / 2**20, 1),
+        "run_seconds_all": [],
+    }
+
+
+def time_programs(fns: dict[str, Any], keys: Any, repeats: int) -> dict[str, dict[str, Any]]:
+    """Compile every program, then run them round-robin `repeats` times: a load that comes and
+    goes on a shared machine hits all of them alike. The fastest run of each counts."""
+    import jax
+
+    compiled = {name: compile_program(fn, keys) for name, fn in fns.items()}
+    for _ in range(repeats):
+        for program, info in compiled.values():
+            t = time.perf_counter()
+            jax.block_until_ready(program(keys))
+            info["run_seconds_all"].append(round(time.perf_counter() - t, 3))
+    return {
+        name: {**info, "run_seconds": min(info["run_seconds_all"])}
+        for name, (_, info) in compiled.items()
     }
 
 
@@ -138,11 +149,15 @@ def worker_scaling(num_seeds: int, num_envs: int, updates: int, repeats: int) ->
     keys = jax.random.split(jax.random.key(0), num_seeds)
     steps = num_seeds * config.num_updates * config.batch_size
 
-    trainer_t = time_program(jax.vmap(make_train(config)), keys, repeats)
-    rss_trainer = peak_rss_mb()
-    reference_t = time_program(
-        jax.vmap(make_reference(config, make_trainer(config))), keys, repeats
+    times = time_programs(
+        {
+            "trainer": jax.vmap(make_train(config)),
+            "reference": jax.vmap(make_reference(config, make_trainer(config))),
+        },
+        keys,
+        repeats,
     )
+    trainer_t, reference_t = times["trainer"], times["reference"]
     out = {
         "num_seeds": num_seeds,
         "num_envs": num_envs,
@@ -150,7 +165,6 @@ def worker_scaling(num_seeds: int, num_envs: int, updates: int, repeats: int) ->
         "steps": steps,
         "trainer": {**trainer_t, "steps_per_second": round(steps / trainer_t["run_seconds"])},
         "reference": {**reference_t, "steps_per_second": round(steps / reference_t["run_seconds"])},
-        "peak_rss_mb_trainer": rss_trainer,
         "peak_rss_mb": peak_rss_mb(),
     }
     out["efficiency"] = round(reference_t["run_seconds"] / trainer_t["run_seconds"], 4)
@@ -254,7 +268,7 @@ def worker_profile(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]
         "trainer": loop(full),
     }
     programs["reference"] = jax.vmap(programs["reference"])
-    times = {name: time_program(fn, keys, repeats) for name, fn in programs.items()}
+    times = time_programs(programs, keys, repeats)
     run = {k: v["run_seconds"] for k, v in times.items()}
     split = {
         "rollout": run["rollout"],
@@ -335,9 +349,12 @@ def worker_ours(preset: str, num_seeds: int) -> dict[str, Any]:
 
     from purejaxppo.envs import make_env
     from purejaxppo.ppo import evaluate, train_seeds
-    from purejaxppo.presets import load_preset
+    from purejaxppo.presets import defaults_for, load_preset
 
-    config, hparams = load_preset(preset)
+    env_name, config_fields, hparam_fields = load_preset(preset)
+    config, hparams = defaults_for(env_name)
+    config = config.replace(**config_fields)
+    hparams = hparams.replace(**hparam_fields)
     env = make_env(config.env)
     state, metrics, summary = train_seeds(config, hparams, num_seeds, 0, env)
     if config.env.startswith("brax:"):
@@ -454,7 +471,7 @@ def plot_scaling(rows: list[dict[str, Any]]) -> None:
 
 def section_profile(quick: bool) -> None:
     result = launch(
-        {"kind": "profile", "num_seeds": 16, "updates": 40 if quick else 200, "repeats": 2}
+        {"kind": "profile", "num_seeds": 16, "updates": 40 if quick else 200, "repeats": 3}
     )
     save("profile", {"machine": machine(), **result})
     s = result["split_fraction"]
@@ -500,7 +517,6 @@ def section_sweep(num_seeds: int, steps: int) -> None:
     if proc.returncode != 0:
         raise RuntimeError(f"sweep failed:\n{proc.stderr[-3000:]}")
     summary = json.loads((out / "run" / "summary.json").read_text())
-    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result = {
         "command": " ".join(cmd[1:]),
         "num_seeds": num_seeds,
@@ -510,7 +526,6 @@ def section_sweep(num_seeds: int, steps: int) -> None:
         "run_seconds": summary["run_seconds"],
         "steps_per_second": summary["steps_per_second"],
         "peak_rss_mb": summary["peak_rss_mb"],
-        "peak_rss_mb_children_max": round(child_peak, 1),
         "final_return_mean": summary["final_return_mean"],
     }
     save("sweep", {"machine": machine(), **result})
