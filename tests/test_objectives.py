@@ -1,0 +1,123 @@
+"""The surrogate-objective benchmark (PPO paper Table 1): its scoring, and the smoke protocol end
+to end."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "objectives.py"
+SMOKE_TASKS = ("inverted_pendulum", "reacher")
+SETTINGS = (
+    "none",
+    "clip_0.1",
+    "clip_0.2",
+    "clip_0.3",
+    "kl_adaptive_0.003",
+    "kl_adaptive_0.01",
+    "kl_adaptive_0.03",
+    "kl_fixed_0.3",
+    "kl_fixed_1",
+    "kl_fixed_3",
+    "kl_fixed_10",
+)
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("objectives_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_last_episodes_score_walks_back_weighting_by_count():
+    bench = load_benchmark()
+    returns = np.array([1.0, np.nan, 2.0, 3.0, 4.0])
+    counts = np.array([50, 0, 60, 30, 20])
+    # 20 episodes at 4, 30 at 3, then 50 of the 60 at 2: 100 episodes over 3 updates.
+    score, episodes, reached = bench.last_episodes_score(returns, counts, n=100)
+    assert episodes == 100 and reached == 3
+    assert score == pytest.approx((20 * 4 + 30 * 3 + 50 * 2) / 100)
+    # Fewer than n episodes in the whole run: all of them, skipping updates without any.
+    score, episodes, reached = bench.last_episodes_score(returns, counts, n=1000)
+    assert episodes == 160 and reached == 5
+    assert score == pytest.approx((50 * 1 + 60 * 2 + 30 * 3 + 20 * 4) / 160)
+    assert math.isnan(bench.last_episodes_score(returns[1:2], counts[1:2])[0])
+
+
+def test_normalize_random_zero_best_one():
+    bench = load_benchmark()
+    raw = np.array([-50.0, 100.0, 250.0])
+    np.testing.assert_allclose(bench.normalize(raw, -50.0, 250.0), [0.0, 0.5, 1.0])
+    assert np.isnan(bench.normalize(raw, 1.0, 1.0)).all()
+
+
+@pytest.mark.integration
+def test_objectives_smoke_protocol(tmp_path):
+    # Compiling the 8 programs is nearly all of the smoke protocol's time; a persistent XLA cache
+    # (keyed by the program, options and versions, so never stale) makes reruns much faster.
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax-compile-cache"))
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/objectives.py", "--protocol", "smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "objectives.json").read_text())
+    assert result["protocol"] == "smoke"
+    assert set(result["tasks"]) == set(SMOKE_TASKS)
+    for task, t in result["tasks"].items():
+        assert set(t["settings"]) == set(SETTINGS), task
+        assert math.isfinite(t["random_score"]) and t["random_episodes"] >= 20
+        assert set(t["programs"]) == {"none", "clip", "kl_adaptive", "kl_fixed"}
+        for name, s in t["settings"].items():
+            assert len(s["raw"]) == 3 and all(math.isfinite(x) for x in s["raw"]), (task, name)
+            assert len(s["normalized"]) == 3 and all(math.isfinite(x) for x in s["normalized"])
+            assert s["budget"] == t["budget"] and s["backend"] == t["backend"]
+            assert s["compile_seconds"] > 0 and s["run_seconds"] > 0
+        raw_means = {name: s["raw_mean"] for name, s in t["settings"].items()}
+        best = t["best_setting"]
+        assert raw_means[best] == max(raw_means.values())
+        assert t["settings"][best]["normalized_mean"] == 1.0
+        assert (tmp_path / f"objectives_{task}.png").stat().st_size > 0
+    table = {row["setting"]: row for row in result["table"]}
+    assert set(table) == set(SETTINGS)
+    assert all(row["runs"] == 6 and math.isfinite(row["score"]) for row in table.values())
+    assert table["clip_0.2"]["paper"] == 0.82 and table["none"]["paper"] == -0.39
+    md = (tmp_path / "objectives.md").read_text()
+    assert "| Setting | Score | Paper (1M steps) | Runs |" in md
+    assert "| Clipping, eps = 0.2 |" in md and "| 0.82 |" in md
+    assert md.strip() in proc.stdout
+
+    # Runs over disjoint task subsets merge into the same table as one run over all tasks.
+    for task in SMOKE_TASKS:
+        part = tmp_path / f"part-{task}"
+        part.mkdir()
+        (part / "objectives.json").write_text(
+            json.dumps({**result, "tasks": {task: result["tasks"][task]}})
+        )
+    merged_dir = tmp_path / "merged"
+    merge = subprocess.run(
+        [sys.executable, "benchmarks/objectives.py", "--merge"]
+        + [str(tmp_path / f"part-{task}") for task in SMOKE_TASKS]
+        + ["--out", str(merged_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert merge.returncode == 0, merge.stderr[-3000:]
+    merged = json.loads((merged_dir / "objectives.json").read_text())
+    assert merged["table"] == result["table"]
+    assert (merged_dir / "objectives.md").read_text() == md
