@@ -1,11 +1,14 @@
 # make train: create .venv if absent, install, train CartPole-v1 over 16 seeds.
 # make test:  same venv, the whole test suite (fast unit tests first, then learning tests).
+# make train ARGS='--num-seeds 4': extra flags for the training command (the last of a repeated
+# flag wins).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
+ARGS ?=
 
-.PHONY: install train test test-fast lint clean
+.PHONY: install train test test-fast lint notebooks clean
 
 install: $(VENV)/.installed
 
@@ -16,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: install
-	$(BIN)/purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 --out $(OUT)
+	$(BIN)/purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 --out $(OUT) $(ARGS)
 
 # One run, ordered unit -> integration -> slow (learning) tests; see tests/conftest.py.
 test: install
@@ -27,8 +30,12 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 lint: install
-	$(BIN)/ruff check purejaxppo tests benchmarks
-	$(BIN)/ruff format --check purejaxppo tests benchmarks
+	$(BIN)/ruff check purejaxppo tests benchmarks notebooks
+	$(BIN)/ruff format --check purejaxppo tests benchmarks notebooks
+
+# Run every notebook at full size and save it with its outputs (what is committed).
+notebooks: install
+	$(BIN)/python tests/test_notebooks.py
 
 clean:
 	rm -rf $(VENV) runs
