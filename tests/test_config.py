@@ -59,3 +59,12 @@ def test_final_return_weights_by_episode_count():
     metrics["episodes"] = np.array([1] * 38 + [0, 0])
     metrics["episode_return"] = np.array([0.0] * 38 + [np.nan, np.nan])
     assert np.isnan(final_return(metrics))
+
+
+def test_compiler_options_defer_to_xla_flags(monkeypatch):
+    from purejaxppo.ppo import compiler_options
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert compiler_options() == {"xla_backend_optimization_level": 2}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    assert compiler_options() is None
