@@ -628,6 +628,19 @@ def markdown(result: dict[str, Any]) -> str:
         ]
     if result["skipped_tasks"]:
         lines += ["", f"Skipped: {', '.join(result['skipped_tasks'])} (see the JSON)."]
+    if "swimmer" not in tasks:
+        lines += [
+            "",
+            "swimmer is not in this table: brax has it only on the `generalized` backend, whose "
+            "batched LAPACK calls can deadlock XLA's CPU thread pool; the full protocol runs it "
+            "on a GPU or TPU.",
+        ]
+    if "merged_from" in result:
+        parts = "; ".join(
+            f"{', '.join(p['tasks'])} in {p['wall_seconds'] / 60:.0f} min"
+            for p in result["merged_from"]
+        )
+        lines += ["", f"Ran as {len(result['merged_from'])} processes side by side: {parts}."]
     lines += ["", "Setup: " + result["notes"]["setup"], "", result["notes"]["normalization"], ""]
     return "\n".join(lines)
 
