@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,10 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SEEDS = (1, 4, 16, 64, 256)
 NUM_ENVS = (4, 64, 512)
-
-
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def run_updates(num_seeds: int, num_envs: int, quick: bool) -> int:
@@ -142,6 +137,7 @@ def worker_scaling(num_seeds: int, num_envs: int, updates: int, repeats: int) ->
     import jax
     import numpy as np
 
+    from purejaxppo.driver import peak_rss_mb
     from purejaxppo.ppo import Config, final_return, make_train, make_trainer
 
     base = Config()
@@ -347,14 +343,13 @@ def worker_ours(preset: str, num_seeds: int) -> dict[str, Any]:
     import jax
     import numpy as np
 
+    from purejaxppo.cli import resolve
     from purejaxppo.envs import make_env
     from purejaxppo.ppo import evaluate, train_seeds
-    from purejaxppo.presets import defaults_for, load_preset
+    from purejaxppo.presets import load_preset
 
     env_name, config_fields, hparam_fields = load_preset(preset)
-    config, hparams = defaults_for(env_name)
-    config = config.replace(**config_fields)
-    hparams = hparams.replace(**hparam_fields)
+    config, hparams = resolve(env_name, {**config_fields, **hparam_fields})
     env = make_env(config.env)
     state, metrics, summary = train_seeds(config, hparams, num_seeds, 0, env)
     if config.env.startswith("brax:"):
@@ -407,11 +402,11 @@ def machine() -> dict[str, Any]:
 
 
 def save(name: str, data: Any) -> None:
+    from purejaxppo.driver import write_atomic
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2).encode())
     print(f"wrote {path.relative_to(ROOT)}", flush=True)
 
 
