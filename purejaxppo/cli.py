@@ -62,7 +62,20 @@ def resolve(env: str, overrides: dict[str, Any]) -> tuple[Config, HParams]:
 
         make_env(env)  # raises with the list of known environments
     config, hparams = presets.defaults_for(env)
-    return config.replace(**cfg), check_hparams(hparams.replace(**hp))
+    config = config.replace(**cfg)
+    check_network_fits(config)
+    return config, check_hparams(hparams.replace(**hp))
+
+
+def check_network_fits(config: Config) -> None:
+    """A conv torso needs image observations large enough for it; raises ValueError if not.
+    Builds the env only for conv torsos (an MLP takes any shape)."""
+    if config.network == "mlp":
+        return
+    from purejaxppo.envs import make_env
+    from purejaxppo.ppo import check_obs_shape
+
+    check_obs_shape(config, make_env(config.env).obs_shape)
 
 
 def check_output_dir(out: Path) -> None:
@@ -121,7 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
                 check_hparams(hparams.replace(**{name: v}))
         for name, values in static.items():
             for v in values:
-                config.replace(**{name: v})
+                check_network_fits(config.replace(**{name: v}))
     except ValueError as err:
         raise UsageError(str(err)) from None
     return config, hparams, traced, static

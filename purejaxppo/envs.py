@@ -1,14 +1,15 @@
 """One environment interface over gymnax (>=1.0) and brax.
 
-Every adapter has the attributes `obs_dim`, `discrete`, `action_dim`, `action_low`,
-`action_high`, `max_episode_steps` and the methods
+Every adapter satisfies `ppo.Env`: the attributes `obs_shape`, `discrete`, `action_dim`,
+`action_low`, `action_high`, `max_episode_steps` and the methods
 
-    reset(key) -> (obs [obs_dim], state)
+    reset(key) -> (obs [*obs_shape], state)
     step(key, state, action) -> ppo.Step(obs, state, reward, terminated, truncated, final_obs)
 
-for a single (unbatched) environment; the trainer vmaps them. `step` auto-resets: `obs` is the
-first observation of the next episode when the step ended one, and `final_obs` is the true next
-observation before that reset, which is what a time-limit truncation bootstraps from.
+for a single (unbatched) environment; the trainer vmaps them. Observations keep their shape
+(gymnax's MinAtar games give [10, 10, C] images; brax gives vectors). `step` auto-resets: `obs`
+is the first observation of the next episode when the step ended one, and `final_obs` is the
+true next observation before that reset, which is what a time-limit truncation bootstraps from.
 
 Names: a gymnax id (`"CartPole-v1"`), or `"brax:NAME"` / `"brax:NAME@BACKEND"` for brax (backend
 one of generalized, positional, spring, mjx; default positional, which is fast on a CPU).
@@ -63,7 +64,7 @@ class BraxEnv:
             raise ValueError(f"episode_length must be positive, got {episode_length}")
         self.name = f"{BRAX_PREFIX}{name}@{backend}"
         self.env = envs.get_environment(name, backend=backend)
-        self.obs_dim = int(self.env.observation_size)
+        self.obs_shape = (int(self.env.observation_size),)
         self.discrete = False
         self.action_dim = int(self.env.action_size)
         self.action_low = -np.ones(self.action_dim, np.float32)

@@ -22,9 +22,10 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import flax.linen as nn
 import jax
@@ -35,6 +36,7 @@ from flax import struct, traverse_util
 
 OBJECTIVES = ("clip", "none", "kl_fixed", "kl_adaptive")
 ACTIVATIONS = ("tanh", "relu")
+NETWORKS = ("mlp", "cnn", "nature_cnn", "minatar_cnn")
 
 
 def _field(default: Any, doc: str) -> Any:
@@ -56,12 +58,20 @@ class Config:
     total_timesteps: int = _field(500_000, "environment steps per seed over the whole run")
     update_epochs: int = _field(4, "epochs over each rollout (K in the paper)")
     num_minibatches: int = _field(4, "minibatches per epoch")
-    hidden_sizes: tuple[int, ...] = _field((64, 64), "hidden layer widths of actor and critic")
-    activation: str = _field("tanh", "hidden activation: tanh or relu")
+    network: str = _field(
+        "mlp",
+        "torso: mlp (separate actor and critic), cnn (Mnih et al. 2016, 84x84 frames), "
+        "nature_cnn (Mnih et al. 2015), minatar_cnn (one 3x3 conv, MinAtar grids); the "
+        "convolutional torsos are shared by policy and value",
+    )
+    hidden_sizes: tuple[int, ...] = _field((64, 64), "hidden layer widths of the mlp torsos")
+    activation: str = _field("tanh", "mlp hidden activation: tanh or relu (conv torsos: relu)")
+    conv_channels: int = _field(16, "output channels of the minatar_cnn convolution")
     objective: str = _field("clip", "surrogate: clip, none, kl_fixed or kl_adaptive")
     norm_adv: bool = _field(True, "normalize advantages per minibatch")
     clip_vloss: bool = _field(True, "clip the value loss around the rollout's values")
     anneal_lr: bool = _field(True, "anneal the learning rate linearly to zero")
+    anneal_clip: bool = _field(False, "anneal clip_coef linearly to zero (paper's Atari alpha)")
     normalize_obs: bool | None = _field(None, "running observation normalization (None: auto)")
     normalize_reward: bool | None = _field(None, "scale rewards by running return std (None: auto)")
 
@@ -79,6 +89,7 @@ class Config:
             "total_timesteps",
             "update_epochs",
             "num_minibatches",
+            "conv_channels",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -104,11 +115,13 @@ class Config:
             raise ValueError(
                 f"Config.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
             )
+        if self.network not in NETWORKS:
+            raise ValueError(f"Config.network must be one of {NETWORKS}, got {self.network!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"Config.objective must be one of {OBJECTIVES}, got {self.objective!r}"
             )
-        for name in ("norm_adv", "clip_vloss", "anneal_lr"):
+        for name in ("norm_adv", "clip_vloss", "anneal_lr", "anneal_clip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"Config.{name} must be true or false, got {getattr(self, name)!r}"
@@ -176,8 +189,8 @@ def check_hparams(hparams: HParams) -> HParams:
 
 
 # ---------------------------------------------------------------------------------------------
-# Environments. The trainer talks to any object with this adapter's attributes and methods; the
-# package adds brax behind the same interface.
+# Environments. The trainer talks to any object of the Env protocol; the package adds brax behind
+# the same interface.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -198,12 +211,36 @@ class Step(NamedTuple):
     final_obs: jax.Array
 
 
-class GymnaxEnv:
-    """gymnax (>=1.0) environment with flat float observations.
+class Env(Protocol):
+    """What the trainer needs of an environment: one unbatched env (the trainer vmaps it).
 
-    Attributes used by the trainer: obs_dim, discrete, action_dim, action_low, action_high,
-    max_episode_steps; methods reset(key) -> (obs, state) and step(key, state, action) -> Step.
+    Observations keep their shape: [obs_shape] float32, a vector ([D]) or an image ([H, W, C]).
+    `step` auto-resets: `obs` is the first observation of the next episode when the step ended
+    one, `final_obs` the true next observation before that reset (a time limit bootstraps from
+    it). Discrete actions are int32 scalars in [0, action_dim); continuous ones [action_dim]
+    floats, clipped by the trainer to [action_low, action_high] before `step`.
     """
+
+    obs_shape: tuple[int, ...]
+    discrete: bool
+    action_dim: int
+    action_low: np.ndarray | None
+    action_high: np.ndarray | None
+    max_episode_steps: int
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, Any]: ...
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> Step: ...
+
+
+def obs_size(env: Env) -> int:
+    """Number of floats in one observation (the MLP's input width)."""
+    return math.prod(env.obs_shape)
+
+
+class GymnaxEnv:
+    """A gymnax (>=1.0) environment as an Env: float32 observations of the env's own shape
+    (MinAtar's [10, 10, C] 0/1 channel maps stay images), terminated and truncated kept apart."""
 
     def __init__(self, name: str, **env_kwargs: Any) -> None:
         import gymnax
@@ -214,7 +251,7 @@ class GymnaxEnv:
             )
         self.name = name
         self.env, self.params = gymnax.make(name, **env_kwargs)
-        self.obs_dim = int(np.prod(self.env.observation_space(self.params).shape))
+        self.obs_shape = tuple(int(d) for d in self.env.observation_space(self.params).shape)
         space = self.env.action_space(self.params)
         self.discrete = not hasattr(space, "low")
         if self.discrete:
@@ -230,7 +267,10 @@ class GymnaxEnv:
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
         obs, state = self.env.reset(key, self.params)
-        return jnp.ravel(obs).astype(jnp.float32), state
+        return self._obs(obs), state
+
+    def _obs(self, obs: jax.Array) -> jax.Array:
+        return jnp.asarray(obs, jnp.float32).reshape(self.obs_shape)
 
     def step(self, key: jax.Array, state: Any, action: jax.Array) -> Step:
         if not self.discrete:
@@ -242,19 +282,24 @@ class GymnaxEnv:
         terminated = jnp.asarray(terminated, jnp.bool_)
         truncated = jnp.logical_and(jnp.asarray(truncated, jnp.bool_), ~terminated)
         return Step(
-            obs=jnp.ravel(obs).astype(jnp.float32),
+            obs=self._obs(obs),
             state=state,
             reward=jnp.asarray(reward, jnp.float32).reshape(()),
             terminated=terminated.reshape(()),
             truncated=truncated.reshape(()),
-            final_obs=jnp.ravel(info["final_observation"]).astype(jnp.float32),
+            final_obs=self._obs(info["final_observation"]),
         )
 
 
-def resolve_normalization(config: Config, env: Any) -> tuple[bool, bool]:
-    """Observation and reward normalization: by default off for discrete, on for continuous."""
+def resolve_normalization(config: Config, env: Env) -> tuple[bool, bool]:
+    """Observation and reward normalization. By default on for continuous actions with vector
+    observations, off otherwise: image observations are fed as the env gives them (MinAtar's are
+    0/1 maps, already in [0, 1]); a per-pixel running mean/std would divide rarely lit pixels by
+    a variance near zero and blow them up to the clip bound."""
     auto = not env.discrete
-    obs = auto if config.normalize_obs is None else config.normalize_obs
+    obs = config.normalize_obs
+    if obs is None:
+        obs = auto and len(env.obs_shape) == 1
     rew = auto if config.normalize_reward is None else config.normalize_reward
     return obs, rew
 
@@ -424,71 +469,190 @@ def orthogonal_stack(
 
 HIDDEN_GAIN = math.sqrt(2.0)
 # A small policy-head gain starts the policy near uniform / near zero mean.
-HEAD_GAINS = {"actor": 0.01, "critic": 1.0}
+HEAD_GAINS = {"policy_head": 0.01, "value_head": 1.0}
+
+# Convolutional torsos: (features, kernel, stride) per VALID-padded conv layer, then one dense
+# layer; ReLU throughout. minatar_cnn's features come from Config.conv_channels.
+CONV_TORSOS: dict[str, tuple[tuple[tuple[int | None, int, int], ...], int]] = {
+    # Mnih et al. 2016 (A3C), the PPO paper's Atari policy: 84x84 -> 20x20x16 -> 9x9x32 -> 256.
+    "cnn": (((16, 8, 4), (32, 4, 2)), 256),
+    # Mnih et al. 2015 (DQN, "Nature"): 84x84 -> 20x20x32 -> 9x9x64 -> 7x7x64 -> 512.
+    "nature_cnn": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
+    # Young & Tian 2019 (MinAtar): 10x10 -> 8x8xC -> 128.
+    "minatar_cnn": (((None, 3, 1),), 128),
+}
 
 
-class MLP(nn.Module):
-    """Hidden layers, then a linear head. Kernels start at zero here: ActorCritic.init draws
-    them all orthogonal at once (gain sqrt 2 hidden, HEAD_GAINS for the head)."""
+def conv_layers(config: Config) -> tuple[tuple[int, int, int], ...]:
+    layers, _ = CONV_TORSOS[config.network]
+    return tuple((config.conv_channels if f is None else f, k, st) for f, k, st in layers)
+
+
+def check_obs_shape(config: Config, obs_shape: Sequence[int]) -> None:
+    """Raise a ValueError naming Config.network if its torso cannot take these observations:
+    conv torsos need [H, W, C] images large enough for every VALID conv layer."""
+    if config.network == "mlp":
+        return
+    layers = conv_layers(config)
+    need = 1
+    for _, kernel, stride in reversed(layers):
+        need = (need - 1) * stride + kernel  # smallest input that leaves `need` outputs
+    if len(obs_shape) != 3:
+        raise ValueError(
+            f"Config.network={config.network!r} needs image observations [H, W, C]; "
+            f"{config.env} gives shape {tuple(obs_shape)} (use network=mlp)"
+        )
+    if min(obs_shape[:2]) < need:
+        raise ValueError(
+            f"Config.network={config.network!r} needs images of at least {need}x{need} (conv "
+            f"layers {', '.join(f'{k}x{k}/{st}' for _, k, st in layers)}); {config.env} gives "
+            f"{'x'.join(map(str, obs_shape))} (minatar_cnn fits 10x10 grids)"
+        )
+
+
+class MLPTorso(nn.Module):
+    """Flattens the trailing obs_ndim axes, then dense layers. Kernels start at zero here:
+    ActorCritic.init draws every kernel orthogonal at once."""
 
     sizes: Sequence[int]
     activation: str
-    out_dim: int
+    obs_ndim: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        act = {"tanh": nn.tanh, "relu": nn.relu}[self.activation]
+        x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
+        for i, width in enumerate(self.sizes):
+            x = act(nn.Dense(width, kernel_init=nn.initializers.zeros, name=f"hidden_{i}")(x))
+        return x
+
+
+def patch_indices(height: int, width: int, channels: int, kernel: int, stride: int) -> np.ndarray:
+    """Flat indices [out_h, out_w, kernel * kernel * channels] of every VALID conv patch of an
+    [height, width, channels] image, ordered (row, column, channel) like a [k, k, C, F] kernel."""
+    out_h, out_w = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+    r = np.arange(out_h)[:, None, None, None, None] * stride + np.arange(kernel)[:, None, None]
+    c = np.arange(out_w)[None, :, None, None, None] * stride + np.arange(kernel)[:, None]
+    flat = (r * width + c) * channels + np.arange(channels)
+    return flat.reshape(out_h, out_w, kernel * kernel * channels)
+
+
+class Conv(nn.Module):
+    """A VALID, strided 2-D convolution on [..., H, W, C] as patches @ kernel.
+
+    The same math as lax.conv_general_dilated, lowered as a gather of patches and a matmul:
+    vmapped over seeds (one kernel per seed) lax's conv becomes a grouped convolution, which
+    XLA's CPU backend ran ~20x slower than this (BENCHMARKS.md), while a batched matmul is fast
+    on every backend. The kernel keeps the usual [k, k, C, F] layout."""
+
+    features: int
+    kernel: int
+    stride: int
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = {"tanh": nn.tanh, "relu": nn.relu}[self.activation]
-        zeros = nn.initializers.zeros
-        for i, width in enumerate(self.sizes):
-            x = act(nn.Dense(width, kernel_init=zeros, name=f"hidden_{i}")(x))
-        return nn.Dense(self.out_dim, kernel_init=zeros, name="out")(x)
+        h, w, c = x.shape[-3:]
+        kernel = self.param(
+            "kernel", nn.initializers.zeros, (self.kernel, self.kernel, c, self.features)
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        idx = patch_indices(h, w, c, self.kernel, self.stride)
+        patches = x.reshape(x.shape[:-3] + (h * w * c,))[..., idx]
+        return patches @ kernel.reshape(-1, self.features) + bias
+
+
+class ConvTorso(nn.Module):
+    """ReLU conv layers (VALID padding) on [..., H, W, C], flatten, one ReLU dense layer."""
+
+    layers: Sequence[tuple[int, int, int]]
+    dense: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs
+        for i, (features, kernel, stride) in enumerate(self.layers):
+            x = nn.relu(Conv(features, kernel, stride, name=f"conv_{i}")(x))
+        x = x.reshape(x.shape[:-3] + (-1,))
+        dense = nn.Dense(self.dense, kernel_init=nn.initializers.zeros, name="dense")
+        return nn.relu(dense(x))
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs; a state-independent log-std for continuous actions."""
+    """torso -> heads. `mlp`: separate actor and critic torsos; the conv torsos are shared by
+    the policy and value heads (PPO paper, section 5: a shared network trained on the combined
+    loss). A state-independent log-std for continuous actions."""
 
     action_dim: int
     discrete: bool
+    obs_shape: Sequence[int]
+    network: str = "mlp"
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
+    conv_layers: Sequence[tuple[int, int, int]] = ()
 
     def setup(self) -> None:
-        self.actor = MLP(self.hidden_sizes, self.activation, self.action_dim)
-        self.critic = MLP(self.hidden_sizes, self.activation, 1)
+        if self.network == "mlp":
+            ndim = len(self.obs_shape)
+            self.actor_torso = MLPTorso(self.hidden_sizes, self.activation, ndim)
+            self.critic_torso = MLPTorso(self.hidden_sizes, self.activation, ndim)
+        else:
+            self.torso = ConvTorso(self.conv_layers, CONV_TORSOS[self.network][1])
+        zeros = nn.initializers.zeros
+        self.policy_head = nn.Dense(self.action_dim, kernel_init=zeros)
+        self.value_head = nn.Dense(1, kernel_init=zeros)
         if not self.discrete:
-            self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+            self.log_std = self.param("log_std", zeros, (self.action_dim,))
 
     def init(self, rngs: Any, *args: Any, **kwargs: Any) -> Any:
-        """flax's init, then every kernel replaced by orthogonal_stack in one draw."""
+        """flax's init, then every kernel replaced by orthogonal_stack in one draw (a conv kernel
+        [kh, kw, in, out] as the matrix [kh * kw * in, out])."""
         variables = super().init(rngs, *args, **kwargs)
         key = rngs["params"] if isinstance(rngs, dict) else rngs
         flat = traverse_util.flatten_dict(variables)
         paths = [p for p in flat if p[-1] == "kernel"]
-        gains = [HEAD_GAINS[p[-3]] if p[-2] == "out" else HIDDEN_GAIN for p in paths]
-        kernels = orthogonal_stack(key, [flat[p].shape for p in paths], gains)
-        flat.update(zip(paths, kernels, strict=True))
+        shapes = [flat[p].shape for p in paths]
+        gains = [HEAD_GAINS.get(p[-2], HIDDEN_GAIN) for p in paths]
+        kernels = orthogonal_stack(key, [(math.prod(sh[:-1]), sh[-1]) for sh in shapes], gains)
+        flat.update({p: k.reshape(sh) for p, k, sh in zip(paths, kernels, shapes, strict=True)})
         return traverse_util.unflatten_dict(flat)
 
+    def features(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """obs [..., *obs_shape] -> (policy features, value features), each [..., F]."""
+        if self.network == "mlp":
+            return self.actor_torso(obs), self.critic_torso(obs)
+        x = self.torso(obs)
+        return x, x
+
     def __call__(self, obs: jax.Array) -> tuple[Dist, jax.Array]:
-        """obs [..., obs_dim] -> (Dist with [..., A] leaves, value [...])."""
-        return self.policy(obs), self.value(obs)
+        """obs [..., *obs_shape] -> (Dist with [..., A] leaves, value [...]); a shared torso
+        runs once."""
+        pi, v = self.features(obs)
+        return self._dist(self.policy_head(pi)), self.value_head(v)[..., 0]
 
     def policy(self, obs: jax.Array) -> Dist:
-        loc = self.actor(obs)
+        x = self.actor_torso(obs) if self.network == "mlp" else self.torso(obs)
+        return self._dist(self.policy_head(x))
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        x = self.critic_torso(obs) if self.network == "mlp" else self.torso(obs)
+        return self.value_head(x)[..., 0]
+
+    def _dist(self, loc: jax.Array) -> Dist:
         if self.discrete:
             return Dist(loc, jnp.zeros_like(loc[..., :1]))
         return Dist(loc, jnp.broadcast_to(self.log_std, loc.shape))
 
-    def value(self, obs: jax.Array) -> jax.Array:
-        return self.critic(obs)[..., 0]
 
-
-def make_network(config: Config, env: Any) -> ActorCritic:
+def make_network(config: Config, env: Env) -> ActorCritic:
+    check_obs_shape(config, env.obs_shape)
     return ActorCritic(
         action_dim=env.action_dim,
         discrete=env.discrete,
+        obs_shape=tuple(env.obs_shape),
+        network=config.network,
         hidden_sizes=config.hidden_sizes,
         activation=config.activation,
+        conv_layers=conv_layers(config) if config.network != "mlp" else (),
     )
 
 
@@ -499,7 +663,7 @@ def make_network(config: Config, env: Any) -> ActorCritic:
 
 class EnvCarry(NamedTuple):
     state: Any  # batched env state [N, ...]
-    obs: jax.Array  # [N, obs_dim], raw (unnormalized)
+    obs: jax.Array  # [N, *obs_shape], raw (unnormalized)
     ep_return: jax.Array  # [N] undiscounted raw return of the running episode
     ep_length: jax.Array  # [N] int32
 
@@ -538,7 +702,7 @@ class Transition(NamedTuple):
 
 def rollout(
     config: Config,
-    env: Any,
+    env: Env,
     network: ActorCritic,
     params: Any,
     carry: EnvCarry,
@@ -760,8 +924,7 @@ def make_optimizer(config: Config, hparams: HParams) -> optax.GradientTransforma
     def schedule(count: jax.Array) -> jax.Array:
         if not config.anneal_lr:
             return jnp.asarray(hparams.learning_rate, jnp.float32)
-        frac = 1.0 - (count // steps_per_update) / config.num_updates
-        return hparams.learning_rate * frac
+        return hparams.learning_rate * anneal_fraction(config, count // steps_per_update)
 
     return optax.chain(
         optax.clip_by_global_norm(hparams.max_grad_norm),
@@ -769,10 +932,22 @@ def make_optimizer(config: Config, hparams: HParams) -> optax.GradientTransforma
     )
 
 
+def anneal_fraction(config: Config, update: jax.Array) -> jax.Array:
+    """The paper's alpha (Table 5): 1 at the first update, falling linearly to 1/num_updates."""
+    return 1.0 - update / config.num_updates
+
+
 def current_lr(config: Config, hparams: HParams, update: jax.Array) -> jax.Array:
     if not config.anneal_lr:
         return jnp.asarray(hparams.learning_rate, jnp.float32)
-    return hparams.learning_rate * (1.0 - update / config.num_updates)
+    return hparams.learning_rate * anneal_fraction(config, update)
+
+
+def current_clip(config: Config, hparams: HParams, update: jax.Array) -> jax.Array:
+    """Clip range epsilon * alpha with anneal_clip (also the value-clip range), else epsilon."""
+    if not config.anneal_clip:
+        return jnp.asarray(hparams.clip_coef, jnp.float32)
+    return hparams.clip_coef * anneal_fraction(config, update)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -790,6 +965,7 @@ METRIC_NAMES = (
     "clip_fraction",
     "explained_variance",
     "learning_rate",
+    "clip_coef",
     "kl_beta",
     "kl",
     "finite",
@@ -800,13 +976,13 @@ class Trainer(NamedTuple):
     """The pieces of make_train, for drivers that run updates in chunks."""
 
     config: Config
-    env: Any
+    env: Env
     network: ActorCritic
     init: Callable[[jax.Array, HParams], TrainState]
     update: Callable[[TrainState, HParams], tuple[TrainState, dict[str, jax.Array]]]
 
 
-def make_trainer(config: Config, env: Any | None = None) -> Trainer:
+def make_trainer(config: Config, env: Env | None = None) -> Trainer:
     """Build init(key, hparams) -> TrainState and update(state, hparams) -> (state, metrics)."""
     if env is None:
         if ":" in config.env:
@@ -819,7 +995,7 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
 
     def init(key: jax.Array, hparams: HParams) -> TrainState:
         net_key, env_key, run_key = jax.random.split(key, 3)
-        params = network.init(net_key, jnp.zeros((1, env.obs_dim), jnp.float32))
+        params = network.init(net_key, jnp.zeros((1, *env.obs_shape), jnp.float32))
         opt_state = make_optimizer(config, hparams).init(params)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, config.num_envs))
         carry = EnvCarry(
@@ -829,7 +1005,7 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
             ep_length=jnp.zeros(config.num_envs, jnp.int32),
         )
         norm = Normalizer(
-            obs=RunningStat.create((env.obs_dim,)),
+            obs=RunningStat.create(env.obs_shape),
             ret=RunningStat.create(()),
             ret_acc=jnp.zeros(config.num_envs, jnp.float32),
         )
@@ -866,11 +1042,13 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
         data = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
         optimizer = make_optimizer(config, hparams)
         grad_fn = jax.grad(ppo_loss, has_aux=True)
+        # The clip range in force for this update (annealed with the paper's alpha if asked).
+        clip_hparams = hparams.replace(clip_coef=current_clip(config, hparams, state.update))
 
         def minibatch_step(c: tuple[Any, Any], mb: Batch):
             params, opt_state = c
             grads, stats = grad_fn(
-                params, network, config, env.discrete, mb, hparams, state.kl_beta
+                params, network, config, env.discrete, mb, clip_hparams, state.kl_beta
             )
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), stats
@@ -914,6 +1092,7 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
             **stats,
             "explained_variance": 1.0 - resid_var / (jnp.var(flat_returns) + 1e-8),
             "learning_rate": current_lr(config, hparams, state.update),
+            "clip_coef": clip_hparams.clip_coef,
             "kl_beta": state.kl_beta,
             "kl": kl,
             # 1 while every parameter and loss of this run is finite; a diverged run shows 0.
@@ -938,7 +1117,7 @@ def make_trainer(config: Config, env: Any | None = None) -> Trainer:
 
 
 def make_train(
-    config: Config, env: Any | None = None
+    config: Config, env: Env | None = None
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Return a pure train(key, hparams=None) -> (final TrainState, metrics [num_updates]).
 
@@ -983,7 +1162,7 @@ def evaluate(
     norm: Normalizer,
     key: jax.Array,
     num_episodes: int = 10,
-    env: Any | None = None,
+    env: Env | None = None,
 ) -> jax.Array:
     """Run num_episodes episodes in parallel with the mean/argmax action; returns [num_episodes]
     undiscounted returns. Observations are normalized with the trained statistics, frozen."""
@@ -1028,6 +1207,33 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         dict(learning_rate=1e-3, gamma=0.95, gae_lambda=0.95, ent_coef=0.0, max_grad_norm=0.5),
     ),
 }
+# MinAtar: the PPO paper's Atari hyperparameters (Table 5) as they are: 8 actors x T 128, 3
+# epochs of 4 minibatches (256 samples), Adam 2.5e-4 and clip 0.1 both annealed to 0, c1 1,
+# c2 0.01, with the MinAtar torso; 5M steps. 32 actors ran no faster on 2 CPU cores and learned
+# less per step (README).
+MINATAR_PRESET = (
+    dict(
+        network="minatar_cnn",
+        num_envs=8,
+        num_steps=128,
+        total_timesteps=5_000_000,
+        update_epochs=3,
+        num_minibatches=4,
+        anneal_lr=True,
+        anneal_clip=True,
+    ),
+    dict(
+        learning_rate=2.5e-4,
+        gamma=0.99,
+        gae_lambda=0.95,
+        clip_coef=0.1,
+        ent_coef=0.01,
+        vf_coef=1.0,
+        max_grad_norm=0.5,
+    ),  # fmt: skip
+)
+MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+PRESETS.update({f"{game}-MinAtar": MINATAR_PRESET for game in MINATAR_GAMES})
 
 
 def preset(env: str) -> tuple[Config, HParams]:
@@ -1095,7 +1301,7 @@ def train_seeds(
     hparams: HParams,
     num_seeds: int,
     seed: int = 0,
-    env: Any | None = None,
+    env: Env | None = None,
 ) -> tuple[TrainState, dict[str, np.ndarray], dict[str, Any]]:
     """Train num_seeds seeds in one jit(vmap(train)) call, timing compile and run apart.
 
@@ -1149,7 +1355,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         result = run(argv)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(json.dumps(result))
 
 

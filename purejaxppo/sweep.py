@@ -30,6 +30,7 @@ from purejaxppo.ppo import (
     check_hparams,
     compiler_options,
     make_trainer,
+    obs_size,
 )
 
 HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))
@@ -110,15 +111,29 @@ def estimate_run_bytes(trainer: Trainer, chunk: int) -> int:
     """Memory one run needs inside the compiled program, estimated without compiling.
 
     The training state, plus one rollout's transitions held several times over (the rollout,
-    the flattened batch, one shuffled copy, gradients of a minibatch) and the chunk's metrics.
+    the flattened batch, one shuffled copy, gradients of a minibatch), the network's activations
+    for the whole batch (the bootstrap pass runs the critic on every step at once; a conv torso's
+    feature maps dominate) and the chunk's metrics.
     """
     state = jax.eval_shape(trainer.init, jax.random.key(0), HParams())
     env = trainer.env
     cfg = trainer.config
-    per_step = 4 * (3 * env.obs_dim + 4 * env.action_dim + 12)
+    per_step = 4 * (3 * obs_size(env) + 4 * env.action_dim + 12)
     rollout = cfg.batch_size * per_step
+    activations = cfg.batch_size * 4 * 2 * activation_floats(trainer.network, state.params, env)
     metrics = chunk * 16 * 4
-    return _nbytes(state) + 4 * rollout + 2 * _nbytes(state.params) + metrics
+    return _nbytes(state) + 4 * rollout + activations + 2 * _nbytes(state.params) + metrics
+
+
+def activation_floats(network: Any, params: Any, env: Any) -> int:
+    """Floats of every layer output for one observation, found by tracing (no compile)."""
+    obs = jax.ShapeDtypeStruct((1, *env.obs_shape), np.float32)
+    _, captured = jax.eval_shape(
+        lambda p, o: network.apply(p, o, capture_intermediates=True, mutable=["intermediates"]),
+        params,
+        obs,
+    )
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(captured))
 
 
 def plan_batches(num_runs: int, run_bytes: int, num_devices: int, budget: int) -> int:

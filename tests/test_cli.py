@@ -41,6 +41,12 @@ def test_train_writes_results(tmp_path, capsys):
         (["--env", "CartPole-v1", "--set", "num_envs=two"], "num_envs"),
         (["--env", "CartPole-v1", "--set", "norm_adv"], "field=value"),
         (["--env", "CartPole-v1", "--num-seeds", "0"], "--num-seeds"),
+        (["--env", "CartPole-v1", "--set", "network=cnn"], "needs image observations [H, W, C]"),
+        (["--env", "Breakout-MinAtar", "--set", "network=cnn"], "at least 20x20"),
+        (["--env", "Breakout-MinAtar", "--set", "network=nature_cnn"], "at least 36x36"),
+        (["--env", "Breakout-MinAtar", "--set", "network=vit"], "Config.network must be one"),
+        (["--env", "Breakout-MinAtar", "--set", "conv_channels=0"], "Config.conv_channels"),
+        (["--env", "CartPole-v1", "--sweep", "network=mlp,minatar_cnn"], "(4,)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):

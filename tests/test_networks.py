@@ -28,16 +28,25 @@ def test_orthogonal_stack_short_side_orthonormal(gain):
 
 def test_network_init_gains():
     # Hidden kernels orthogonal times sqrt 2; the policy head 0.01; the value head 1.
-    params = ActorCritic(action_dim=2, discrete=True).init(jax.random.key(0), jnp.zeros((1, 4)))
-    p = params["params"]
-    for net, head_gain in (("actor", 0.01), ("critic", 1.0)):
-        for layer, gain in (("hidden_0", 2.0**0.5), ("hidden_1", 2.0**0.5), ("out", head_gain)):
-            w = np.asarray(p[net][layer]["kernel"])
-            gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
-            np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=1e-5)
-            np.testing.assert_array_equal(p[net][layer]["bias"], 0.0)
+    net = ActorCritic(action_dim=2, discrete=True, obs_shape=(4,))
+    p = net.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
+    for torso in ("actor_torso", "critic_torso"):
+        for layer in ("hidden_0", "hidden_1"):
+            assert_orthogonal(p[torso][layer]["kernel"], 2.0**0.5)
+            np.testing.assert_array_equal(p[torso][layer]["bias"], 0.0)
+    assert_orthogonal(p["policy_head"]["kernel"], 0.01)
+    assert_orthogonal(p["value_head"]["kernel"], 1.0)
     # Actor and critic draw different matrices.
-    assert not np.allclose(p["actor"]["hidden_1"]["kernel"], p["critic"]["hidden_1"]["kernel"])
+    assert not np.allclose(
+        p["actor_torso"]["hidden_1"]["kernel"], p["critic_torso"]["hidden_1"]["kernel"]
+    )
+
+
+def assert_orthogonal(w, gain):
+    """A kernel (dense [in, out] or conv [k, k, in, out]) is gain times an orthogonal matrix."""
+    w = np.asarray(w).reshape(-1, np.shape(w)[-1])
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=2e-5)
 
 
 def primitives(jaxpr) -> set[str]:
@@ -55,7 +64,7 @@ def primitives(jaxpr) -> set[str]:
 def test_network_init_uses_no_lapack_under_vmap():
     # Batched LAPACK calls (QR) can deadlock XLA's CPU pool on small machines; see
     # orthogonal_stack().
-    net = ActorCritic(action_dim=2, discrete=True)
+    net = ActorCritic(action_dim=2, discrete=True, obs_shape=(4,))
     closed = jax.make_jaxpr(jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4)))))(
         jax.random.split(jax.random.key(0), 3)
     )

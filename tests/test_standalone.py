@@ -62,6 +62,6 @@ def test_standalone_cli_rejects_bad_values_with_the_field_name(tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "Config.num_minibatches" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -115,13 +115,17 @@ CONFIG_CHANGES = {
     "norm_adv": False,
     "clip_vloss": False,
     "anneal_lr": False,
+    "anneal_clip": True,
     "normalize_obs": True,
     "normalize_reward": True,
 }
+# Fields that act only on image observations: changed against a MinAtar baseline.
+IMAGE_BASE = dict(env="Breakout-MinAtar", network="minatar_cnn", conv_channels=4)
+IMAGE_CHANGES = {"network": "mlp", "conv_channels": 2}
 
 
 def test_config_changes_cover_every_field():
-    assert set(CONFIG_CHANGES) == {f.name for f in dataclasses.fields(Config)}
+    assert set(CONFIG_CHANGES) | set(IMAGE_CHANGES) == {f.name for f in dataclasses.fields(Config)}
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +141,15 @@ def test_each_config_field_changes_behaviour(baseline, field):
     cfg, hp, base = baseline
     changed = cfg.replace(**{field: CONFIG_CHANGES[field]})
     assert not same(fingerprint(jitted(changed)(jax.random.key(0), hp)), base)
+
+
+@pytest.mark.parametrize("field", sorted(IMAGE_CHANGES))
+def test_each_image_field_changes_behaviour(baseline, field):
+    _, hp, _ = baseline
+    base = tiny_config(**IMAGE_BASE)
+    out = fingerprint(jitted(base)(jax.random.key(0), hp))
+    changed = base.replace(**{field: IMAGE_CHANGES[field]})
+    assert not same(out, fingerprint(jitted(changed)(jax.random.key(0), hp)))
 
 
 @pytest.mark.parametrize("objective", ["kl_fixed", "kl_adaptive", "clip"])
