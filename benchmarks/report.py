@@ -134,12 +134,37 @@ def sweep_section(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def pixels_section(data: dict[str, Any]) -> list[str]:
+    out = [
+        "## Pixel observations (Breakout-MinAtar preset: the paper's Atari settings)",
+        "",
+        machine_line(data["machine"]),
+        "Each row is a fresh process: the trainer with the preset (8 actors x T 128, 3 epochs x",
+        "4 minibatches) and the given torso, then its rollout-only reference in the same process.",
+        "The MLP row is the same preset with `network=mlp activation=relu` (64x64).",
+        "",
+        "| torso | seeds | updates | trainer steps/s | rollout-only steps/s | efficiency "
+        "| compile s (trainer) | compile s (reference) | run s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["points"]:
+        t, ref = r["trainer"], r["reference"]
+        out.append(
+            f"| {r['network']} | {r['num_seeds']} | {r['num_updates']} | "
+            f"{t['steps_per_second']:,} | {ref['steps_per_second']:,} | {r['efficiency']:.3f} | "
+            f"{t['compile_seconds']:.2f} | {ref['compile_seconds']:.2f} | "
+            f"{t['run_seconds']:.2f} | {r['peak_rss_mb']:.0f} |"
+        )
+    return out + [""]
+
+
 def write_report() -> Path:
     lines = [
         "# Benchmarks",
         "",
         "Regenerate: `python benchmarks/throughput.py` (throughput, profile, peers, sweep) and",
-        "`python benchmarks/objectives.py --protocol reduced` (PPO paper Table 1); both rebuild",
+        "`python benchmarks/objectives.py --protocol reduced` (PPO paper Table 1) and",
+        "`python benchmarks/minatar.py` (MinAtar games, CNN vs MLP); each rebuilds",
         "this file from `benchmarks/results/`. Absolute figures drift on shared machines; the",
         "ratios are measured within one process.",
         "",
@@ -149,6 +174,7 @@ def write_report() -> Path:
         ("profile", profile_section),
         ("peers", peers_section),
         ("sweep", sweep_section),
+        ("pixels", pixels_section),
     ]:
         data = load(name)
         if data is not None:
@@ -156,9 +182,10 @@ def write_report() -> Path:
     notes = RESULTS / "notes.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
-    objectives = RESULTS / "objectives.md"
-    if objectives.exists():
-        lines += [objectives.read_text().rstrip(), ""]
+    for name in ("minatar", "objectives"):
+        part = RESULTS / f"{name}.md"
+        if part.exists():
+            lines += [part.read_text().rstrip(), ""]
     path = ROOT / "BENCHMARKS.md"
     path.write_text("\n".join(lines))
     print(f"wrote {path.relative_to(ROOT)}")

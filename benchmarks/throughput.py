@@ -17,6 +17,9 @@ Sections (each writes benchmarks/results/<section>.json; then BENCHMARKS.md is r
 - peers: Stable-Baselines3 PPO on CartPole and brax's own PPO on inverted_pendulum, each in its
   own virtualenv (benchmarks/peers), beside our trainer on the same task and hyperparameters.
 - sweep: a 1024-seed CartPole sweep through the `purejaxppo train` command, its peak RSS.
+- pixels: Breakout-MinAtar with its preset (the paper's Atari settings) at 8 and 16 seeds, the
+  minatar_cnn torso and the MLP, each against its rollout-only reference in the same process,
+  compile apart from run.
 """
 
 from __future__ import annotations
@@ -172,6 +175,44 @@ def worker_scaling(num_seeds: int, num_envs: int, updates: int, repeats: int) ->
         out["return_last_10_updates"] = round(float(np.nanmean(tail)), 1)
         out["final_return_mean"] = round(float(np.nanmean(final_return(metrics))), 1)
     return out
+
+
+def worker_pixels(num_seeds: int, network: str, updates: int, repeats: int) -> dict[str, Any]:
+    """Breakout-MinAtar's preset with the given torso: trainer vs rollout-only reference."""
+    import jax
+
+    from purejaxppo.driver import peak_rss_mb
+    from purejaxppo.ppo import make_train, make_trainer, preset
+
+    config, hparams = preset("Breakout-MinAtar")
+    changes = (
+        {"network": network}
+        if network == "minatar_cnn"
+        else {"network": network, "activation": "relu"}
+    )
+    config = config.replace(**changes, total_timesteps=updates * config.batch_size)
+    keys = jax.random.split(jax.random.key(0), num_seeds)
+    steps = num_seeds * config.num_updates * config.batch_size
+    times = time_programs(
+        {
+            "trainer": jax.vmap(lambda k: make_train(config)(k, hparams)),
+            "reference": jax.vmap(make_reference(config, make_trainer(config))),
+        },
+        keys,
+        repeats,
+    )
+    t, ref = times["trainer"], times["reference"]
+    return {
+        "env": config.env,
+        "network": network,
+        "num_seeds": num_seeds,
+        "num_envs": config.num_envs,
+        "num_updates": config.num_updates,
+        "trainer": {**t, "steps_per_second": round(steps / t["run_seconds"])},
+        "reference": {**ref, "steps_per_second": round(steps / ref["run_seconds"])},
+        "efficiency": round(ref["run_seconds"] / t["run_seconds"], 4),
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def worker_profile(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]:
@@ -333,6 +374,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         return worker_scaling(**spec)
     if kind == "profile":
         return worker_profile(**spec)
+    if kind == "pixels":
+        return worker_pixels(**spec)
     if kind == "ours":
         return worker_ours(**spec)
     raise ValueError(f"unknown worker kind {kind!r}")
@@ -431,6 +474,24 @@ def section_scaling(quick: bool) -> None:
         rows.append(row)
     save("scaling", {"machine": machine(), "quick": quick, "points": rows})
     plot_scaling(rows)
+
+
+def section_pixels(quick: bool) -> None:
+    rows = []
+    for seeds in (8, 16):
+        for network in ("minatar_cnn", "mlp"):
+            spec = {"kind": "pixels", "num_seeds": seeds, "network": network,
+                    "updates": 8 if quick else 40, "repeats": 1 if quick else 2}  # fmt: skip
+            row = launch(spec)
+            print(
+                f"Breakout-MinAtar {network:11s} seeds {seeds:3d}: trainer "
+                f"{row['trainer']['steps_per_second']:>8} steps/s, reference "
+                f"{row['reference']['steps_per_second']:>9}, efficiency {row['efficiency']:.3f}, "
+                f"compile {row['trainer']['compile_seconds']} s",
+                flush=True,
+            )
+            rows.append(row)
+    save("pixels", {"machine": machine(), "quick": quick, "points": rows})
 
 
 def plot_scaling(rows: list[dict[str, Any]]) -> None:
@@ -532,7 +593,9 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="short runs, no peers or sweep")
     parser.add_argument(
-        "--only", choices=["scaling", "profile", "peers", "sweep", "report"], action="append"
+        "--only",
+        choices=["scaling", "profile", "peers", "sweep", "pixels", "report"],
+        action="append",
     )
     parser.add_argument("--sb3-steps", type=int, default=500_000)
     parser.add_argument("--brax-steps", type=int, default=1_000_000)
@@ -543,7 +606,9 @@ def main() -> None:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     sections = args.only or (
-        ["scaling", "profile"] if args.quick else ["scaling", "profile", "peers", "sweep"]
+        ["scaling", "profile", "pixels"]
+        if args.quick
+        else ["scaling", "profile", "peers", "sweep", "pixels"]
     )
     for name in sections:
         t = time.perf_counter()
@@ -555,6 +620,8 @@ def main() -> None:
             section_peers(args.sb3_steps, args.brax_steps)
         elif name == "sweep":
             section_sweep(args.sweep_seeds, args.sweep_steps)
+        elif name == "pixels":
+            section_pixels(args.quick)
         print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
     sys.path.insert(0, str(ROOT))
     from benchmarks.report import write_report

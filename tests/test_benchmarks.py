@@ -32,3 +32,50 @@ def test_scaling_worker_reports_both_programs():
     # Learning costs something: the rollout-only reference is faster than the trainer.
     assert 0 < row["efficiency"] < 1
     assert row["peak_rss_mb"] > 0
+
+
+@pytest.mark.integration
+def test_pixels_worker_measures_the_cnn_trainer_and_its_reference():
+    row = run_worker(
+        {"kind": "pixels", "num_seeds": 2, "network": "minatar_cnn", "updates": 2, "repeats": 1}
+    )
+    assert row["env"] == "Breakout-MinAtar" and row["num_envs"] == 8 and row["num_updates"] == 2
+    for side in ("trainer", "reference"):
+        assert row[side]["compile_seconds"] > 0 and row[side]["steps_per_second"] > 0
+    assert 0 < row["efficiency"] < 1
+
+
+@pytest.mark.integration
+def test_minatar_benchmark_writes_its_table_and_curves(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/minatar.py",
+            "--games",
+            "Breakout",
+            "--networks",
+            "minatar_cnn",
+            "random",
+            "--steps",
+            "2048",
+            "--seeds",
+            "2",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "minatar.json").read_text())
+    row = result["games"]["Breakout"]
+    assert row["minatar_cnn"]["total_timesteps"] == 2048
+    assert len(row["minatar_cnn"]["final_per_seed"]) == 2
+    assert row["random"]["all_training_mean"] > 0  # Breakout's random policy scores a little
+    md = (tmp_path / "minatar.md").read_text()
+    assert "| Breakout | 2,048 |" in md and "| 28 |" in md
+    assert (tmp_path / "minatar.png").stat().st_size > 0
