@@ -4,16 +4,28 @@ A checkpoint holds, for every run, the TrainState (params, optimizer state, norm
 statistics, env state, PRNG key, update counter, KL beta), the metrics recorded so far, and a
 JSON record of the resolved settings. Orbax writes each step into a temporary folder and renames
 it when complete, so a crash (even SIGKILL) mid-write leaves the previous checkpoint intact.
+
+After orbax has finished a step, a SHA-256 of every file in it is written beside the data
+(`purejaxppo.sha256`, atomically). A restore checks it first and takes the newest step whose
+checksum holds and that orbax can read; damaged steps (flipped bytes, truncated or missing
+files, garbage metadata, or no checksum because the process died before writing it) are skipped
+and reported, so no result is ever computed from damaged state.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from purejaxppo.errors import NoGoodCheckpoint
 
 
 def _is_key(x: Any) -> bool:
@@ -30,6 +42,24 @@ def data_to_keys(tree: Any, like: Any) -> Any:
     return jax.tree.map(
         lambda x, ref: jax.random.wrap_key_data(x) if _is_key(ref) else x, tree, like
     )
+
+
+DIGEST_NAME = "purejaxppo.sha256"
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over every file below folder (its relative path, size and bytes), in sorted
+    order; the digest file itself excluded."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.name.lstrip(".").startswith(DIGEST_NAME):
+            continue
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(path.stat().st_size.to_bytes(8, "little"))
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
 
 
 class Checkpointer:
@@ -84,21 +114,97 @@ class Checkpointer:
             force=True,
         )
         self.manager.wait_until_finished()
+        folder = self.step_dir(update)
+        digest = folder_digest(folder)  # before the temporary file below exists
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{DIGEST_NAME}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(digest + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / DIGEST_NAME)
 
-    def read_meta(self, update: int | None = None) -> dict[str, Any]:
-        update = self.latest() if update is None else update
+    def step_dir(self, update: int) -> Path:
+        return self.directory / str(update)
+
+    def damage(self, update: int) -> str | None:
+        """Why checkpoint `update` cannot be trusted, or None if its checksum holds."""
+        folder = self.step_dir(update)
+        try:
+            expected = (folder / DIGEST_NAME).read_text().strip()
+        except FileNotFoundError:
+            return "no checksum (its save did not finish)"
+        except OSError as err:
+            return f"checksum unreadable ({err.strerror or err})"
+        try:
+            actual = folder_digest(folder)
+        except OSError as err:
+            return f"unreadable ({err.strerror or err})"
+        return None if actual == expected else "checksum mismatch (its files changed after saving)"
+
+    def good_steps(self) -> tuple[list[int], list[tuple[int, str]]]:
+        """(steps whose checksum holds, newest first; [(step, why)] of the damaged ones)."""
+        good, damaged = [], []
+        for step in sorted(self.all_steps(), reverse=True):
+            why = self.damage(step)
+            if why is None:
+                good.append(step)
+            else:
+                damaged.append((step, why))
+        return good, damaged
+
+    def set_aside(self, steps: list[int]) -> Path:
+        """Move damaged steps out of the way (into <folder>.damaged/) before training on over
+        them, keeping them for inspection; returns that folder."""
+        aside = self.directory.with_name(self.directory.name + ".damaged")
+        aside.mkdir(exist_ok=True)
+        for step in steps:
+            target = aside / str(step)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(self.step_dir(step)), target)
+        self.manager.reload()
+        return aside
+
+    def read_meta(self, update: int) -> dict[str, Any]:
         return self.manager.restore(update, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
             "meta"
         ]
 
+    def restore_good(
+        self, abstract_state: Any
+    ) -> tuple[Any, dict[str, np.ndarray], dict[str, Any], list[tuple[int, str]]]:
+        """Restore the newest intact checkpoint: (state, metrics, meta, [(step, why)] of the
+        newer ones skipped as damaged). Raises NoGoodCheckpoint if none is intact."""
+        good, damaged = self.good_steps()
+        for step in good:
+            try:
+                state, metrics, meta = self.restore(abstract_state, step)
+            except Exception as err:  # orbax reports damage in many types; all mean the same
+                damaged.append((step, f"unreadable ({type(err).__name__})"))
+                continue
+            skipped = sorted((d for d in damaged if d[0] > step), reverse=True)
+            return state, metrics, meta, skipped
+        self._refuse(damaged)
+
+    def require_intact(self) -> None:
+        """Raise NoGoodCheckpoint if there are checkpoints but none passes its checksum; a
+        check to make before anything is written (restore_good makes it again)."""
+        good, damaged = self.good_steps()
+        if damaged and not good:
+            self._refuse(damaged)
+
+    def _refuse(self, damaged: list[tuple[int, str]]) -> None:
+        if not damaged:
+            raise NoGoodCheckpoint(f"no checkpoint in {self.directory}")
+        reasons = "; ".join(f"{step}: {why}" for step, why in sorted(damaged, reverse=True))
+        raise NoGoodCheckpoint(f"no intact checkpoint in {self.directory} ({reasons})")
+
     def restore(
-        self, abstract_state: Any, update: int | None = None
+        self, abstract_state: Any, update: int
     ) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
-        """Restore (state, metrics, meta). abstract_state: ShapeDtypeStructs (with shardings)
-        of the state to rebuild, typed keys included; from jax.eval_shape of the init."""
-        update = self.latest() if update is None else update
-        if update is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        """Restore (state, metrics, meta) of checkpoint `update`, unchecked (see restore_good).
+        abstract_state: ShapeDtypeStructs (with shardings) of the state to rebuild, typed keys
+        included; from jax.eval_shape of the init."""
 
         def spec(x: Any) -> Any:
             shape = x.shape + ((2,) if _is_key(x) else ())

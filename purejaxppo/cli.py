@@ -13,19 +13,23 @@ compiles and before anything is written. See driver.py for what the output folde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from purejaxppo import presets
-from purejaxppo.ppo import Config, HParams, check_hparams, parse_field_value
+from purejaxppo.errors import NoGoodCheckpoint
+from purejaxppo.ppo import Config, HParams, check_hparams, parse_field_value, parse_int
+from purejaxppo.runlock import LOCK_NAME, FolderInUse, FolderLock
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 HPARAM_FIELDS = {f.name: f for f in dataclasses.fields(HParams)}
@@ -78,6 +82,47 @@ def check_network_fits(config: Config) -> None:
     check_obs_shape(config, make_env(config.env).obs_shape)
 
 
+def hold_folder(out: Path, flag: str, new_run: bool) -> FolderLock:
+    """Take `out` for this run, or refuse it in one line: when another live run is writing
+    there, and (new_run) when it already holds a finished or stopped run. Nothing is created
+    or written before these checks pass."""
+    lock = FolderLock(out)
+    try:
+        lock.check()
+        if new_run and (
+            (out / "config.json").exists()
+            or ((out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()))
+        ):
+            raise UsageError(
+                f"{flag} {out} already holds a run; use --resume {out} or a new folder"
+            )
+        check_output_dir(out)
+        return lock.acquire()
+    except FolderInUse as err:
+        raise UsageError(
+            f"{flag} {out}: {err} is training into this folder; wait for it to finish or use "
+            "another folder"
+        ) from None
+
+
+@contextlib.contextmanager
+def hold_variant(folder: Path | None) -> Iterator[None]:
+    """Hold a static sweep's variant folder too, so `--resume OUT/VARIANT` cannot run into it
+    while the sweep trains it."""
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = FolderLock(folder).acquire()
+    except FolderInUse as err:
+        raise UsageError(f"{folder}: {err} is training into this folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def check_output_dir(out: Path) -> None:
     """Refuse an output folder that cannot be written, before anything compiles."""
     try:
@@ -102,6 +147,9 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:
         key = name.strip().replace("-", "_")
         if key in sweep:
             raise UsageError(f"--sweep names {key!r} twice")
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise UsageError(f"--sweep {key} lists {', '.join(repeated)} more than once")
         if key == "env":
             raise UsageError("--sweep cannot vary env; run one command per environment")
         sweep[key] = values
@@ -199,29 +247,56 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     config, hparams, traced, static = settings_from_args(args)
     out = Path(args.out)
-    # In a multi-process job the others start while process 0 may already be writing.
-    if (
-        args.process_id == 0
-        and (out / "checkpoints").exists()
-        and any((out / "checkpoints").iterdir())
-    ):
-        raise UsageError(f"--out {out} already holds a run; use --resume {out} or a new folder")
-    check_output_dir(out)
+    if args.process_id != 0:
+        # Process 0 holds the folder; the others only add their own checkpoints to it.
+        check_output_dir(out)
+        return train_into(args, out, config, hparams, traced, static)
+    existed = out.exists()
+    lock = hold_folder(out, "--out", new_run=True)
+    try:
+        return train_into(args, out, config, hparams, traced, static)
+    finally:
+        lock.release()
+        if not existed and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            # Refused before writing anything (e.g. too large for memory): leave no trace.
+            (out / LOCK_NAME).unlink(missing_ok=True)
+            out.rmdir()
 
-    from purejaxppo.driver import run_sweep
+
+def train_into(
+    args: argparse.Namespace,
+    out: Path,
+    config: Config,
+    hparams: HParams,
+    traced: dict[str, list[Any]],
+    static: dict[str, list[Any]],
+) -> int:
+    """Train the grid (one subfolder per static variant) into `out`, already checked."""
+    from purejaxppo.driver import run_sweep, settings_record, write_atomic
     from purejaxppo.sweep import make_grid
 
     grid = make_grid(traced)
     variants = static_variants(config, static)
     budget = args.memory_budget_mb and int(args.memory_budget_mb * 2**20)
+    if static and args.process_id == 0:
+        # The whole sweep, recorded before any variant trains: --resume OUT finishes them all.
+        sweep = {
+            "fields": list(static),
+            "variants": {
+                label: settings_record(cfg, hparams, grid, args.num_seeds, args.seed)
+                for label, cfg in variants
+            },
+        }
+        write_atomic(out / "config.json", json.dumps({"static_sweep": sweep}, indent=2).encode())
     results = {}
     for label, cfg in variants:
         folder = out / label if label else out
-        summary = run_sweep(
-            folder, cfg, hparams, grid, args.num_seeds, args.seed,
-            chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
-            tensorboard=args.tensorboard, wandb=args.wandb, memory_budget=budget,
-        )  # fmt: skip
+        with hold_variant(folder if label and args.process_id == 0 else None):
+            summary = run_sweep(
+                folder, cfg, hparams, grid, args.num_seeds, args.seed,
+                chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
+                tensorboard=args.tensorboard, wandb=args.wandb, memory_budget=budget,
+            )  # fmt: skip
         results[label] = summary
         if "interrupted_at_update" in summary:
             return 130
@@ -252,51 +327,202 @@ def write_index(out: Path, results: dict[str, dict[str, Any]]) -> None:
     write_atomic(out / "summary.json", json.dumps({"static_sweep": index}, indent=2).encode())
 
 
+class RunRecord(NamedTuple):
+    """A run folder's config.json, read and checked once: what --resume and eval both use."""
+
+    raw: dict[str, Any]  # as written by the driver; compared with each checkpoint's own copy
+    config: Config
+    hparams: HParams
+    grid_fields: tuple[str, ...]
+    grid_settings: tuple[dict[str, float], ...]
+    num_seeds: int
+    seed: int
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.grid_settings) * self.num_seeds
+
+
+def read_run_record(out: Path, where: str) -> RunRecord:
+    """Read and check out/config.json; every problem is one UsageError naming `where`."""
+    path = out / "config.json"
+    if not path.is_file():
+        raise UsageError(f"{where}: no config.json there (not a purejaxppo run folder)")
+    raw = read_json_record(path, where)
+    if isinstance(raw, dict) and "static_sweep" in raw:
+        raise UsageError(
+            f"{where}: this folder holds a sweep over static fields; give one of its variant "
+            f"folders ({', '.join(sorted(p.name for p in out.iterdir() if p.is_dir()))})"
+        )
+    return check_run_record(raw, where)
+
+
+def read_json_record(path: Path, where: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{where}: {path.name} is unreadable ({err})") from None
+
+
+def check_run_record(raw: Any, where: str) -> RunRecord:
+    """A run record (config.json's contents) checked as the command line checks its flags."""
+    try:
+        cfg = dict(raw["config"])
+        cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
+        config = Config(**cfg)
+        check_network_fits(config)
+        hparams = check_hparams(HParams(**raw["hparams"]))
+        fields = tuple(raw["grid"]["fields"])
+        settings = tuple(dict(x) for x in raw["grid"]["settings"])
+        if not settings or any(set(x) != set(fields) for x in settings):
+            raise ValueError(f"grid settings {list(settings)} do not match fields {list(fields)}")
+        for setting in settings:
+            check_hparams(hparams.replace(**setting))
+        num_seeds, seed = raw["num_seeds"], raw["seed"]
+        for name, value, low in (("num_seeds", num_seeds, 1), ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise UsageError(
+            f"{where}: config.json is not a run record of this version ({err})"
+        ) from None
+    return RunRecord(raw, config, hparams, fields, settings, num_seeds, seed)
+
+
+def check_checkpoint_record(ckpt: Any, record: RunRecord, where: str) -> None:
+    """The newest intact checkpoint's own copy of the settings must equal config.json: an
+    edited config.json would otherwise evaluate or continue a different network silently."""
+    good, _ = ckpt.good_steps()
+    for step in good:
+        try:
+            settings = ckpt.read_meta(step)["settings"]
+        except Exception:  # unreadable: restore_good will skip it and say why
+            continue
+        if settings != record.raw:
+            changed = sorted(
+                k
+                for k in set(settings["config"]) | set(record.raw["config"])
+                if settings["config"].get(k) != record.raw["config"].get(k)
+            ) or sorted(k for k in record.raw if settings.get(k) != record.raw.get(k))
+            raise UsageError(
+                f"{where}: config.json differs from checkpoint {step}'s own record of its "
+                f"settings ({', '.join(changed)}); was config.json edited?"
+            )
+        return
+
+
 def resume_train(args: argparse.Namespace) -> int:
     """Continue the sweep in --resume DIR with exactly its recorded settings."""
     out = Path(args.resume)
-    record_path = out / "config.json"
-    if not record_path.is_file():
-        raise UsageError(f"--resume {out}: no config.json there (not a purejaxppo run folder)")
-    record = json.loads(record_path.read_text())
     given = [f"--{n.replace('_', '-')}" for n in ("env", "out", "config") if getattr(args, n)]
     given += ["--set"] * bool(args.set) + ["--sweep"] * bool(args.sweep)
     if given or args.total_timesteps is not None:
         # Settings come from the folder; anything else would silently train a different run.
         raise UsageError(
-            f"--resume takes its settings from {record_path}; "
+            f"--resume takes its settings from {out / 'config.json'}; "
             f"drop {', '.join(given) or '--total-timesteps'}"
         )
+    where = f"--resume {out}"
+    if (out / "config.json").is_file():
+        raw = read_json_record(out / "config.json", where)
+        if isinstance(raw, dict) and "static_sweep" in raw:
+            return resume_static_sweep(args, out, raw["static_sweep"])
+    record = read_run_record(out, where)
+    lock = hold_folder(out, "--resume", new_run=False) if args.process_id == 0 else None
+    if lock is None:
+        check_output_dir(out)
     try:
-        cfg = dict(record["config"])
-        cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
-        config = Config(**cfg)
-        hparams = check_hparams(HParams(**record["hparams"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise UsageError(
-            f"--resume {out}: config.json does not match this version ({err})"
-        ) from None
-    check_output_dir(out)
+        return resume_into(args, out, record)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def resume_static_sweep(args: argparse.Namespace, out: Path, sweep: Any) -> int:
+    """Finish every variant of a static sweep: resume the stopped ones, start the ones that
+    never began, leave the finished ones as they are; then rewrite the sweep's index."""
+    where = f"--resume {out}"
+    try:
+        variants = {str(label): rec for label, rec in dict(sweep["variants"]).items()}
+        if not variants or any("/" in label or label in ("", ".", "..") for label in variants):
+            raise ValueError(f"bad variant names {sorted(variants)}")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise UsageError(
+            f"{where}: config.json is not a sweep record of this version ({err})"
+        ) from None
+    records = {label: check_run_record(rec, f"{where}/{label}") for label, rec in variants.items()}
+    for label, record in records.items():
+        folder = out / label
+        if (folder / "config.json").is_file():
+            if read_json_record(folder / "config.json", f"{where}/{label}") != record.raw:
+                raise UsageError(
+                    f"{where}/{label}: its config.json differs from the sweep's record in "
+                    f"{out / 'config.json'}; was one of them edited?"
+                )
+    lock = hold_folder(out, "--resume", new_run=False) if args.process_id == 0 else None
+    try:
+        results: dict[str, dict[str, Any]] = {}
+        for label, record in records.items():
+            folder = out / label
+            if variant_finished(folder, record):
+                print(f"{label}: already complete", file=sys.stderr)
+                results[label] = json.loads((folder / "summary.json").read_text())
+                continue
+            print(f"{label}: {'resuming' if folder.is_dir() else 'starting'}", file=sys.stderr)
+            with hold_variant(folder):
+                code = resume_into(args, folder, record, results, label)
+            if code:
+                return code
+        if results and all(results.values()):
+            write_index(out, results)
+        return 0
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def variant_finished(folder: Path, record: RunRecord) -> bool:
+    """A variant is finished when its summary.json (written last) is complete and not marked
+    interrupted."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(summary, dict)
+        and "interrupted_at_update" not in summary
+        and summary.get("total_timesteps") == record.config.num_updates * record.config.batch_size
+    )
+
+
+def resume_into(
+    args: argparse.Namespace,
+    out: Path,
+    record: RunRecord,
+    results: dict[str, dict[str, Any]] | None = None,
+    label: str = "",
+) -> int:
+    """Continue the sweep recorded in `out` (already checked and held)."""
     from purejaxppo.checkpoint import Checkpointer
     from purejaxppo.driver import run_sweep
     from purejaxppo.sweep import Grid
 
-    if args.num_processes == 1:
+    if args.num_processes == 1 and (out / "checkpoints").is_dir():
         ckpt = Checkpointer(out / "checkpoints")
-        latest = ckpt.latest()
-        if latest is not None and ckpt.read_meta(latest)["settings"] != record:
-            raise UsageError(f"--resume {out}: the checkpoint's settings differ from config.json")
+        ckpt.require_intact()
+        check_checkpoint_record(ckpt, record, f"--resume {out}")
         ckpt.close()
-    grid = Grid(tuple(record["grid"]["fields"]), tuple(record["grid"]["settings"]))
+    grid = Grid(record.grid_fields, record.grid_settings)
     summary = run_sweep(
-        out, config, hparams, grid, record["num_seeds"], record["seed"],
+        out, record.config, record.hparams, grid, record.num_seeds, record.seed,
         chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
         resume=True, tensorboard=args.tensorboard, wandb=args.wandb,
         memory_budget=args.memory_budget_mb and int(args.memory_budget_mb * 2**20),
     )  # fmt: skip
     if "interrupted_at_update" in summary:
         return 130
+    if results is not None:
+        results[label] = summary
     if summary:
         print(json.dumps({k: summary[k] for k in SUMMARY_KEYS}))
     return 0
@@ -305,16 +531,10 @@ def resume_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Restore the latest checkpoint of a run folder and evaluate every run deterministically."""
     out = Path(args.dir)
-    record_path = out / "config.json"
-    if not record_path.is_file():
-        raise UsageError(f"{out}: no config.json there (not a purejaxppo run folder)")
     if args.episodes <= 0:
         raise UsageError(f"--episodes must be a positive integer, got {args.episodes}")
-    record = json.loads(record_path.read_text())
-    cfg = dict(record["config"])
-    cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
-    config = Config(**cfg)
-    num_runs = len(record["grid"]["settings"]) * record["num_seeds"]
+    record = read_run_record(out, str(out))
+    config, num_runs = record.config, record.num_runs
     if args.render:
         if config.env not in RENDERABLE:
             raise UsageError(
@@ -341,15 +561,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from purejaxppo.ppo import compiler_options, evaluate
     from purejaxppo.sweep import Grid, Runner, layout_runs
 
-    env = make_env(config.env)
-    grid = Grid(tuple(record["grid"]["fields"]), tuple(record["grid"]["settings"]))
-    runs = layout_runs(HParams(**record["hparams"]), grid, record["num_seeds"], record["seed"])
-    runner = Runner(config, env)
-    ckpt = Checkpointer(out / "checkpoints")
-    if ckpt.latest() is None:
+    if not (out / "checkpoints").is_dir():
         raise UsageError(f"{out}: no checkpoint to evaluate")
+    ckpt = Checkpointer(out / "checkpoints")
+    check_checkpoint_record(ckpt, record, str(out))
+    env = make_env(config.env)
+    grid = Grid(record.grid_fields, record.grid_settings)
+    runs = layout_runs(record.hparams, grid, record.num_seeds, record.seed)
+    runner = Runner(config, env)
     abstract = runner.abstract_state(runs.keys, runs.hparams)
-    state, _, meta = ckpt.restore(abstract)
+    state, history, meta, skipped = ckpt.restore_good(abstract)
+    for step, why in skipped:
+        print(f"checkpoint {step} in {ckpt.directory} is damaged: {why}; evaluating checkpoint "
+              f"{meta['update']}", file=sys.stderr)  # fmt: skip
     n = runs.keys.shape[0]
     keys = jax.random.split(jax.random.key(args.seed), n)
     returns = jax.jit(
@@ -361,6 +585,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         keys,
     )
     returns = np.asarray(returns)
+    # A run that went non-finite in training is evaluated and listed, but left out of the mean.
+    diverged = np.asarray(history["finite"][:n] == 0).any(axis=1)
     result = {
         "update": int(meta["update"]),
         "episodes": args.episodes,
@@ -370,10 +596,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "seed": int(runs.seed[r]),
                 **grid.settings[int(runs.setting[r])],
                 "mean_return": round(float(returns[r].mean()), 3),
+                "diverged": bool(diverged[r]),
             }
             for r in range(n)
         ],
-        "mean_return": round(float(returns.mean()), 3),
+        "mean_return": round(float(returns[~diverged].mean()), 3) if (~diverged).any() else None,
+        "diverged_excluded": int(diverged.sum()),
     }
     from purejaxppo.driver import write_atomic
 
@@ -385,8 +613,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )  # fmt: skip
         result["render"] = {"path": str(args.render), "run": run, "frames": frames}
         print(f"rendered run {run}: {frames} frames to {args.render}", file=sys.stderr)
-    write_atomic(out / "eval.json", json.dumps(result, indent=2).encode())
-    print(json.dumps(result))
+    print(json.dumps(result))  # first: a folder that cannot be written loses nothing
+    try:
+        write_atomic(out / "eval.json", json.dumps(result, indent=2).encode())
+    except OSError as err:
+        print(f"purejaxppo: error: {out / 'eval.json'} not written ({err.strerror or err}); "
+              "the results are printed above", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
@@ -430,6 +663,25 @@ def render_episode(config: Config, env: Any, params: Any, norm: Any, key: Any, p
     return len(states)
 
 
+def integer(text: str) -> int:
+    """argparse type: an integer in the 64-bit range ('1e6' allowed, '2.5' refused)."""
+    try:
+        return parse_int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def megabytes(text: str) -> float:
+    """argparse type: a positive, finite number of MiB."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of MiB, got {text!r}")
+    return value
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is reported in one line (no usage dump), exit code 2."""
 
@@ -443,9 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     train = sub.add_parser("train", help="train a grid of settings x seeds")
     train.add_argument("--env", help="gymnax id or brax:NAME[@BACKEND]")
-    train.add_argument("--num-seeds", type=int, default=1, help="seeds per setting")
-    train.add_argument("--total-timesteps", type=int, default=None, help="env steps per run")
-    train.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    train.add_argument("--num-seeds", type=integer, default=1, help="seeds per setting")
+    train.add_argument("--total-timesteps", type=integer, default=None, help="env steps per run")
+    train.add_argument("--seed", type=integer, default=0, help="base PRNG seed")
     train.add_argument("--out", help="output folder")
     train.add_argument("--config", help=f"preset ({', '.join(presets.preset_names())}) or YAML")
     train.add_argument(
@@ -459,12 +711,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="grid axes: traced fields share one program, static ones compile once per value",
     )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
-    train.add_argument("--chunk", type=int, default=None, help="updates per compiled call")
-    train.add_argument("--checkpoint-every", type=int, default=None, help="updates between saves")
-    train.add_argument("--keep", type=int, default=None, help="checkpoints kept (default 3)")
+    train.add_argument("--chunk", type=integer, default=None, help="updates per compiled call")
+    train.add_argument(
+        "--checkpoint-every", type=integer, default=None, help="updates between saves"
+    )
+    train.add_argument("--keep", type=integer, default=None, help="checkpoints kept (default 3)")
     train.add_argument(
         "--memory-budget-mb",
-        type=float,
+        type=megabytes,
         default=None,
         help="memory the sweep may use (default: half of what is free); a larger sweep runs "
         "in batches of runs",
@@ -477,14 +731,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--num-processes",
-        type=int,
-        default=int(os.environ.get("PUREJAXPPO_NUM_PROCESSES", "1")),
+        type=integer,
+        default=os.environ.get("PUREJAXPPO_NUM_PROCESSES", "1"),
         help="processes in the job [env PUREJAXPPO_NUM_PROCESSES]",
     )
     train.add_argument(
         "--process-id",
-        type=int,
-        default=int(os.environ.get("PUREJAXPPO_PROCESS_ID", "0")),
+        type=integer,
+        default=os.environ.get("PUREJAXPPO_PROCESS_ID", "0"),
         help="this process's index, 0..num-processes-1 [env PUREJAXPPO_PROCESS_ID]",
     )
     train.add_argument("--tensorboard", action="store_true", help="write TensorBoard events")
@@ -493,10 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate the latest checkpoint of a run folder")
     ev.add_argument("dir", help="a folder written by purejaxppo train")
-    ev.add_argument("--episodes", type=int, default=10, help="episodes per run")
-    ev.add_argument("--seed", type=int, default=1, help="PRNG seed for the evaluation episodes")
+    ev.add_argument("--episodes", type=integer, default=10, help="episodes per run")
+    ev.add_argument("--seed", type=integer, default=1, help="PRNG seed for the evaluation episodes")
     ev.add_argument("--render", metavar="OUT.gif", help="draw one episode (gymnax envs)")
-    ev.add_argument("--render-run", type=int, default=0, help="which run --render draws")
+    ev.add_argument("--render-run", type=integer, default=0, help="which run --render draws")
     ev.set_defaults(func=cmd_eval)
     return parser
 
@@ -510,6 +764,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"purejaxppo: error: {err}", file=sys.stderr)
         return 2
     except MemoryError as err:
+        print(f"purejaxppo: error: {err}", file=sys.stderr)
+        return 2
+    except NoGoodCheckpoint as err:
         print(f"purejaxppo: error: {err}", file=sys.stderr)
         return 2
 

@@ -48,6 +48,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: a crash leaves the old file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -56,6 +57,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def settings_record(
@@ -200,10 +207,6 @@ def run_sweep(
         def log(text: str) -> None:
             quiet_log(f"[process {pid}/{pcount}] {text}")
 
-    out.mkdir(parents=True, exist_ok=True)
-    if pid == 0:
-        write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
-
     runner = Runner(config, env, make_mesh(jax.local_devices()))
     runs = layout_runs(hparams, grid, num_seeds, seed)
     num_runs = runs.keys.shape[0]
@@ -213,6 +216,16 @@ def run_sweep(
     run_bytes = estimate_run_bytes(runner.trainer, chunk)
     budget = memory_budget or available_memory_bytes() // 2
     padded = runner.padded_size(local_runs)
+    # Checked before anything is written: the metrics of every run stay on the host, and at
+    # least one run per device must fit in a batch.
+    history_bytes = local_runs * config.num_updates * 16 * 4
+    if run_bytes * runner.num_devices + history_bytes > budget:
+        raise MemoryError(
+            f"{num_runs} runs do not fit in {budget / 2**20:.0f} MiB even in batches: one run "
+            f"needs ~{run_bytes / 2**20:.1f} MiB on each of {runner.num_devices} device(s) and "
+            f"their metrics ~{history_bytes / 2**20:.0f} MiB; use fewer seeds or settings, "
+            "fewer updates, or a larger --memory-budget-mb"
+        )
     log(
         f"{config.env}: {grid.size} setting(s) x {num_seeds} seed(s) = {num_runs} runs"
         + (f" (runs {first_run}..{end_run - 1} here)" if pcount > 1 else "")
@@ -221,6 +234,9 @@ def run_sweep(
         f"{budget / 2**20:.0f} MiB"
     )
     per_block = plan_batches(local_runs, run_bytes, runner.num_devices, budget)
+    out.mkdir(parents=True, exist_ok=True)
+    if pid == 0:
+        write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
     blocks = [(lo, min(lo + per_block, end_run)) for lo in range(first_run, end_run, per_block)]
     if len(blocks) > 1:
         log(
@@ -336,11 +352,15 @@ def train_block(
     ckpt = Checkpointer(block.ckpt_dir, max_to_keep=keep, process_local=jax.process_count() > 1)
     history: dict[str, np.ndarray] = {}
     start = 0
-    if resume and ckpt.latest() is not None:
-        state, history, meta = ckpt.restore(
+    if resume and ckpt.all_steps():
+        state, history, meta, skipped = ckpt.restore_good(
             runner.abstract_state(block.runs.keys, block.runs.hparams)
         )
         start = int(meta["update"])
+        if skipped:
+            aside = ckpt.set_aside([step for step, _ in skipped])
+            for step, why in skipped:
+                log(f"{block.label}checkpoint {step} is damaged: {why}; moved to {aside}")
         log(f"{block.label}resumed from checkpoint at update {start}")
         _note_divergence(history, 0, diverged, block.offset)
     else:
@@ -436,18 +456,23 @@ def write_results(
     write_atomic(out / "metrics.npz", buf.getvalue())
 
     finals = final_return(shaped)  # [H, S]
+    # A diverged run's returns say nothing about its setting: left out of every mean, counted.
+    kept = np.ones(finals.shape, bool)
+    for r in diverged:
+        kept[int(runs.setting[r]), int(runs.seed[r])] = False
     per_setting = []
     for h, setting in enumerate(grid.settings):
-        row = finals[h]
+        row = finals[h][kept[h]]
         ok = row[np.isfinite(row)]
         per_setting.append(
             {
                 **setting,
                 "final_return_mean": round(float(ok.mean()), 3) if ok.size else None,
                 "final_return_std": round(float(ok.std()), 3) if ok.size else None,
+                "diverged_excluded": int((~kept[h]).sum()),
             }
         )
-    flat = finals.reshape(-1)
+    flat = finals[kept]
     summary = {
         "env": config.env,
         "num_seeds": num_seeds,
@@ -460,6 +485,7 @@ def write_results(
             [None if np.isnan(x) else round(float(x), 3) for x in row] for row in finals
         ],
         "final_return_mean": None if np.all(np.isnan(flat)) else round(float(np.nanmean(flat)), 3),
+        "diverged_excluded": int((~kept).sum()),
         "grid": {"fields": list(grid.fields), "settings": list(grid.settings)},
         "per_setting": per_setting,
         "diverged": [
@@ -473,8 +499,9 @@ def write_results(
             for r, u in sorted(diverged.items())
         ],
     }
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
     plot_curves(out / "curves.png", env_steps, shaped["episode_return"], grid, config.env)
+    # Last: a summary.json means every result file before it is complete.
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
 
 

@@ -1246,7 +1246,7 @@ def parse_field_value(kind: Any, text: str) -> Any:
     """Read a command-line value for a Config/HParams field of type `kind`."""
     kind = str(kind)
     if "tuple" in kind:
-        return tuple(int(v) for v in text.split(",") if v)
+        return tuple(parse_int(v) for v in text.split(",") if v)
     if "bool" in kind:
         lowered = text.lower()
         if lowered in ("none", "null", "auto"):
@@ -1257,10 +1257,25 @@ def parse_field_value(kind: Any, text: str) -> Any:
             return False
         raise argparse.ArgumentTypeError(f"expected true, false or auto, got {text!r}")
     if "int" in kind:
-        return int(float(text)) if "e" in text.lower() else int(text)
+        return parse_int(text)
     if "float" in kind:
         return float(text)
     return text
+
+
+def parse_int(text: str) -> int:
+    """'2048', '1e6' or '1_000_000' -> int; a value with a fraction ('2.5e0') or out of the
+    64-bit range is refused, not rounded."""
+    try:
+        value = int(text)
+    except ValueError:
+        number = float(text)  # raises ValueError for text that is no number
+        if not math.isfinite(number) or not number.is_integer():
+            raise ValueError(f"expected an integer, got {text!r}") from None
+        value = int(number)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{text!r} is outside the 64-bit integer range")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,15 +50,34 @@ def load_preset(name_or_path: str) -> tuple[str | None, dict[str, Any], dict[str
             f"--config {name_or_path!r}: no such file or preset; "
             f"presets: {', '.join(preset_names())}"
         )
-    data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"env", "config", "hparams"}
-    if not isinstance(data, dict) or unknown:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or "cannot parse"
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read it ({err})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
         raise ValueError(
-            f"{path}: top-level keys must be env, config, hparams; got {sorted(unknown)}"
+            f"{path}: expected a mapping with keys env, config, hparams; got a "
+            f"{type(data).__name__}"
         )
+    unknown = set(data) - {"env", "config", "hparams"}
+    if unknown:
+        raise ValueError(
+            f"{path}: top-level keys must be env, config, hparams; got {sorted(map(str, unknown))}"
+        )
+    if data.get("env") is not None and not isinstance(data["env"], str):
+        raise ValueError(f"{path}: env must be an environment name, got {data['env']!r}")
+    for section in ("config", "hparams"):
+        if not isinstance(data.get(section) or {}, dict):
+            raise ValueError(
+                f"{path}: {section} must be a mapping of field: value, got {data[section]!r}"
+            )
     config = dict(data.get("config") or {})
-    if "hidden_sizes" in config:
-        config["hidden_sizes"] = tuple(config["hidden_sizes"])
     cfg_names = {f.name for f in dataclasses.fields(Config)}
     hp_names = {f.name for f in dataclasses.fields(HParams)}
     for section, names, values in (
@@ -68,6 +87,19 @@ def load_preset(name_or_path: str) -> tuple[str | None, dict[str, Any], dict[str
         bad = set(values) - names
         if bad:
             raise ValueError(
-                f"{path}: unknown {section} fields {sorted(bad)}; known: {sorted(names)}"
+                f"{path}: unknown {section} fields {sorted(map(str, bad))}; known: {sorted(names)}"
             )
+    if "hidden_sizes" in config:
+        sizes = config["hidden_sizes"]
+        if not isinstance(sizes, list):
+            raise ValueError(
+                f"{path}: config.hidden_sizes must be a list like [64, 64], got {sizes!r}"
+            )
+        config["hidden_sizes"] = tuple(sizes)
+    for name, value in config.items():
+        if isinstance(value, (list, dict)):
+            raise ValueError(f"{path}: config.{name} must be a single value, got {value!r}")
+    for name, value in (data.get("hparams") or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path}: hparams.{name} must be a number, got {value!r}")
     return data.get("env"), config, dict(data.get("hparams") or {})

@@ -47,6 +47,14 @@ def test_train_writes_results(tmp_path, capsys):
         (["--env", "Breakout-MinAtar", "--set", "network=vit"], "Config.network must be one"),
         (["--env", "Breakout-MinAtar", "--set", "conv_channels=0"], "Config.conv_channels"),
         (["--env", "CartPole-v1", "--sweep", "network=mlp,minatar_cnn"], "(4,)"),
+        (["--env", "CartPole-v1", "--set", "num_envs=2.5e0"], "num_envs: cannot read '2.5e0'"),
+        (["--env", "CartPole-v1", "--set", "total_timesteps=1e400"], "total_timesteps"),
+        (["--env", "CartPole-v1", "--set", "learning_rate=1e400"], "HParams.learning_rate"),
+        (["--env", "CartPole-v1", "--set", "hidden_sizes=64,1.5"], "hidden_sizes"),
+        (
+            ["--env", "CartPole-v1", "--num-seeds", "4", "--memory-budget-mb", "0.01"],
+            "do not fit in 0 MiB even in batches",
+        ),  # fmt: skip
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -71,7 +79,13 @@ def test_unwritable_output_folder_is_refused(tmp_path, capsys):
     "argv, message",
     [
         (["train", "--env", "CartPole-v1", "--out", "x", "--bogus"], "unrecognized arguments"),
-        (["train", "--num-seeds", "many"], "invalid int value"),
+        (["train", "--num-seeds", "many"], "'many'"),
+        (["train", "--env", "CartPole-v1", "--total-timesteps", "1e400"], "expected an integer"),
+        (["train", "--env", "CartPole-v1", "--seed", "1e30"], "outside the 64-bit integer range"),
+        (["train", "--env", "CartPole-v1", "--seed", "2.5"], "expected an integer"),
+        (["train", "--env", "CartPole-v1", "--memory-budget-mb", "nan"], "positive number of MiB"),
+        (["train", "--env", "CartPole-v1", "--memory-budget-mb", "lots"], "positive number"),
+        (["eval", "x", "--episodes", "1.5"], "expected an integer"),
         (["fly"], "invalid choice"),
     ],
 )
