@@ -15,6 +15,7 @@ and reported, so no result is ever computed from damaged state.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from purejaxppo.errors import NoGoodCheckpoint
+from purejaxppo.errors import DiskFull, NoGoodCheckpoint, is_disk_full
 
 
 def _is_key(x: Any) -> bool:
@@ -97,6 +98,34 @@ class Checkpointer:
         return list(self.manager.all_steps())
 
     def save(
+        self, update: int, state: Any, metrics: dict[str, np.ndarray], meta: dict[str, Any]
+    ) -> None:
+        """Save checkpoint `update`, then its checksum. A full disk raises DiskFull naming the
+        checkpoint; the ones before it are untouched."""
+        loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+        levels = [log.level for log in loggers]
+        # orbax's writer threads log every failed write of a full disk at ERROR level.
+        for log in loggers:
+            log.setLevel(logging.CRITICAL)
+        try:
+            self._save(update, state, metrics, meta)
+        except Exception as err:
+            if not is_disk_full(err):
+                raise
+            good = [s for s in self.all_steps() if s != update]
+            raise DiskFull(
+                f"disk full while writing checkpoint {update} in {self.directory}; "
+                + (
+                    f"checkpoint {max(good)} is the last complete one"
+                    if good
+                    else "no checkpoint was completed"
+                )  # fmt: skip
+            ) from None
+        finally:
+            for log, level in zip(loggers, levels, strict=True):
+                log.setLevel(level)
+
+    def _save(
         self, update: int, state: Any, metrics: dict[str, np.ndarray], meta: dict[str, Any]
     ) -> None:
         self.manager.save(

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from purejaxppo import presets
-from purejaxppo.errors import NoGoodCheckpoint
+from purejaxppo.errors import DiskFull, NoGoodCheckpoint
 from purejaxppo.ppo import Config, HParams, check_hparams, parse_field_value, parse_int
 from purejaxppo.runlock import LOCK_NAME, FolderInUse, FolderLock
 
@@ -769,6 +769,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoGoodCheckpoint as err:
         print(f"purejaxppo: error: {err}", file=sys.stderr)
         return 2
+    except DiskFull as err:
+        print(f"purejaxppo: error: {err}; free some space, then --resume", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Exit now: orbax's writer threads would print their own failures during teardown.
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from purejaxppo.checkpoint import Checkpointer
+from purejaxppo.errors import DiskFull, is_disk_full
 from purejaxppo.ppo import Config, HParams, final_return
 from purejaxppo.sweep import (
     Grid,
@@ -45,7 +46,17 @@ from purejaxppo.sweep import (
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash leaves the old file."""
+    """Write to a temporary file beside `path`, then rename: a crash leaves the old file. A
+    full disk raises DiskFull naming the file (and leaves no temporary file)."""
+    try:
+        _write_atomic(path, data)
+    except OSError as err:
+        if is_disk_full(err):
+            raise DiskFull(f"disk full: {path} was not written") from None
+        raise
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask

@@ -370,3 +370,35 @@ def test_resume_of_a_static_sweep_finishes_every_variant(static_sweep, tmp_path,
     assert sorted(index) == ["num_minibatches=1", "num_minibatches=2"]
     code, _, err = run_main(capsys, "train", "--resume", str(run))
     assert code == 0 and err.count("already complete") == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 KiB tmpfs (needs root, as on CI); unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.integration
+def test_a_full_disk_names_what_was_not_written_and_keeps_the_last_checkpoint(small_disk):
+    from purejaxppo.checkpoint import Checkpointer
+
+    out = small_disk / "run"
+    argv = [*TINY, "--total-timesteps", str(16 * 40), "--keep", "40"]
+    proc = cli("train", *argv, "--out", str(out))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    lines = [line for line in err.splitlines() if line.startswith("purejaxppo: error:")]
+    assert len(lines) == 1 and "disk full while writing checkpoint" in lines[0], err[-2000:]
+    assert str(out / "checkpoints") in lines[0] and "is the last complete one" in lines[0]
+    assert not (out / "summary.json").exists()  # no complete-looking result
+    last = int(lines[0].split("checkpoint ")[2].split(" is")[0])
+    ckpt = Checkpointer(out / "checkpoints")
+    assert ckpt.damage(last) is None  # the last complete checkpoint is intact
+    ckpt.close()
