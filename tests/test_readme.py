@@ -56,11 +56,17 @@ COMMANDS = {
         "run",
         SMALL_TRAIN,
     ),
+    "purejaxppo train --env Breakout-MinAtar --num-seeds 8 --out runs/breakout": (
+        "run",
+        SMALL_TRAIN,
+    ),
+    "purejaxppo train --env Freeway-MinAtar --num-seeds 8 --out runs/freeway": ("run", SMALL_TRAIN),
     "purejaxppo train --env CartPole-v1 --num-seeds 32 --out runs/lr --sweep "
     "learning_rate=0.00025,0.001 ent_coef=0,0.01 --checkpoint-every 50": ("run", SMALL_TRAIN),
     "purejaxppo train --resume runs/lr": ("run", []),
     "purejaxppo eval runs/lr --episodes 10": ("run", ["--episodes", "2"]),
     "purejaxppo eval runs/cartpole --render episode.gif": ("run", []),
+    "purejaxppo eval runs/breakout --render breakout.gif": ("run", ["--episodes", "1"]),
     "cp purejaxppo/ppo.py my_ppo.py": ("run", []),
     "python my_ppo.py --env CartPole-v1 --num-seeds 16 --total-timesteps 500000": (
         "run",
