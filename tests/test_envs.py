@@ -52,7 +52,7 @@ def test_gymnax_continuous_bounds():
 @pytest.mark.integration
 def test_brax_truncation_and_termination():
     env = BraxEnv("inverted_pendulum", backend="spring", episode_length=5)
-    assert env.obs_dim == 4 and env.action_dim == 1 and not env.discrete
+    assert env.obs_shape == (4,) and env.action_dim == 1 and not env.discrete
     _, steps = run(env, [jnp.zeros(1)] * 6)
     assert [bool(s.truncated) for s in steps] == [False] * 4 + [True, False]
     assert not any(bool(s.terminated) for s in steps)

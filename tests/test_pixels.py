@@ -262,11 +262,14 @@ def test_clip_anneals_with_the_papers_alpha():
 
 @pytest.mark.integration
 def test_minatar_cnn_trains_seeds_in_one_call_and_anneals_clip():
-    cfg = image_config(anneal_clip=True)
+    # Image normalization is off by default; turned on, its statistics keep the image shape.
+    cfg = image_config(anneal_clip=True, normalize_obs=True)
     train = jax.jit(jax.vmap(make_train(cfg), in_axes=(0, None)))
     keys = jax.random.split(jax.random.key(0), 3)
     state, metrics = train(keys, HParams(clip_coef=0.1))
     chex.assert_shape(state.env.obs, (3, 4, 10, 10, 4))
+    chex.assert_shape((state.norm.obs.mean, state.norm.obs.var), (3, 10, 10, 4))
+    assert np.all(np.asarray(state.norm.obs.count) > 3 * 4 * 8)  # every step was merged in
     chex.assert_shape(metrics["episode_return"], (3, 3))
     assert np.all(np.asarray(metrics["finite"]) == 1)
     np.testing.assert_allclose(metrics["clip_coef"][0], [0.1, 0.1 * 2 / 3, 0.1 / 3], rtol=1e-6)

@@ -60,7 +60,6 @@ COMMANDS = {
         "run",
         SMALL_TRAIN,
     ),
-    "purejaxppo train --env Freeway-MinAtar --num-seeds 8 --out runs/freeway": ("run", SMALL_TRAIN),
     "purejaxppo train --env CartPole-v1 --num-seeds 32 --out runs/lr --sweep "
     "learning_rate=0.00025,0.001 ent_coef=0,0.01 --checkpoint-every 50": ("run", SMALL_TRAIN),
     "purejaxppo train --resume runs/lr": ("run", []),

@@ -45,7 +45,7 @@ def test_shapes(tiny):
     for name, value in metrics.items():
         chex.assert_shape(value, (tiny.num_updates,), custom_message=name)
     chex.assert_shape(state.env.obs, (tiny.num_envs, 4))
-    chex.assert_shape(state.params["params"]["actor"]["out"]["kernel"], (8, 2))
+    chex.assert_shape(state.params["params"]["policy_head"]["kernel"], (8, 2))
     assert int(state.update) == tiny.num_updates
 
 
