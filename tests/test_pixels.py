@@ -108,6 +108,7 @@ def image_network(network, obs_shape, action_dim=5):
     )  # fmt: skip
 
 
+@pytest.mark.integration  # compiles each network
 @pytest.mark.parametrize("network", sorted(TORSOS))
 def test_every_torso_shapes_and_init_scales(network):
     obs_shape, kernels, features = TORSOS[network]
@@ -178,6 +179,7 @@ def norm(tree):
     return float(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree)) ** 0.5)
 
 
+@pytest.mark.integration  # compiles the network's gradients
 def test_shared_torso_gets_gradient_from_both_heads():
     net = image_network("minatar_cnn", (10, 10, 4), action_dim=3)
     obs = (jax.random.uniform(jax.random.key(1), (16, 10, 10, 4)) < 0.2).astype(jnp.float32)
@@ -192,6 +194,7 @@ def test_shared_torso_gets_gradient_from_both_heads():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.integration  # compiles the network's gradients
 def test_mlp_keeps_actor_and_critic_apart():
     net = image_network("mlp", (10, 10, 4), action_dim=3)
     obs = jax.random.uniform(jax.random.key(1), (16, 10, 10, 4))
