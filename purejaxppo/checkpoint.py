@@ -18,7 +18,9 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,24 @@ def folder_digest(folder: Path) -> str:
             while block := f.read(1 << 20):
                 h.update(block)
     return h.hexdigest()
+
+
+def _drop_closed_loop_callbacks(fallback: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An unraisable-exception hook that drops tensorstore's late write callbacks.
+
+    When a write fails (a full disk), orbax closes its event loop while tensorstore's native
+    threads still hold completion callbacks for the other files; each then fails with
+    RuntimeError('Event loop is closed'), which Python reports as an unraisable exception: dozens
+    of tracebacks around the one line that says what happened. Anything else goes to `fallback`.
+    """
+
+    def hook(unraisable: Any) -> None:
+        err = unraisable.exc_value
+        if isinstance(err, RuntimeError) and str(err) == "Event loop is closed":
+            return
+        fallback(unraisable)
+
+    return hook
 
 
 class Checkpointer:
@@ -107,11 +127,15 @@ class Checkpointer:
         # orbax's writer threads log every failed write of a full disk at ERROR level.
         for log in loggers:
             log.setLevel(logging.CRITICAL)
+        hook = sys.unraisablehook
+        sys.unraisablehook = _drop_closed_loop_callbacks(hook)
         try:
             self._save(update, state, metrics, meta)
         except Exception as err:
             if not is_disk_full(err):
+                sys.unraisablehook = hook
                 raise
+            # The filter stays: tensorstore's threads go on failing after the save gave up.
             good = [s for s in self.all_steps() if s != update]
             raise DiskFull(
                 f"disk full while writing checkpoint {update} in {self.directory}; "
@@ -121,6 +145,8 @@ class Checkpointer:
                     else "no checkpoint was completed"
                 )  # fmt: skip
             ) from None
+        else:
+            sys.unraisablehook = hook
         finally:
             for log, level in zip(loggers, levels, strict=True):
                 log.setLevel(level)

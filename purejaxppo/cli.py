@@ -272,6 +272,8 @@ def train_into(
     static: dict[str, list[Any]],
 ) -> int:
     """Train the grid (one subfolder per static variant) into `out`, already checked."""
+    import jax
+
     from purejaxppo.driver import run_sweep, settings_record, write_atomic
     from purejaxppo.sweep import make_grid
 
@@ -283,7 +285,9 @@ def train_into(
         sweep = {
             "fields": list(static),
             "variants": {
-                label: settings_record(cfg, hparams, grid, args.num_seeds, args.seed)
+                label: settings_record(
+                    cfg, hparams, grid, args.num_seeds, args.seed, jax.local_device_count()
+                )
                 for label, cfg in variants
             },
         }
@@ -337,6 +341,7 @@ class RunRecord(NamedTuple):
     grid_settings: tuple[dict[str, float], ...]
     num_seeds: int
     seed: int
+    devices: int  # devices per process the run was trained on (its numbers depend on it)
 
     @property
     def num_runs(self) -> int:
@@ -379,14 +384,19 @@ def check_run_record(raw: Any, where: str) -> RunRecord:
         for setting in settings:
             check_hparams(hparams.replace(**setting))
         num_seeds, seed = raw["num_seeds"], raw["seed"]
-        for name, value, low in (("num_seeds", num_seeds, 1), ("seed", seed, 0)):
+        devices = raw.get("devices", 1)  # records written before the device count was kept
+        for name, value, low in (
+            ("num_seeds", num_seeds, 1),
+            ("seed", seed, 0),
+            ("devices", devices, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise UsageError(
             f"{where}: config.json is not a run record of this version ({err})"
         ) from None
-    return RunRecord(raw, config, hparams, fields, settings, num_seeds, seed)
+    return RunRecord(raw, config, hparams, fields, settings, num_seeds, seed, devices)
 
 
 def check_checkpoint_record(ckpt: Any, record: RunRecord, where: str) -> None:
@@ -507,6 +517,7 @@ def resume_into(
     from purejaxppo.driver import run_sweep
     from purejaxppo.sweep import Grid
 
+    check_device_count(record, f"--resume {out}")
     if args.num_processes == 1 and (out / "checkpoints").is_dir():
         ckpt = Checkpointer(out / "checkpoints")
         ckpt.require_intact()
@@ -526,6 +537,61 @@ def resume_into(
     if summary:
         print(json.dumps({k: summary[k] for k in SUMMARY_KEYS}))
     return 0
+
+
+def recorded_devices(folder: Path) -> int | None:
+    """The device count in a run (or static sweep) folder's config.json, read without JAX;
+    None if there is no readable record (the full reader reports that later)."""
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+        if "static_sweep" in raw:
+            raw = next(iter(raw["static_sweep"]["variants"].values()))
+        devices = raw.get("devices", 1)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, StopIteration):
+        return None
+    return devices if isinstance(devices, int) and not isinstance(devices, bool) else None
+
+
+def choose_devices(args: argparse.Namespace) -> None:
+    """Set the XLA CPU device count before JAX starts: one per core by default (or the count
+    XLA_FLAGS / JAX_NUM_CPU_DEVICES chose), --devices N to override; a resumed or evaluated run
+    takes the count it was trained on, since its numbers depend on the per-device batch."""
+    from purejaxppo.ppo import use_cpu_cores
+
+    devices = args.devices
+    if devices is not None and devices <= 0:
+        raise UsageError(f"--devices must be a positive integer, got {devices}")
+    folder = args.resume if args.command == "train" else args.dir
+    recorded = recorded_devices(Path(folder)) if folder else None
+    if recorded is not None and recorded > 0:
+        if devices is not None and devices != recorded:
+            raise UsageError(
+                f"--devices {devices}: {folder} was trained on {recorded} device(s), and a run's "
+                f"numbers depend on the per-device batch; drop --devices (it uses {recorded})"
+            )
+        devices = recorded
+    try:
+        use_cpu_cores(devices)
+    except RuntimeError as err:
+        # Called in a process where JAX already runs (a notebook, a test): keep its devices,
+        # unless the user asked for another count (a recorded one is checked when restoring).
+        import jax
+
+        if args.devices is not None and args.devices != jax.local_device_count():
+            raise UsageError(f"--devices {args.devices}: {err}") from None
+
+
+def check_device_count(record: RunRecord, where: str) -> None:
+    """The run must continue on the device count it was trained on (on a GPU machine, the
+    same number of accelerators)."""
+    import jax
+
+    if jax.local_device_count() != record.devices:
+        raise UsageError(
+            f"{where}: trained on {record.devices} device(s), but {jax.local_device_count()} "
+            f"{jax.default_backend().upper()} device(s) are here; a run's numbers depend on the "
+            "per-device batch, so it continues only on the same count"
+        )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -563,6 +629,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not (out / "checkpoints").is_dir():
         raise UsageError(f"{out}: no checkpoint to evaluate")
+    check_device_count(record, str(out))
     ckpt = Checkpointer(out / "checkpoints")
     check_checkpoint_record(ckpt, record, str(out))
     env = make_env(config.env)
@@ -741,6 +808,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("PUREJAXPPO_PROCESS_ID", "0"),
         help="this process's index, 0..num-processes-1 [env PUREJAXPPO_PROCESS_ID]",
     )
+    train.add_argument(
+        "--devices",
+        type=integer,
+        default=None,
+        help="XLA CPU devices to shard the runs over (default: one per core this process may "
+        "use, unless XLA_FLAGS or JAX_NUM_CPU_DEVICES chose a count; --resume: the recorded "
+        "count); 1 runs everything on one core",
+    )
     train.add_argument("--tensorboard", action="store_true", help="write TensorBoard events")
     train.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
     train.set_defaults(func=cmd_train)
@@ -749,6 +824,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("dir", help="a folder written by purejaxppo train")
     ev.add_argument("--episodes", type=integer, default=10, help="episodes per run")
     ev.add_argument("--seed", type=integer, default=1, help="PRNG seed for the evaluation episodes")
+    ev.add_argument(
+        "--devices", type=integer, default=None, help="must equal the run's recorded count"
+    )
     ev.add_argument("--render", metavar="OUT.gif", help="draw one episode (gymnax envs)")
     ev.add_argument("--render-run", type=integer, default=0, help="which run --render draws")
     ev.set_defaults(func=cmd_eval)
@@ -759,6 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        choose_devices(args)  # first: JAX starts with the first env or array
         return args.func(args)
     except UsageError as err:
         print(f"purejaxppo: error: {err}", file=sys.stderr)

@@ -38,10 +38,14 @@ from purejaxppo.sweep import (
     chunks,
     estimate_run_bytes,
     gather_runs,
+    host_bytes_per_run,
     layout_runs,
     make_mesh,
     plan_batches,
+    process_rss_bytes,
     process_share,
+    release_freed_memory,
+    state_bytes,
 )
 
 
@@ -77,9 +81,10 @@ def current_umask() -> int:
 
 
 def settings_record(
-    config: Config, hparams: HParams, grid: Grid, num_seeds: int, seed: int
+    config: Config, hparams: HParams, grid: Grid, num_seeds: int, seed: int, devices: int
 ) -> dict[str, Any]:
-    """The resolved settings as JSON; equal records mean a resume continues the same sweep."""
+    """The resolved settings as JSON; equal records mean a resume continues the same sweep.
+    `devices` (per process) is part of it: a run's numbers depend on the per-device batch."""
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}
     hp = {k: float(getattr(hparams, k)) for k in vars(hparams)}
     return {
@@ -88,6 +93,7 @@ def settings_record(
         "grid": {"fields": list(grid.fields), "settings": list(grid.settings)},
         "num_seeds": num_seeds,
         "seed": seed,
+        "devices": devices,
     }
 
 
@@ -210,7 +216,8 @@ def run_sweep(
     from purejaxppo.sweep import available_memory_bytes
 
     env = make_env(config.env) if env is None else env
-    record = settings_record(config, hparams, grid, num_seeds, seed)
+    runner = Runner(config, env, make_mesh(jax.local_devices()))
+    record = settings_record(config, hparams, grid, num_seeds, seed, runner.num_devices)
     pcount, pid = jax.process_count(), jax.process_index()
     if pcount > 1:
         quiet_log = log
@@ -218,33 +225,19 @@ def run_sweep(
         def log(text: str) -> None:
             quiet_log(f"[process {pid}/{pcount}] {text}")
 
-    runner = Runner(config, env, make_mesh(jax.local_devices()))
     runs = layout_runs(hparams, grid, num_seeds, seed)
     num_runs = runs.keys.shape[0]
     first_run, end_run, share = process_share(num_runs)
     local_runs = end_run - first_run
     chunk = chunk or default_chunk(config.num_updates, checkpoint_every)
-    run_bytes = estimate_run_bytes(runner.trainer, chunk)
     budget = memory_budget or available_memory_bytes() // 2
-    padded = runner.padded_size(local_runs)
-    # Checked before anything is written: the metrics of every run stay on the host, and at
-    # least one run per device must fit in a batch.
-    history_bytes = local_runs * config.num_updates * 16 * 4
-    if run_bytes * runner.num_devices + history_bytes > budget:
-        raise MemoryError(
-            f"{num_runs} runs do not fit in {budget / 2**20:.0f} MiB even in batches: one run "
-            f"needs ~{run_bytes / 2**20:.1f} MiB on each of {runner.num_devices} device(s) and "
-            f"their metrics ~{history_bytes / 2**20:.0f} MiB; use fewer seeds or settings, "
-            "fewer updates, or a larger --memory-budget-mb"
-        )
+    per_block, compile_seconds = plan_memory(runner, config, local_runs, chunk, budget, num_runs)
     log(
         f"{config.env}: {grid.size} setting(s) x {num_seeds} seed(s) = {num_runs} runs"
         + (f" (runs {first_run}..{end_run - 1} here)" if pcount > 1 else "")
         + f" on {runner.num_devices} device(s); {config.num_updates} updates of "
-        f"{config.batch_size} steps; ~{run_bytes * padded / 2**20:.0f} MiB estimated of "
-        f"{budget / 2**20:.0f} MiB"
+        f"{config.batch_size} steps"
     )
-    per_block = plan_batches(local_runs, run_bytes, runner.num_devices, budget)
     out.mkdir(parents=True, exist_ok=True)
     if pid == 0:
         write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
@@ -252,7 +245,7 @@ def run_sweep(
     if len(blocks) > 1:
         log(
             f"the sweep does not fit in memory at once: {len(blocks)} batches of {per_block} "
-            f"runs, one after another (~{run_bytes * per_block / 2**20:.0f} MiB each)"
+            "runs, one after another"
         )
     live = len(blocks) == 1 and pcount == 1
     sinks = Sinks(
@@ -260,7 +253,7 @@ def run_sweep(
         record,
     )  # fmt: skip
     diverged: dict[int, int] = {}
-    timing = {"compile": 0.0, "run": 0.0, "steps": 0}
+    timing = {"compile": compile_seconds, "run": 0.0, "steps": 0}
     histories = []
     interrupted = False
     ckpt_root = out / "checkpoints" / (f"process-{pid}" if pcount > 1 else "")
@@ -273,6 +266,7 @@ def run_sweep(
                 ckpt_dir=ckpt_root / (f"batch-{b}" if len(blocks) > 1 else ""),
                 label=f"batch {b + 1}/{len(blocks)} " if len(blocks) > 1 else "",
             )
+            release_freed_memory()  # the previous batch's buffers
             history, interrupted = train_block(
                 runner, block, config, grid, chunk, checkpoint_every, keep, resume, record,
                 diverged, timing, interrupt, sinks if live else None, log,
@@ -310,7 +304,7 @@ def run_sweep(
 
     summary = write_results(
         out, config, grid, num_seeds, history, runs, diverged,
-        timing["compile"], timing["run"], timing["steps"],
+        timing["compile"], timing["run"], timing["steps"], runner.num_devices,
     )  # fmt: skip
     if interrupted:
         summary["interrupted_at_update"] = int(history["finite"].shape[1])
@@ -318,6 +312,60 @@ def run_sweep(
         log(f"stopped at update {summary['interrupted_at_update']}; continue with: "
             f"purejaxppo train --resume {out}")  # fmt: skip
     return summary
+
+
+def plan_memory(
+    runner: Runner, config: Config, num_runs: int, chunk: int, budget: int, total_runs: int
+) -> tuple[int, float]:
+    """Runs per batch so that this process's peak memory stays within `budget`; compiles the
+    batch's programs on the way. Returns (runs per batch, compile seconds).
+
+    The process's own memory (runtime, compiler, imports) is measured, not guessed; the static
+    estimate only picks a first batch size, whose compiled programs then report their real
+    footprint (XLA's buffer assignment), and the size is corrected from that once. Raises
+    MemoryError, before anything is written, when not even one run per device fits.
+    """
+    host = host_bytes_per_run(config) * num_runs
+    mib = 2**20
+
+    def refuse(why: str) -> MemoryError:
+        return MemoryError(
+            f"{total_runs} runs do not fit in {budget / mib:.0f} MiB even in batches: {why}; "
+            "use fewer seeds or settings, fewer updates, or a larger --memory-budget-mb"
+        )
+
+    room = budget - process_rss_bytes() - host
+    floor = state_bytes(runner.trainer)  # a run needs at least its training state
+    if room < floor * runner.num_devices:
+        raise refuse(
+            f"this process already holds {process_rss_bytes() / mib:.0f} MiB and the runs' "
+            f"metrics need {host / mib:.0f} MiB"
+        )
+    per_block = plan_batches(
+        num_runs, estimate_run_bytes(runner.trainer, chunk), runner.num_devices, room
+    )
+    t0 = time.perf_counter()
+    for attempt in range(3):
+        size = runner.padded_size(per_block)
+        # The programs' buffers, and the host copy of the state a checkpoint save makes.
+        block_bytes = runner.compile(size, chunk) + size * floor
+        release_freed_memory()  # the compiler's scratch memory
+        room = budget - process_rss_bytes() - host
+        fits = block_bytes <= 0.92 * room  # for what the buffer assignment does not see
+        if fits and (per_block == num_runs or block_bytes >= 0.6 * room or attempt == 2):
+            break
+        # The estimate was far off either way: re-plan from the measured footprint.
+        per_run = max(1, block_bytes // size)
+        if per_run * runner.num_devices > 0.92 * room:
+            raise refuse(
+                f"one run takes {per_run / mib:.1f} MiB on each of {runner.num_devices} "
+                f"device(s) and this process already holds {process_rss_bytes() / mib:.0f} MiB"
+            )
+        fit = plan_batches(num_runs, per_run, runner.num_devices, int(0.85 * room))
+        if fit == per_block:
+            break
+        per_block = fit
+    return per_block, time.perf_counter() - t0
 
 
 class Block(NamedTuple):
@@ -383,11 +431,9 @@ def train_block(
     interrupted = False
     for first, length in chunks(start, config.num_updates, chunk):
         t0 = time.perf_counter()
-        if length not in runner.compiled_lengths:
-            runner._advance.lower(state, hp, length).compile()
-            runner.compiled_lengths.add(length)
-            timing["compile"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
+        runner.compile(block.runs.keys.shape[0], length)  # the shorter last chunk, if any
+        timing["compile"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         state, metrics = runner.advance(state, hp, length)
         elapsed = time.perf_counter() - t0
         timing["run"] += elapsed
@@ -457,6 +503,7 @@ def write_results(
     compile_seconds: float,
     run_seconds: float,
     steps_run: int,
+    devices: int = 1,
 ) -> dict[str, Any]:
     """metrics.npz [setting, seed, update], summary.json and curves.png, each written atomically."""
     updates = history["finite"].shape[1]
@@ -487,6 +534,7 @@ def write_results(
     summary = {
         "env": config.env,
         "num_seeds": num_seeds,
+        "devices": devices,
         "total_timesteps": int(env_steps[-1]) if updates else 0,
         "compile_seconds": round(compile_seconds, 3),
         "run_seconds": round(run_seconds, 3),

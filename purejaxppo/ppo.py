@@ -1285,6 +1285,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--num-seeds", type=int, default=1, help="seeds trained in parallel")
     parser.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="XLA CPU devices to shard the seeds over (default: one per core, unless XLA_FLAGS "
+        "or JAX_NUM_CPU_DEVICES chose a count); 1 runs everything on one core",
+    )
     for cls in (Config, HParams):
         for f in dataclasses.fields(cls):
             parser.add_argument(
@@ -1295,6 +1302,50 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"{f.metadata.get('help', '')} (default {f.default!r}, or the env preset)",
             )
     return parser
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its CPU affinity, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this OS
+        return os.cpu_count() or 1
+
+
+def chosen_cpu_devices() -> int | None:
+    """The XLA CPU device count the user chose (JAX_NUM_CPU_DEVICES, jax's config, or XLA_FLAGS'
+    --xla_force_host_platform_device_count), or None."""
+    if jax.config.jax_num_cpu_devices >= 0:
+        return int(jax.config.jax_num_cpu_devices)
+    for flag in os.environ.get("XLA_FLAGS", "").split():
+        name, _, value = flag.partition("=")
+        if name == "--xla_force_host_platform_device_count" and value.isdigit():
+            return int(value)
+    return None
+
+
+def use_cpu_cores(devices: int | None = None) -> int:
+    """Run on every core: expose one XLA CPU device per core this process may use, so that
+    the seeds and settings sharded over jax.devices() train in parallel. Call it before JAX
+    starts (right after the imports: before any array is made or any env is built).
+
+    devices=None keeps a count the user already chose (XLA_FLAGS or JAX_NUM_CPU_DEVICES) and
+    otherwise takes the core count; an integer sets exactly that many. Only JAX's CPU client is
+    affected: a GPU or TPU run still uses one device per accelerator. Returns the CPU device
+    count in force. Raises RuntimeError if JAX has already started with another count.
+    """
+    if devices is not None and (isinstance(devices, bool) or devices <= 0):
+        raise ValueError(f"devices must be a positive integer, got {devices!r}")
+    count = devices or chosen_cpu_devices() or cpu_cores()
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:
+        raise RuntimeError(
+            f"use_cpu_cores({devices or ''}) came too late: JAX has already started with "
+            f"{jax.local_device_count('cpu')} CPU device(s). Call it right after importing, "
+            "before any JAX array, env or jax.devices() call."
+        ) from None
+    return count
 
 
 def compiler_options() -> dict[str, Any] | None:
@@ -1323,22 +1374,34 @@ def train_seeds(
     Returns (final states [S, ...], metrics {name: [S, num_updates]}, summary) where summary
     holds the fields of the command line's JSON line.
     """
+    # Seeds sharded over every device. A count that does not divide evenly is padded with copies
+    # of the last seed, dropped afterwards: a device runs ceil(S / D) seeds either way.
+    devices = jax.devices()
+    sharding = jax.sharding.NamedSharding(
+        jax.sharding.Mesh(np.asarray(devices), ("seeds",)), jax.sharding.PartitionSpec("seeds")
+    )
     train = jax.jit(
-        jax.vmap(make_train(config, env), in_axes=(0, None)), compiler_options=compiler_options()
+        jax.vmap(make_train(config, env), in_axes=(0, None)),
+        out_shardings=sharding,
+        compiler_options=compiler_options(),
     )
     keys = jax.random.split(jax.random.key(seed), num_seeds)
+    padded = -(-num_seeds // len(devices)) * len(devices)
+    keys = jax.device_put(keys[np.minimum(np.arange(padded), num_seeds - 1)], sharding)
     t0 = time.perf_counter()
     compiled = train.lower(keys, hparams).compile()
     compile_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     state, metrics = jax.block_until_ready(compiled(keys, hparams))
     run_seconds = time.perf_counter() - t0
-    metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+    state = jax.tree.map(lambda x: x[:num_seeds], state)
+    metrics = {k: np.asarray(v)[:num_seeds] for k, v in jax.device_get(metrics).items()}
     finals = final_return(metrics)
     steps = config.num_updates * config.batch_size
     summary = {
         "env": config.env,
         "num_seeds": num_seeds,
+        "devices": len(devices),
         "total_timesteps": steps,
         "compile_seconds": round(compile_seconds, 3),
         "run_seconds": round(run_seconds, 3),
@@ -1353,9 +1416,12 @@ def train_seeds(
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = vars(build_parser().parse_args(argv))
-    num_seeds, seed = args.pop("num_seeds"), args.pop("seed")
+    num_seeds, seed, devices = args.pop("num_seeds"), args.pop("seed"), args.pop("devices")
     if num_seeds <= 0:
-        raise SystemExit("--num-seeds must be a positive integer")
+        raise ValueError(f"--num-seeds must be a positive integer, got {num_seeds}")
+    if devices is not None and devices <= 0:
+        raise ValueError(f"--devices must be a positive integer, got {devices}")
+    use_cpu_cores(devices)  # first: building the env (gymnax) starts JAX
     config, hparams = preset(args.get("env", Config.env))
     config_names = {f.name for f in dataclasses.fields(Config)}
     config = config.replace(**{k: v for k, v in args.items() if k in config_names})

@@ -32,3 +32,15 @@ def tiny_config(**changes):
 @pytest.fixture
 def tiny():
     return tiny_config()
+
+
+def pytest_configure(config):
+    # Tests that call the command line in this process run on one XLA CPU device, whichever
+    # test starts JAX first (the command line would otherwise take one device per core).
+    # Several devices are tested in subprocesses.
+    import jax
+
+    from purejaxppo.ppo import chosen_cpu_devices
+
+    if chosen_cpu_devices() is None:
+        jax.config.update("jax_num_cpu_devices", 1)

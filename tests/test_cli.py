@@ -51,6 +51,8 @@ def test_train_writes_results(tmp_path, capsys):
         (["--env", "CartPole-v1", "--set", "total_timesteps=1e400"], "total_timesteps"),
         (["--env", "CartPole-v1", "--set", "learning_rate=1e400"], "HParams.learning_rate"),
         (["--env", "CartPole-v1", "--set", "hidden_sizes=64,1.5"], "hidden_sizes"),
+        (["--env", "CartPole-v1", "--devices", "0"], "--devices must be a positive integer"),
+        (["--env", "CartPole-v1", "--devices", "3"], "--devices 3: use_cpu_cores(3) came too"),
         (
             ["--env", "CartPole-v1", "--num-seeds", "4", "--memory-budget-mb", "0.01"],
             "do not fit in 0 MiB even in batches",

@@ -1,11 +1,14 @@
 """ppo.py copied alone into an empty folder still runs, importing nothing from the package."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import purejaxppo.ppo
@@ -44,9 +47,11 @@ def test_copied_ppo_py_runs_alone(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result) == {
-        "env", "num_seeds", "total_timesteps", "compile_seconds", "run_seconds",
+        "env", "num_seeds", "devices", "total_timesteps", "compile_seconds", "run_seconds",
         "steps_per_second", "final_return", "final_return_mean",
     }  # fmt: skip
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        assert result["devices"] == len(os.sched_getaffinity(0))  # every core by default
     assert result["env"] == "CartPole-v1"
     assert result["num_seeds"] == 2 and len(result["final_return"]) == 2
     assert result["total_timesteps"] == 256
@@ -65,3 +70,51 @@ def test_standalone_cli_rejects_bad_values_with_the_field_name(tmp_path):
     assert proc.returncode == 2
     assert "Config.num_minibatches" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+SHARDED = textwrap.dedent(
+    """
+    import hashlib, json, sys
+    import numpy as np
+    import ppo
+    devices = ppo.use_cpu_cores(int(sys.argv[1]))
+    config = ppo.Config(env="CartPole-v1", num_envs=4, num_steps=16, total_timesteps=16 * 4 * 6,
+                        hidden_sizes=(16,))
+    _, metrics, summary = ppo.train_seeds(config, ppo.HParams(), 3, 0)
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(metrics[k]).tobytes()
+                                     for k in sorted(metrics))).hexdigest()
+    print(json.dumps({"devices": summary["devices"], "digest": digest,
+                      "first": {k: metrics[k][:, 0].tolist() for k in
+                                ("policy_loss", "value_loss", "entropy", "approx_kl")}}))
+    """
+)
+
+
+@pytest.mark.integration
+def test_seeds_sharded_over_two_devices_match_one_device_per_seed(tmp_path):
+    """3 seeds on 2 devices (uneven: one padded copy, dropped) against 1 device: each seed's
+    first update agrees to float rounding; on the same device count, runs are bitwise equal."""
+    shutil.copy(Path(purejaxppo.ppo.__file__), tmp_path / "ppo.py")
+
+    def run(devices):
+        proc = subprocess.run([sys.executable, "-c", SHARDED, str(devices)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    one, two, again = run(1), run(2), run(2)
+    assert (one["devices"], two["devices"]) == (1, 2)
+    assert two["digest"] == again["digest"]  # same device count: bitwise the same
+    for name, values in one["first"].items():
+        assert len(values) == 3
+        np.testing.assert_allclose(two["first"][name], values, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_use_cpu_cores_after_jax_started_says_so():
+    code = "import jax, jax.numpy as jnp, ppo; jnp.zeros(1); ppo.use_cpu_cores(3)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(purejaxppo.ppo.__file__).parent,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode != 0
+    assert "use_cpu_cores(3) came too late: JAX has already started with 1 CPU device" in (
+        proc.stderr
+    ), proc.stderr[-2000:]

@@ -181,6 +181,38 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupte
     assert_same_run(out, uninterrupted)
 
 
+@pytest.mark.integration
+def test_killed_at_random_points_and_resumed_ends_bit_identical(tmp_path, uninterrupted):
+    """SIGKILL at times drawn from a fixed seed: during start-up, compile, training or a
+    checkpoint write (one every 2 updates). Each time, continue as a user would (resume if the
+    run recorded itself, else start it again); the end must equal the uninterrupted run."""
+    import random
+
+    rng = random.Random(20261125)
+    out = tmp_path / "killed"
+    kills, launches = 0, 0
+    while launches < 12:
+        launches += 1
+        started = (out / "config.json").exists()
+        proc = run_cli(["train", "--resume", str(out)] if started else ["train", *COMMON,
+                        "--out", str(out)])  # fmt: skip
+        delay = rng.uniform(2.0, 14.0) if kills < 5 else 600
+        try:
+            _, err = proc.communicate(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            kills += 1
+            ckpts = out / "checkpoints"
+            steps = sorted(p.name for p in ckpts.iterdir()) if ckpts.is_dir() else []
+            print(f"killed after {delay:.1f} s; checkpoints then: {steps[-3:]}")
+            continue
+        assert proc.returncode == 0, f"launch {launches} failed: {err[-3000:]}"
+        break
+    assert kills == 5 and (out / "summary.json").exists()
+    assert_same_run(out, uninterrupted)
+
+
 def test_ctrl_c_checkpoints_exits_130_and_resume_loses_nothing(tmp_path, uninterrupted):
     out = tmp_path / "interrupted"
     proc, err = interrupt_after_checkpoint(out, signal.SIGINT)
@@ -280,14 +312,19 @@ def test_wandb_without_the_package_is_a_clear_error(tmp_path, capsys, monkeypatc
     assert not (tmp_path / "w").exists()
 
 
-def test_sweep_too_large_for_memory_runs_in_batches(tmp_path, capsys):
+def test_sweep_too_large_for_memory_runs_in_batches(tmp_path, capsys, monkeypatch):
     args = ["train", "--env", "CartPole-v1", "--num-seeds", "3", "--total-timesteps", "64",
             "--sweep", "learning_rate=0.001,0.01", "--set", *TINY_SET]  # fmt: skip
-    from purejaxppo.ppo import make_trainer
-    from purejaxppo.sweep import estimate_run_bytes
+    from purejaxppo import driver
+    from purejaxppo.sweep import Runner, host_bytes_per_run, state_bytes
 
-    run_mb = estimate_run_bytes(make_trainer(TINY.replace(total_timesteps=64)), 1) / 2**20
-    budget = str(1.5 * run_mb)  # room for one run at a time
+    # The planner's own measure of one run (compiled programs + host copy of the state), with
+    # this test process's memory taken as zero: room for one run at a time, not two.
+    config = TINY.replace(total_timesteps=64)
+    runner = Runner(config)
+    one = runner.compile(1, 2) + state_bytes(runner.trainer) + 6 * host_bytes_per_run(config)
+    monkeypatch.setattr(driver, "process_rss_bytes", lambda: 0)
+    budget = str(1.5 * one / 2**20)
     assert main([*args, "--out", str(tmp_path / "batched"), "--memory-budget-mb", budget]) == 0
     err = capsys.readouterr().err
     assert "does not fit in memory at once: 6 batches of 1 runs" in err
@@ -299,6 +336,23 @@ def test_sweep_too_large_for_memory_runs_in_batches(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "batched" / "checkpoints").iterdir()) == [
         f"batch-{b}" for b in range(6)
     ]
+
+
+@pytest.mark.integration
+def test_the_memory_budget_bounds_the_peak_memory_of_the_process(tmp_path):
+    """The budget is the whole process's peak resident memory (runtime and compiler included):
+    2000 CartPole runs that need ~1.9 GB at once, in 1000 MiB, peak within 10% of it."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "purejaxppo.cli", "train", "--env", "CartPole-v1",
+         "--num-seeds", "2000", "--total-timesteps", "1024", "--memory-budget-mb", "1000",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "does not fit in memory at once" in proc.stderr
+    peak = json.loads((out / "summary.json").read_text())["peak_rss_mb"]
+    assert peak <= 1.1 * 1000, peak
 
 
 def free_port():
@@ -352,3 +406,31 @@ def test_eval_renders_one_episode_to_a_gif(tmp_path, capsys):
     assert "ending in .gif" in capsys.readouterr().err
     assert main(["eval", str(out), "--render", str(gif), "--render-run", "5"]) == 2
     assert "--render-run must be in 0..0" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_runs_use_every_core_by_default_and_resume_keeps_the_count(tmp_path):
+    out = tmp_path / "run"
+    args = ["--env", "CartPole-v1", "--num-seeds", "3", "--total-timesteps", "64", "--set",
+            *TINY_SET]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    proc = run_cli(["train", *args, "--out", str(out)], env=env)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    cores = len(os.sched_getaffinity(0))
+    assert json.loads((out / "config.json").read_text())["devices"] == cores
+    assert json.loads((out / "summary.json").read_text())["devices"] == cores
+    assert f"on {cores} device(s)" in err
+    other = 1 if cores > 1 else 2
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    proc = run_cli(["train", "--resume", str(out), "--devices", str(other)], env=env)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [
+        f"purejaxppo: error: --devices {other}: {out} was trained on {cores} device(s), and a "
+        f"run's numbers depend on the per-device batch; drop --devices (it uses {cores})"
+    ]
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    proc = run_cli(["eval", str(out), "--episodes", "2"], env=env)  # takes the recorded count
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
