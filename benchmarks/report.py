@@ -158,11 +158,62 @@ def pixels_section(data: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def devices_section(data: dict[str, Any]) -> list[str]:
+    out = [
+        "## Every core by default (default command vs `--devices 1`)",
+        "",
+        machine_line(data["machine"]),
+        "`python benchmarks/devices.py`: each row is a pair of fresh processes running what a user",
+        "types (the standalone `python purejaxppo/ppo.py ...` for CartPole, `purejaxppo train ...`",
+        "for brax), once as is (one XLA CPU device per core) and once with `--devices 1`, back to",
+        "back; the ratio is taken within the pair. Steps/s of the run alone, all seeds counted.",
+        "",
+        "| case | steps per seed | devices | steps/s | steps/s, --devices 1 | ratio "
+        "| compile s (default / 1) | final return (default / 1) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in data["rows"]:
+        for pair in row["pairs"]:
+            d, one = pair["default"], pair["one"]
+            out.append(
+                f"| {row['case']} | {row['steps']:,} | {d['devices']} | "
+                f"{d['steps_per_second']:,.0f} | {one['steps_per_second']:,.0f} | "
+                f"**{pair['ratio']:.2f}x** | {d['compile_seconds']:.1f} / "
+                f"{one['compile_seconds']:.1f} | {d['final_return_mean']} / "
+                f"{one['final_return_mean']} |"
+            )
+    out.append("")
+    return out
+
+
+def brax_step_section(data: dict[str, Any]) -> list[str]:
+    out = [
+        "## The auto-reset's share of a brax step",
+        "",
+        machine_line(data["machine"]),
+        "`python benchmarks/brax_step.py`: `BraxEnv.step` (computes a fresh `env.reset` every",
+        "step and selects it where an episode ended) against the same vmapped, scanned brax step",
+        "without the reset, same process, alternated, best of 5; env steps/s of stepping alone.",
+        "",
+        "| env | envs x steps | with reset | without | reset's share |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        out.append(
+            f"| {r['env']} | {r['num_envs']} x {r['steps']} | "
+            f"{r['with_reset_steps_per_second']:,} | {r['without_reset_steps_per_second']:,} | "
+            f"{100 * r['reset_share']:.0f}% |"
+        )
+    out.append("")
+    return out
+
+
 def write_report() -> Path:
     lines = [
         "# Benchmarks",
         "",
-        "Regenerate: `python benchmarks/throughput.py` (throughput, profile, peers, sweep) and",
+        "Regenerate: `python benchmarks/throughput.py` (throughput, profile, peers, sweep),",
+        "`python benchmarks/devices.py` (every core vs one), `python benchmarks/brax_step.py`,",
         "`python benchmarks/objectives.py --protocol reduced` (PPO paper Table 1) and",
         "`python benchmarks/minatar.py` (MinAtar games, CNN vs MLP); each rebuilds",
         "this file from `benchmarks/results/`. Absolute figures drift on shared machines; the",
@@ -170,11 +221,13 @@ def write_report() -> Path:
         "",
     ]
     for name, fn in [
+        ("devices", devices_section),
         ("scaling", scaling_section),
         ("profile", profile_section),
         ("peers", peers_section),
         ("sweep", sweep_section),
         ("pixels", pixels_section),
+        ("brax_step", brax_step_section),
     ]:
         data = load(name)
         if data is not None:

@@ -12,6 +12,7 @@ from purejaxppo.ppo import (
     make_train,
     make_trainer,
     policy_loss,
+    use_cpu_cores,
     value_loss,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "make_train",
     "make_trainer",
     "policy_loss",
+    "use_cpu_cores",
     "value_loss",
 ]
 __version__ = "0.1.0"

@@ -298,8 +298,12 @@ def read_saved_state(directory: str | Path, update: int | None = None) -> Any:
     ckpt = Checkpointer(directory)
     try:
         update = ckpt.latest() if update is None else update
+        # Host arrays of the saved shapes: restorable whatever devices saved them.
+        state_dir = ckpt.step_dir(update) / "state"
+        saved = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
+        target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), saved)
         return ckpt.manager.restore(
-            update, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+            update, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         )["state"]
     finally:
         ckpt.close()

@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -231,12 +232,16 @@ def run_sweep(
     local_runs = end_run - first_run
     chunk = chunk or default_chunk(config.num_updates, checkpoint_every)
     budget = memory_budget or available_memory_bytes() // 2
-    per_block, compile_seconds = plan_memory(runner, config, local_runs, chunk, budget, num_runs)
+    per_block, block_bytes, compile_seconds = plan_memory(
+        runner, config, local_runs, chunk, budget, num_runs
+    )
     log(
         f"{config.env}: {grid.size} setting(s) x {num_seeds} seed(s) = {num_runs} runs"
         + (f" (runs {first_run}..{end_run - 1} here)" if pcount > 1 else "")
         + f" on {runner.num_devices} device(s); {config.num_updates} updates of "
-        f"{config.batch_size} steps"
+        f"{config.batch_size} steps; a batch of {per_block} runs needs {block_bytes / 2**20:.0f} "
+        f"MiB (measured) beside the {process_rss_bytes() / 2**20:.0f} MiB this process holds, "
+        f"of {budget / 2**20:.0f} MiB"
     )
     out.mkdir(parents=True, exist_ok=True)
     if pid == 0:
@@ -316,13 +321,14 @@ def run_sweep(
 
 def plan_memory(
     runner: Runner, config: Config, num_runs: int, chunk: int, budget: int, total_runs: int
-) -> tuple[int, float]:
+) -> tuple[int, int, float]:
     """Runs per batch so that this process's peak memory stays within `budget`; compiles the
-    batch's programs on the way. Returns (runs per batch, compile seconds).
+    batch's programs on the way. Returns (runs per batch, their bytes, compile seconds).
 
     The process's own memory (runtime, compiler, imports) is measured, not guessed; the static
     estimate only picks a first batch size, whose compiled programs then report their real
-    footprint (XLA's buffer assignment), and the size is corrected from that once. Raises
+    footprint (XLA's buffer assignment), and the size is corrected from that (at most twice,
+    when the estimate was off by more than a third either way). Raises
     MemoryError, before anything is written, when not even one run per device fits.
     """
     host = host_bytes_per_run(config) * num_runs
@@ -349,7 +355,8 @@ def plan_memory(
         size = runner.padded_size(per_block)
         # The programs' buffers, and the host copy of the state a checkpoint save makes.
         block_bytes = runner.compile(size, chunk) + size * floor
-        release_freed_memory()  # the compiler's scratch memory
+        # Measured untrimmed: the compiler's leftover heap stands in for what the runtime adds
+        # once the programs run (~150 MB here), which a trimmed reading misses.
         room = budget - process_rss_bytes() - host
         fits = block_bytes <= 0.92 * room  # for what the buffer assignment does not see
         if fits and (per_block == num_runs or block_bytes >= 0.6 * room or attempt == 2):
@@ -364,8 +371,9 @@ def plan_memory(
         fit = plan_batches(num_runs, per_run, runner.num_devices, int(0.85 * room))
         if fit == per_block:
             break
+        runner.forget(size)  # this size's programs are not used
         per_block = fit
-    return per_block, time.perf_counter() - t0
+    return per_block, block_bytes, time.perf_counter() - t0
 
 
 class Block(NamedTuple):
@@ -579,7 +587,8 @@ def plot_curves(
         # Updates in which no episode ended carry NaN; fill forward so the curve is continuous.
         r = _ffill(returns[h])
         label = ", ".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # updates before any episode ended are all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(r, axis=0)
             low, high = np.nanpercentile(r, [25, 75], axis=0)
         (line,) = ax.plot(env_steps, mean, label=label, lw=1.5)

@@ -291,7 +291,8 @@ class Runner:
     def compile(self, n: int, length: int) -> int:
         """Compile init and a `length`-update advance for blocks of n runs (padded to the device
         multiple), keep them for init/advance, and return the bytes the larger of the two
-        holds while it runs (XLA's buffer assignment: the block's real footprint)."""
+        holds while it runs on all devices together (XLA's buffer assignment: the block's real
+        footprint; XLA reports one device's share of a partitioned program)."""
         n = self.padded_size(n)
         keys, hp = self._specs(n)
         sizes = []
@@ -302,7 +303,12 @@ class Runner:
             state = self.abstract_state_of(keys, hp)
             self.compiled["advance", n, length] = self._advance.lower(state, hp, length).compile()
         sizes.append(program_bytes(self.compiled["advance", n, length]))
-        return max(sizes)
+        return max(sizes) * self.num_devices
+
+    def forget(self, n: int) -> None:
+        """Drop the compiled programs for blocks of n runs."""
+        for key in [k for k in self.compiled if k[1] == self.padded_size(n)]:
+            del self.compiled[key]
 
     def abstract_state(self, keys: jax.Array, hparams: HParams) -> TrainState:
         """Shapes, dtypes and shardings of init's state, without computing it (for restores)."""

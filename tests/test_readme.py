@@ -82,6 +82,13 @@ PYTHON_SMALL = [
     ("num_seeds=8", "num_seeds=2"),
     ("checkpoint_every=50", "checkpoint_every=2"),
     ("num_episodes=10", "num_episodes=2"),
+    # The blocks run in one interpreter where JAX has started by then: the call must say so.
+    (
+        "purejaxppo.use_cpu_cores()  ",
+        "try:\n    purejaxppo.use_cpu_cores(3)\nexcept RuntimeError as err:\n"
+        "    assert 'came too late' in str(err), err\n"
+        "else:\n    raise AssertionError('no error')\n",
+    ),
 ]
 
 

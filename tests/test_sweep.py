@@ -196,7 +196,7 @@ def test_killed_at_random_points_and_resumed_ends_bit_identical(tmp_path, uninte
         started = (out / "config.json").exists()
         proc = run_cli(["train", "--resume", str(out)] if started else ["train", *COMMON,
                         "--out", str(out)])  # fmt: skip
-        delay = rng.uniform(2.0, 14.0) if kills < 5 else 600
+        delay = rng.uniform(2.0, 12.0) if kills < 4 else 600
         try:
             _, err = proc.communicate(timeout=delay)
         except subprocess.TimeoutExpired:
@@ -209,7 +209,7 @@ def test_killed_at_random_points_and_resumed_ends_bit_identical(tmp_path, uninte
             continue
         assert proc.returncode == 0, f"launch {launches} failed: {err[-3000:]}"
         break
-    assert kills == 5 and (out / "summary.json").exists()
+    assert kills == 4 and (out / "summary.json").exists()
     assert_same_run(out, uninterrupted)
 
 
@@ -341,18 +341,18 @@ def test_sweep_too_large_for_memory_runs_in_batches(tmp_path, capsys, monkeypatc
 @pytest.mark.integration
 def test_the_memory_budget_bounds_the_peak_memory_of_the_process(tmp_path):
     """The budget is the whole process's peak resident memory (runtime and compiler included):
-    2000 CartPole runs that need ~1.9 GB at once, in 1000 MiB, peak within 10% of it."""
+    1000 CartPole runs that need ~1.3 GB at once, in 900 MiB, peak within 10% of it."""
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "purejaxppo.cli", "train", "--env", "CartPole-v1",
-         "--num-seeds", "2000", "--total-timesteps", "1024", "--memory-budget-mb", "1000",
+         "--num-seeds", "1000", "--total-timesteps", "1024", "--memory-budget-mb", "900",
          "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "does not fit in memory at once" in proc.stderr
     peak = json.loads((out / "summary.json").read_text())["peak_rss_mb"]
-    assert peak <= 1.1 * 1000, peak
+    assert peak <= 1.1 * 900, peak
 
 
 def free_port():
