@@ -83,15 +83,23 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("runs",))
 
 
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (Linux), else physical memory from sysconf."""
+def _proc_kib_field(path: str, field: str) -> int | None:
+    """The `field:` line of a /proc file given in kB, as bytes; None where it is not there."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else physical memory from sysconf."""
+    available = _proc_kib_field("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
@@ -152,14 +160,7 @@ def plan_batches(num_runs: int, run_bytes: int, num_devices: int, budget: int) -
 
 def process_rss_bytes() -> int:
     """This process's resident memory now (VmRSS); 0 where /proc is not there."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kib_field("/proc/self/status", "VmRSS") or 0
 
 
 def release_freed_memory() -> None:
