@@ -16,7 +16,6 @@ import io
 import json
 import math
 import os
-import resource
 import signal
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from purejaxppo.sweep import (
     layout_runs,
     make_mesh,
     plan_batches,
+    process_peak_rss_bytes,
     process_rss_bytes,
     process_share,
     release_freed_memory,
@@ -327,8 +327,8 @@ def plan_memory(
 
     The process's own memory (runtime, compiler, imports) is measured, not guessed; the static
     estimate only picks a first batch size, whose compiled programs then report their real
-    footprint (XLA's buffer assignment), and the size is corrected from that (at most twice,
-    when the estimate was off by more than a third either way). Raises
+    footprint (XLA's buffer assignment), and the size is corrected from that until it fits (twice
+    at most when the estimate was off by more than a third but the batch fits). Raises
     MemoryError, before anything is written, when not even one run per device fits.
     """
     host = host_bytes_per_run(config) * num_runs
@@ -351,7 +351,8 @@ def plan_memory(
         num_runs, estimate_run_bytes(runner.trainer, chunk), runner.num_devices, room
     )
     t0 = time.perf_counter()
-    for attempt in range(3):
+    attempt = 0
+    while True:  # ends: from the third attempt on, a batch that does not fit only shrinks
         size = runner.padded_size(per_block)
         # The programs' buffers, and the host copy of the state a checkpoint save makes.
         block_bytes = runner.compile(size, chunk) + size * floor
@@ -359,7 +360,7 @@ def plan_memory(
         # once the programs run (~150 MB here), which a trimmed reading misses.
         room = budget - process_rss_bytes() - host
         fits = block_bytes <= 0.92 * room  # for what the buffer assignment does not see
-        if fits and (per_block == num_runs or block_bytes >= 0.6 * room or attempt == 2):
+        if fits and (per_block == num_runs or block_bytes >= 0.6 * room or attempt >= 2):
             break
         # The estimate was far off either way: re-plan from the measured footprint.
         per_run = max(1, block_bytes // size)
@@ -371,8 +372,13 @@ def plan_memory(
         fit = plan_batches(num_runs, per_run, runner.num_devices, int(0.85 * room))
         if fit == per_block:
             break
+        # The batch size returned is always one whose programs were compiled and measured
+        # here: compiling it later, during training, would add the compiler's heap on top of
+        # the running batch's buffers.
         runner.forget(size)  # this size's programs are not used
+        release_freed_memory()  # nor their compiler's heap: the next reading starts clean
         per_block = fit
+        attempt += 1
     return per_block, block_bytes, time.perf_counter() - t0
 
 
@@ -495,9 +501,8 @@ def _describe(r: int, runs: Any, grid: Grid, offset: int = 0) -> str:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / 2**20 if sys.platform == "darwin" else peak / 2**10, 1)
+    """This process's peak resident memory so far, in MiB (its own, not a forking parent's)."""
+    return round(process_peak_rss_bytes() / 2**20, 1)
 
 
 def write_results(

@@ -163,6 +163,23 @@ def process_rss_bytes() -> int:
     return _proc_kib_field("/proc/self/status", "VmRSS") or 0
 
 
+def process_peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (VmHWM of its own address space).
+
+    Not getrusage's ru_maxrss: Linux carries that over exec from the process that forked this
+    one, so a CLI started by a 2 GB parent (pytest, a notebook) reported a 2 GB peak of its own.
+    Falls back to ru_maxrss where /proc is not there.
+    """
+    peak = _proc_kib_field("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
 def release_freed_memory() -> None:
     """Hand freed heap back to the OS (glibc's malloc_trim) between batches of runs: without it
     the freed buffers of one batch stay resident in per-thread arenas, fragment, and the peak
