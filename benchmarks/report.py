@@ -79,6 +79,7 @@ def profile_section(data: dict[str, Any]) -> list[str]:
         f"{data['efficiency_trainer']:.3f}; of the learning floor "
         f"{data['efficiency_learning_floor']:.3f}.",
         "",
+        *matmul_lines(data),
         "Hottest XLA ops in a profiled two-update run (share of all op time; the profiler's",
         "per-op cost inflates the many tiny env-step ops):",
         "",
@@ -87,6 +88,29 @@ def profile_section(data: dict[str, Any]) -> list[str]:
     ]
     for h in data["hot_ops"]:
         out.append(f"| {h['op']} | {h['share']:.1%} | {h['calls']} | `{h['source']}` |")
+    return out + [""]
+
+
+def matmul_lines(data: dict[str, Any]) -> list[str]:
+    """The update phase's achieved matmul GFLOP/s against batched matmuls in the same process."""
+    if "update_gflops" not in data:
+        return []
+    out = [
+        f"Trainer vs learning floor (floor run s / trainer run s): "
+        f"{data['trainer_vs_learning_floor']:.3f}. The epochs of minibatch updates do "
+        f"{data['update_gflop']:,.0f} GFLOP of matmuls (forward, weight and input gradients, "
+        f"counted from the layer shapes): {data['update_gflops']:.1f} GFLOP/s in the trainer, "
+        f"{data['learning_floor_update_gflops']:.1f} in the learning floor. The same arithmetic "
+        "as chained batched matmuls of the widest layer, same process:",
+        "",
+        "| matmul | calls | run s | GFLOP/s | update's share of it |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, m in data["matmul_peak"].items():
+        out.append(
+            f"| {m['shape']} ({label.replace('_', ' ')}) | {m['calls']:,} | {m['seconds']:.2f} | "
+            f"{m['gflops']:.1f} | {data['update_gflops'] / m['gflops']:.0%} |"
+        )
     return out + [""]
 
 

@@ -312,9 +312,29 @@ def worker_profile(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]
         "bootstrap_and_gae": max(0.0, run["rollout_gae"] - run["rollout"]),
         "epochs_of_minibatch_updates": max(0.0, run["trainer"] - run["rollout_gae"]),
     }
+    # Matmul arithmetic of the epochs of minibatch updates, counted from the network's shapes:
+    # forward, weight gradients and input gradients (none for the observation input) of every
+    # layer of both torsos and heads, for every minibatch row, epoch, update and seed.
+    obs_dim = config_obs_dim(trainer)
+    widths = [obs_dim, *config.hidden_sizes]
+    torso = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    first = obs_dim * widths[1]
+    heads = widths[-1] * (env.action_dim + 1)
+    macs_per_row = 2 * torso + heads  # forward, both torsos and the heads
+    backward_per_row = 2 * macs_per_row - 2 * first  # dW everywhere, dX above the input
+    rows = num_seeds * config.num_updates * config.update_epochs * config.batch_size
+    update_flops = 2 * (macs_per_row + backward_per_row) * rows
+    update_seconds = max(1e-9, run["trainer"] - run["rollout_gae"])
+    floor_seconds = max(1e-9, run["learning_floor"] - run["rollout"])
+    peak = matmul_peak(num_seeds, config, update_flops)
     return {
         "num_seeds": num_seeds,
         "num_updates": config.num_updates,
+        "update_gflop": round(update_flops / 1e9, 2),
+        "update_gflops": round(update_flops / update_seconds / 1e9, 2),
+        "learning_floor_update_gflops": round(update_flops / floor_seconds / 1e9, 2),
+        "matmul_peak": peak,
+        "trainer_vs_learning_floor": round(run["learning_floor"] / run["trainer"], 4),
         "programs": times,
         "split_seconds": {k: round(v, 3) for k, v in split.items()},
         "split_fraction": {k: round(v / run["trainer"], 3) for k, v in split.items()},
@@ -322,6 +342,53 @@ def worker_profile(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]
         "efficiency_learning_floor": round(run["reference"] / run["learning_floor"], 4),
         "hot_ops": hot_ops(jax.jit(hot_loop, compiler_options=compiler_options()), keys),
     }
+
+
+def config_obs_dim(trainer: Any) -> int:
+    import math
+
+    return math.prod(trainer.env.obs_shape)
+
+
+def matmul_peak(num_seeds: int, config: Any, flops: float) -> dict[str, Any]:
+    """GFLOP/s of batched matmuls in this process, as the update's reference: [seeds, rows, 64]
+    @ [seeds, 64, 64] (the widest layer of the default network), run back to back until they
+    have done the update phase's arithmetic. Two sizes: one minibatch's rows (the size the
+    update multiplies at) and every row of one update's epochs at once (one large matmul)."""
+    import jax
+    import jax.numpy as jnp
+
+    width = max(config.hidden_sizes)
+    out = {}
+    for label, rows in (
+        ("minibatch_rows", config.minibatch_size),
+        ("all_rows_of_an_update", config.update_epochs * config.batch_size),
+    ):
+        per_call = 2 * num_seeds * rows * width * width
+        calls = max(1, int(flops // per_call))
+        a = jax.random.normal(jax.random.key(1), (num_seeds, rows, width))
+        # Orthogonal: the chained products keep their scale.
+        q = jnp.linalg.qr(jax.random.normal(jax.random.key(2), (width, width)))[0]
+        w = jnp.broadcast_to(q, (num_seeds, width, width))
+
+        def chain(a, w, calls=calls):
+            # Each product feeds the next (as layers do), so none is skipped or batched away.
+            return jax.lax.fori_loop(0, calls, lambda _, x: x @ w, a)
+
+        fn = jax.jit(chain)
+        jax.block_until_ready(fn(a, w))
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(a, w))
+            best = min(best, time.perf_counter() - t)
+        out[label] = {
+            "shape": f"[{num_seeds}, {rows}, {width}] @ [{num_seeds}, {width}, {width}]",
+            "calls": calls,
+            "seconds": round(best, 3),
+            "gflops": round(per_call * calls / best / 1e9, 2),
+        }
+    return out
 
 
 def hot_ops(fn: Any, keys: Any, top: int = 15) -> list[dict[str, Any]]:
