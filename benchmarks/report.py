@@ -150,8 +150,12 @@ def sweep_section(data: dict[str, Any]) -> list[str]:
         "",
         machine_line(data["machine"]),
         "",
-        f"`{data['command']}`: {data['total_timesteps']:,} steps per seed, compile "
-        f"{data['compile_seconds']} s, run {data['run_seconds']} s "
+        f"`{data['command']}`"
+        + (f" ({data['devices']} XLA CPU devices, the default)" if "devices" in data else "")
+        + f": {data['total_timesteps']:,} steps per seed, compile "
+        f"{data['compile_seconds']} s, run {data['run_seconds']} s"
+        + (f" ({data['wall_seconds'] / 60:.1f} min wall)" if "wall_seconds" in data else "")
+        + " "
         f"({data['steps_per_second']:,.0f} steps/s), peak RSS {data['peak_rss_mb']:,.0f} MB, "
         f"final return mean {data['final_return_mean']}.",
         "",

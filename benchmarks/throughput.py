@@ -643,6 +643,7 @@ def section_sweep(num_seeds: int, steps: int) -> None:
     result = {
         "command": " ".join(cmd[1:]),
         "num_seeds": num_seeds,
+        "devices": summary["devices"],
         "total_timesteps": summary["total_timesteps"],
         "wall_seconds": round(wall, 1),
         "compile_seconds": summary["compile_seconds"],

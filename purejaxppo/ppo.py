@@ -510,35 +510,20 @@ def check_obs_shape(config: Config, obs_shape: Sequence[int]) -> None:
         )
 
 
-class MLPPair(nn.Module):
-    """The actor's and the critic's MLP torsos, computed together. Layer i holds both kernels
-    stacked as [2, fan_in, width] (index 0 the actor's, 1 the critic's) and applies them as one
-    matmul: the first layer, whose input both share, as x @ [fan_in, 2 x width], the later ones
-    as one matmul batched over the pair. The same math as two separate MLPs in half the ops,
-    which on a CPU is what small layers cost (BENCHMARKS.md). Flattens the trailing obs_ndim
-    axes first. Kernels start at zero here: ActorCritic.init draws every kernel orthogonal.
-
-    branch=None returns both torsos' features [..., 2, F]; 0 or 1 runs one torso alone on its
-    slice of the kernels (the policy for evaluation, the value for the bootstrap pass)."""
+class MLPTorso(nn.Module):
+    """Flattens the trailing obs_ndim axes, then dense layers. Kernels start at zero here:
+    ActorCritic.init draws every kernel orthogonal at once."""
 
     sizes: Sequence[int]
     activation: str
     obs_ndim: int
 
     @nn.compact
-    def __call__(self, obs: jax.Array, branch: int | None = None) -> jax.Array:
+    def __call__(self, obs: jax.Array) -> jax.Array:
         act = {"tanh": nn.tanh, "relu": nn.relu}[self.activation]
         x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
         for i, width in enumerate(self.sizes):
-            fan_in = x.shape[-1]
-            kernel = self.param(f"kernel_{i}", nn.initializers.zeros, (2, fan_in, width))
-            bias = self.param(f"bias_{i}", nn.initializers.zeros, (2, width))
-            if branch is not None:
-                x = act(x @ kernel[branch] + bias[branch])
-            elif i == 0:
-                x = act(jnp.einsum("...i,kio->...ko", x, kernel) + bias)
-            else:
-                x = act(jnp.einsum("...ki,kio->...ko", x, kernel) + bias)
+            x = act(nn.Dense(width, kernel_init=nn.initializers.zeros, name=f"hidden_{i}")(x))
         return x
 
 
@@ -593,7 +578,7 @@ class ConvTorso(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """torso -> heads. `mlp`: separate actor and critic torsos (computed as a pair); the conv torsos are shared by
+    """torso -> heads. `mlp`: separate actor and critic torsos; the conv torsos are shared by
     the policy and value heads (PPO paper, section 5: a shared network trained on the combined
     loss). A state-independent log-std for continuous actions."""
 
@@ -607,7 +592,9 @@ class ActorCritic(nn.Module):
 
     def setup(self) -> None:
         if self.network == "mlp":
-            self.torsos = MLPPair(self.hidden_sizes, self.activation, len(self.obs_shape))
+            ndim = len(self.obs_shape)
+            self.actor_torso = MLPTorso(self.hidden_sizes, self.activation, ndim)
+            self.critic_torso = MLPTorso(self.hidden_sizes, self.activation, ndim)
         else:
             self.torso = ConvTorso(self.conv_layers, CONV_TORSOS[self.network][1])
         zeros = nn.initializers.zeros
@@ -618,31 +605,21 @@ class ActorCritic(nn.Module):
 
     def init(self, rngs: Any, *args: Any, **kwargs: Any) -> Any:
         """flax's init, then every kernel replaced by orthogonal_stack in one draw (a conv kernel
-        [kh, kw, in, out] as the matrix [kh * kw * in, out]; the MLP pair's [2, in, out] as the
-        actor's and the critic's own matrices, the actor's layers drawn first)."""
+        [kh, kw, in, out] as the matrix [kh * kw * in, out])."""
         variables = super().init(rngs, *args, **kwargs)
         key = rngs["params"] if isinstance(rngs, dict) else rngs
         flat = traverse_util.flatten_dict(variables)
-        pair = sorted(
-            (p for p in flat if p[-2] == "torsos" and p[-1].startswith("kernel_")),
-            key=lambda p: int(p[-1].removeprefix("kernel_")),
-        )
-        # (path, index in the pair or None): the actor's layers, the critic's, then the rest.
-        matrices = [(p, k) for k in (0, 1) for p in pair] + [
-            (p, None) for p in flat if p[-1] == "kernel"
-        ]
-        shapes = [flat[p].shape[1:] if k is not None else flat[p].shape for p, k in matrices]
-        gains = [HEAD_GAINS.get(p[-2], HIDDEN_GAIN) for p, _ in matrices]
-        drawn = orthogonal_stack(key, [(math.prod(sh[:-1]), sh[-1]) for sh in shapes], gains)
-        for (p, k), w, sh in zip(matrices, drawn, shapes, strict=True):
-            flat[p] = w.reshape(sh) if k is None else flat[p].at[k].set(w)
+        paths = [p for p in flat if p[-1] == "kernel"]
+        shapes = [flat[p].shape for p in paths]
+        gains = [HEAD_GAINS.get(p[-2], HIDDEN_GAIN) for p in paths]
+        kernels = orthogonal_stack(key, [(math.prod(sh[:-1]), sh[-1]) for sh in shapes], gains)
+        flat.update({p: k.reshape(sh) for p, k, sh in zip(paths, kernels, shapes, strict=True)})
         return traverse_util.unflatten_dict(flat)
 
     def features(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """obs [..., *obs_shape] -> (policy features, value features), each [..., F]."""
         if self.network == "mlp":
-            x = self.torsos(obs)
-            return x[..., 0, :], x[..., 1, :]
+            return self.actor_torso(obs), self.critic_torso(obs)
         x = self.torso(obs)
         return x, x
 
@@ -653,11 +630,11 @@ class ActorCritic(nn.Module):
         return self._dist(self.policy_head(pi)), self.value_head(v)[..., 0]
 
     def policy(self, obs: jax.Array) -> Dist:
-        x = self.torsos(obs, 0) if self.network == "mlp" else self.torso(obs)
+        x = self.actor_torso(obs) if self.network == "mlp" else self.torso(obs)
         return self._dist(self.policy_head(x))
 
     def value(self, obs: jax.Array) -> jax.Array:
-        x = self.torsos(obs, 1) if self.network == "mlp" else self.torso(obs)
+        x = self.critic_torso(obs) if self.network == "mlp" else self.torso(obs)
         return self.value_head(x)[..., 0]
 
     def _dist(self, loc: jax.Array) -> Dist:
@@ -901,31 +878,6 @@ class Batch(NamedTuple):
     returns: jax.Array
 
 
-def pack_columns(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
-    """A pytree of [B, ...] arrays as one [B, F] float32 array, and the inverse for any rows
-    [..., F] of it. Integer fields travel bit for bit (bitcast), floats as they are."""
-    leaves, treedef = jax.tree.flatten(tree)
-    widths = [math.prod(x.shape[1:]) for x in leaves]
-
-    def column(x: jax.Array) -> jax.Array:
-        x = x.reshape(x.shape[0], -1)
-        if x.dtype == jnp.float32:
-            return x
-        return jax.lax.bitcast_convert_type(x.astype(jnp.int32), jnp.float32)
-
-    def unpack(rows: jax.Array) -> Any:
-        out, start = [], 0
-        for x, w in zip(leaves, widths, strict=True):
-            col = rows[..., start : start + w].reshape(rows.shape[:-1] + x.shape[1:])
-            if x.dtype != jnp.float32:
-                col = jax.lax.bitcast_convert_type(col, jnp.int32).astype(x.dtype)
-            out.append(col)
-            start += w
-        return jax.tree.unflatten(treedef, out)
-
-    return jnp.concatenate([column(x) for x in leaves], axis=1), unpack
-
-
 def ppo_loss(
     params: Any,
     network: ActorCritic,
@@ -1088,24 +1040,23 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns
         )
         data = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
-        # Every field as columns of one [B, F] float32 array: an epoch's shuffle is then one
-        # gather instead of one per field.
-        packed, unpack = pack_columns(data)
         optimizer = make_optimizer(config, hparams)
         grad_fn = jax.grad(ppo_loss, has_aux=True)
         # The clip range in force for this update (annealed with the paper's alpha if asked).
         clip_hparams = hparams.replace(clip_coef=current_clip(config, hparams, state.update))
 
-        def minibatch_step(c: tuple[Any, Any], rows: jax.Array):
+        def minibatch_step(c: tuple[Any, Any], mb: Batch):
             params, opt_state = c
             grads, stats = grad_fn(
-                params, network, config, env.discrete, unpack(rows), clip_hparams, state.kl_beta
+                params, network, config, env.discrete, mb, clip_hparams, state.kl_beta
             )
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), stats
 
         def epoch(c: tuple[Any, Any], perm: jax.Array):
-            shuffled = packed[perm].reshape(config.num_minibatches, -1, packed.shape[-1])
+            shuffled = jax.tree.map(
+                lambda x: x[perm].reshape((config.num_minibatches, -1) + x.shape[1:]), data
+            )
             return jax.lax.scan(minibatch_step, c, shuffled)
 
         # Every epoch's shuffle drawn at once: one batched sort instead of one per epoch.

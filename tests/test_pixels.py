@@ -79,7 +79,7 @@ def test_conv_equals_lax_convolution(size, channels, features, kernel, stride):
 
 TORSOS = {
     # network: (obs shape, {layer: kernel shape}, features)
-    "mlp": ((10, 10, 4), {"kernel_0": (400, 64), "kernel_1": (64, 64)}, 64),
+    "mlp": ((10, 10, 4), {"hidden_0": (400, 64), "hidden_1": (64, 64)}, 64),
     "minatar_cnn": ((10, 10, 7), {"conv_0": (3, 3, 7, 8), "dense": (8 * 8 * 8, 128)}, 128),
     "cnn": (
         (84, 84, 4),
@@ -108,31 +108,20 @@ def image_network(network, obs_shape, action_dim=5):
     )  # fmt: skip
 
 
-def torso_layers(params, network):
-    """{(torso, layer): (kernel, bias)}: the MLP pair's stacked [2, ...] arrays split into the
-    actor's and the critic's; a shared conv torso's layers as they are."""
-    if network != "mlp":
-        return {("torso", k): (v["kernel"], v["bias"]) for k, v in params["torso"].items()}
-    pair = params["torsos"]
-    return {
-        (torso, k): (pair[k][i], pair[k.replace("kernel", "bias")][i])
-        for i, torso in enumerate(("actor", "critic"))
-        for k in pair
-        if k.startswith("kernel")
-    }
-
-
 @pytest.mark.integration  # compiles each network
 @pytest.mark.parametrize("network", sorted(TORSOS))
 def test_every_torso_shapes_and_init_scales(network):
     obs_shape, kernels, features = TORSOS[network]
     net = image_network(network, obs_shape)
     params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, *obs_shape)))["params"]
-    assert set(params) == {"torsos" if network == "mlp" else "torso", "policy_head", "value_head"}
-    for name, (kernel, bias) in torso_layers(params, network).items():
-        assert kernel.shape == kernels[name[-1]], name
-        assert_orthogonal(kernel, 2.0**0.5)
-        np.testing.assert_array_equal(bias, 0.0)
+    torsos = ["actor_torso", "critic_torso"] if network == "mlp" else ["torso"]
+    assert set(params) == {*torsos, "policy_head", "value_head"}
+    for torso in torsos:
+        assert set(params[torso]) == set(kernels)
+        for layer, shape in kernels.items():
+            assert params[torso][layer]["kernel"].shape == shape
+            assert_orthogonal(params[torso][layer]["kernel"], 2.0**0.5)
+            np.testing.assert_array_equal(params[torso][layer]["bias"], 0.0)
     assert params["policy_head"]["kernel"].shape == (features, 5)
     assert_orthogonal(params["policy_head"]["kernel"], 0.01)
     assert_orthogonal(params["value_head"]["kernel"], 1.0)
@@ -211,10 +200,8 @@ def test_mlp_keeps_actor_and_critic_apart():
     obs = jax.random.uniform(jax.random.key(1), (16, 10, 10, 4))
     actions = jax.random.randint(jax.random.key(2), (16,), 0, 3)
     g_pi, g_v, _ = loss_parts(net, obs, actions)
-    # The pair's index 0 is the actor's torso, 1 the critic's.
-    pi, v = g_pi["torsos"], g_v["torsos"]
-    assert all(norm(pi[k][0]) > 0 and norm(pi[k][1]) == 0 for k in pi)
-    assert all(norm(v[k][1]) > 0 and norm(v[k][0]) == 0 for k in v)
+    assert norm(g_pi["actor_torso"]) > 0 and norm(g_pi["critic_torso"]) == 0
+    assert norm(g_v["critic_torso"]) > 0 and norm(g_v["actor_torso"]) == 0
 
 
 # ------------------------------------------------------------------------------------------
