@@ -28,7 +28,14 @@ import numpy as np
 
 from purejaxppo import presets
 from purejaxppo.errors import DiskFull, NoGoodCheckpoint
-from purejaxppo.ppo import Config, HParams, check_hparams, parse_field_value, parse_int
+from purejaxppo.ppo import (
+    Config,
+    HParams,
+    check_fields_apply,
+    check_hparams,
+    parse_field_value,
+    parse_int,
+)
 from purejaxppo.runlock import LOCK_NAME, FolderInUse, FolderLock
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -183,6 +190,19 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
         for name, values in static.items():
             for v in values:
                 check_network_fits(config.replace(**{name: v}))
+        # A field the user set must be read by the run (by some variant of a static sweep):
+        # a TRPO field on a PPO objective, say, is refused rather than ignored.
+        variants = [c for _, c in static_variants(config, static)]
+        for name in [*overrides, *traced, *static]:
+            first_error = None
+            for variant in variants:
+                try:
+                    check_fields_apply(variant, [name])
+                    break
+                except ValueError as err:
+                    first_error = first_error or err
+            else:
+                raise first_error
     except ValueError as err:
         raise UsageError(str(err)) from None
     return config, hparams, traced, static
@@ -768,11 +788,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="output folder")
     train.add_argument("--config", help=f"preset ({', '.join(presets.preset_names())}) or YAML")
     train.add_argument(
-        "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override any field"
+        "--set",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any field (repeatable: every --set counts)",
     )
     train.add_argument(
         "--sweep",
         nargs="*",
+        action="extend",
         default=[],
         metavar="FIELD=V1,V2",
         help="grid axes: traced fields share one program, static ones compile once per value",

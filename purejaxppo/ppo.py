@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import flax.linen as nn
@@ -33,8 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct, traverse_util
+from jax.flatten_util import ravel_pytree
 
-OBJECTIVES = ("clip", "none", "kl_fixed", "kl_adaptive")
+OBJECTIVES = ("clip", "none", "kl_fixed", "kl_adaptive", "trpo")
+OPTIMIZERS = ("adam", "rmsprop")
 ACTIVATIONS = ("tanh", "relu")
 NETWORKS = ("mlp", "cnn", "nature_cnn", "minatar_cnn")
 
@@ -67,7 +69,17 @@ class Config:
     hidden_sizes: tuple[int, ...] = _field((64, 64), "hidden layer widths of the mlp torsos")
     activation: str = _field("tanh", "mlp hidden activation: tanh or relu (conv torsos: relu)")
     conv_channels: int = _field(16, "output channels of the minatar_cnn convolution")
-    objective: str = _field("clip", "surrogate: clip, none, kl_fixed or kl_adaptive")
+    objective: str = _field(
+        "clip",
+        "policy objective: clip, none (unclipped surrogate; A2C and vanilla PG), kl_fixed, "
+        "kl_adaptive (penalty), or trpo (natural-gradient step under a KL constraint)",
+    )
+    optimizer: str = _field("adam", "adam, or rmsprop (A2C; rmsprop_decay, rmsprop_eps)")
+    adaptive_lr: bool = _field(
+        False, "scale the step size from the measured KL vs kl_target (vanilla PG's adaptive step)"
+    )
+    cg_iters: int = _field(10, "trpo: conjugate-gradient iterations for F^-1 g")
+    backtracks: int = _field(10, "trpo: line-search step fractions tried (1, 1/2, 1/4, ...)")
     norm_adv: bool = _field(True, "normalize advantages per minibatch")
     clip_vloss: bool = _field(True, "clip the value loss around the rollout's values")
     anneal_lr: bool = _field(True, "anneal the learning rate linearly to zero")
@@ -90,6 +102,8 @@ class Config:
             "update_epochs",
             "num_minibatches",
             "conv_channels",
+            "cg_iters",
+            "backtracks",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -121,7 +135,21 @@ class Config:
             raise ValueError(
                 f"Config.objective must be one of {OBJECTIVES}, got {self.objective!r}"
             )
-        for name in ("norm_adv", "clip_vloss", "anneal_lr", "anneal_clip"):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"Config.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+            )
+        if self.objective == "trpo" and self.network != "mlp":
+            raise ValueError(
+                f"Config.objective='trpo' needs network='mlp' (separate policy and value "
+                f"torsos: the value fit must not move the policy), got {self.network!r}"
+            )
+        if self.objective == "trpo" and self.adaptive_lr:
+            raise ValueError(
+                "Config.adaptive_lr applies to gradient steps on the policy; objective='trpo' "
+                "sizes its own step from max_kl"
+            )
+        for name in ("norm_adv", "clip_vloss", "anneal_lr", "anneal_clip", "adaptive_lr"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"Config.{name} must be true or false, got {getattr(self, name)!r}"
@@ -160,7 +188,11 @@ class HParams:
     vf_coef: float = _field(0.5, "value loss coefficient (c1 in the paper)")
     max_grad_norm: float = _field(0.5, "global-norm gradient clipping threshold")
     kl_beta: float = _field(1.0, "KL penalty coefficient (initial value for kl_adaptive)")
-    kl_target: float = _field(0.01, "d_targ of the adaptive KL penalty")
+    kl_target: float = _field(0.01, "d_targ of the adaptive KL penalty (and of adaptive_lr)")
+    rmsprop_decay: float = _field(0.99, "rmsprop: decay of the squared-gradient average")
+    rmsprop_eps: float = _field(1e-5, "rmsprop: epsilon inside the square root")
+    max_kl: float = _field(0.01, "trpo: KL constraint delta of one policy step")
+    cg_damping: float = _field(0.1, "trpo: damping added to the Fisher-vector product")
 
     def replace(self, **changes: Any) -> HParams:
         return dataclasses.replace(self, **changes)
@@ -176,7 +208,55 @@ HPARAM_LIMITS = {
     "max_grad_norm": (0.0, math.inf),
     "kl_beta": (0.0, math.inf),
     "kl_target": (0.0, math.inf),
+    "rmsprop_decay": (0.0, 1.0),
+    "rmsprop_eps": (0.0, math.inf),
+    "max_kl": (0.0, math.inf),
+    "cg_damping": (0.0, math.inf),
 }
+
+# Fields that only one kind of run reads: (does this config read it?, when it is read). A field
+# the user sets where it is not read is refused (check_fields_apply), not silently ignored.
+FIELD_SCOPES: dict[str, tuple[Callable[[Config], bool], str]] = {
+    "max_kl": (lambda c: c.objective == "trpo", "objective=trpo"),
+    "cg_damping": (lambda c: c.objective == "trpo", "objective=trpo"),
+    "cg_iters": (lambda c: c.objective == "trpo", "objective=trpo"),
+    "backtracks": (lambda c: c.objective == "trpo", "objective=trpo"),
+    "kl_beta": (
+        lambda c: c.objective in ("kl_fixed", "kl_adaptive"),
+        "objective=kl_fixed or kl_adaptive",
+    ),
+    "kl_target": (
+        lambda c: c.objective == "kl_adaptive" or c.adaptive_lr,
+        "objective=kl_adaptive or adaptive_lr=true",
+    ),
+    "clip_coef": (
+        lambda c: c.objective == "clip" or c.clip_vloss,
+        "objective=clip or clip_vloss=true (the value-clip range)",
+    ),
+    "anneal_clip": (
+        lambda c: c.objective == "clip" or c.clip_vloss,
+        "objective=clip or clip_vloss=true",
+    ),
+    "ent_coef": (
+        lambda c: c.objective != "trpo",
+        "a gradient-step objective (trpo has no entropy bonus)",
+    ),
+    "rmsprop_decay": (lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop"),
+    "rmsprop_eps": (lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop"),
+}
+
+
+def check_fields_apply(config: Config, names: Iterable[str]) -> None:
+    """Raise a ValueError naming the first of `names` (fields the user set) that this config
+    does not read: a TRPO field on a PPO objective, a PPO field on TRPO, an RMSProp field with
+    Adam."""
+    for name in names:
+        scope = FIELD_SCOPES.get(name)
+        if scope is not None and not scope[0](config):
+            raise ValueError(
+                f"{name} applies only with {scope[1]}; this run has objective={config.objective}"
+                f", optimizer={config.optimizer}, clip_vloss={str(config.clip_vloss).lower()}"
+            )
 
 
 def check_hparams(hparams: HParams) -> HParams:
@@ -674,6 +754,7 @@ class TrainState(NamedTuple):
     env: EnvCarry
     norm: Normalizer
     kl_beta: jax.Array  # current KL penalty coefficient (adapted by kl_adaptive)
+    lr_scale: jax.Array  # step-size multiplier (adapted by adaptive_lr, else 1)
     key: jax.Array
     update: jax.Array  # int32 number of completed updates
 
@@ -861,6 +942,13 @@ def value_loss(
     return 0.5 * jnp.mean(err)
 
 
+def adapt_lr_scale(lr_scale: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
+    """Vanilla PG's adaptive step size: the step shrinks by 1.5 when the update moved the policy
+    by more than twice the target KL and grows by 1.5 when it moved less than half of it."""
+    lr_scale = jnp.where(kl > 2.0 * kl_target, lr_scale / 1.5, lr_scale)
+    return jnp.where(kl < kl_target / 2.0, lr_scale * 1.5, lr_scale)
+
+
 def adapt_kl_beta(kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
     """Adaptive KL penalty (paper section 4): halve beta when d < d_targ / 1.5, double it when
     d > 1.5 d_targ, otherwise keep it."""
@@ -914,7 +1002,124 @@ def ppo_loss(
 
 
 # ---------------------------------------------------------------------------------------------
-# Optimizer: global-norm clipping then Adam, with a linear LR schedule over gradient steps.
+# TRPO (Schulman et al. 2015), the PPO paper's main baseline: a natural-gradient policy step
+# under a KL constraint, then a value fit by minibatch epochs (the PPO machinery, value loss only).
+# ---------------------------------------------------------------------------------------------
+
+
+def conjugate_gradient(
+    matvec: Callable[[jax.Array], jax.Array], b: jax.Array, iters: int, tol: float = 1e-10
+) -> jax.Array:
+    """x with matvec(x) ~= b for a symmetric positive definite matvec: `iters` steps of
+    conjugate gradient from x = 0. A fixed count compiles to one loop and vmaps; once the
+    squared residual falls below tol the iterate stops moving."""
+
+    def step(_: int, c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
+        x, r, p, rr = c
+        live = rr > tol
+        ap = matvec(p)
+        alpha = jnp.where(live, rr / jnp.maximum(jnp.vdot(p, ap), 1e-30), 0.0)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = jnp.vdot(r, r)
+        p = jnp.where(live, r + rr_new / jnp.maximum(rr, 1e-30) * p, p)
+        return x, r, p, jnp.where(live, rr_new, rr)
+
+    x, *_ = jax.lax.fori_loop(0, iters, step, (jnp.zeros_like(b), b, b, jnp.vdot(b, b)))
+    return x
+
+
+def fisher_vector_product(
+    mean_kl: Callable[[jax.Array], jax.Array], theta: jax.Array, damping: jax.Array | float
+) -> Callable[[jax.Array], jax.Array]:
+    """v -> (H + damping I) v, H the Hessian of mean_kl at theta (the Fisher matrix when
+    mean_kl is the KL from the policy at theta): forward-over-reverse differentiation of the
+    KL's gradient, never a matrix."""
+    kl_grad = jax.grad(mean_kl)
+    return lambda v: jax.jvp(kl_grad, (theta,), (v,))[1] + damping * v
+
+
+def line_search_choice(
+    improvement: jax.Array, kl: jax.Array, max_kl: jax.Array | float
+) -> tuple[jax.Array, jax.Array]:
+    """The backtracking line search's pick among candidate steps ordered largest first
+    (fractions 1, 1/2, 1/4, ... of the full step): the first whose surrogate improves (> 0) and
+    whose mean KL from the old policy is at most 1.5 max_kl (the slack OpenAI baselines' TRPO
+    allows over the quadratic model). Returns (index, accepted); with no candidate accepted the
+    policy keeps its parameters."""
+    ok = (improvement > 0) & (kl <= 1.5 * max_kl) & jnp.isfinite(improvement) & jnp.isfinite(kl)
+    return jnp.argmax(ok), jnp.any(ok)
+
+
+def trpo_policy_step(
+    params: Any,
+    network: ActorCritic,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    config: Config,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """One TRPO step of the policy on the whole batch. g is the gradient of the surrogate
+    E[r A] at the old policy; s ~= F^-1 g by conjugate gradient, F v computed as the
+    Hessian-vector product of the mean KL[pi_old, pi] (forward-over-reverse, no matrix), plus
+    cg_damping v; the step s sqrt(2 max_kl / s.F s) reaches KL = max_kl in the quadratic model;
+    then the line search. The critic's parameters get a zero gradient and a zero Fisher block,
+    so the step leaves them as they are."""
+    flat, unravel = ravel_pytree(params)
+    adv = batch.advantages
+    if config.norm_adv:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+
+    def dist(theta: jax.Array) -> Dist:
+        return network.apply(unravel(theta), batch.obs, method=ActorCritic.policy)
+
+    def surrogate(theta: jax.Array) -> jax.Array:
+        log_prob = dist_log_prob(discrete, dist(theta), batch.action)
+        return jnp.mean(jnp.exp(log_prob - batch.log_prob) * adv)
+
+    def mean_kl(theta: jax.Array) -> jax.Array:
+        return dist_kl(discrete, batch.dist, dist(theta)).mean()
+
+    fisher_vector = fisher_vector_product(mean_kl, flat, hparams.cg_damping)
+    old, g = jax.value_and_grad(surrogate)(flat)
+    s = conjugate_gradient(fisher_vector, g, config.cg_iters)
+    full_step = (
+        jnp.sqrt(2.0 * hparams.max_kl / jnp.maximum(jnp.vdot(s, fisher_vector(s)), 1e-12)) * s
+    )
+    fractions = 0.5 ** jnp.arange(config.backtracks, dtype=jnp.float32)
+    candidates = flat[None] + fractions[:, None] * full_step[None]
+    improvement = jax.vmap(surrogate)(candidates) - old
+    kls = jax.vmap(mean_kl)(candidates)
+    index, accepted = line_search_choice(improvement, kls, hparams.max_kl)
+    new = jnp.where(accepted, candidates[index], flat)
+    stats = {
+        "policy_loss": -(old + jnp.where(accepted, improvement[index], 0.0)),
+        "entropy": dist_entropy(discrete, dist(new)).mean(),
+        # The exact mean KL of the step taken (0 when the line search rejected every step).
+        "approx_kl": jnp.where(accepted, kls[index], 0.0),
+        "clip_fraction": jnp.zeros((), jnp.float32),  # TRPO clips nothing
+    }
+    return unravel(new), stats
+
+
+def value_fit_loss(
+    params: Any,
+    network: ActorCritic,
+    config: Config,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    kl_beta: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """TRPO's value fit on a minibatch: the value loss alone (ppo_loss's signature)."""
+    value = network.apply(params, batch.obs, method=ActorCritic.value)
+    vf = value_loss(value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss)
+    return vf, {"value_loss": vf}
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer: global-norm clipping then Adam (or RMSProp), with a linear LR schedule over
+# gradient steps.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -926,10 +1131,15 @@ def make_optimizer(config: Config, hparams: HParams) -> optax.GradientTransforma
             return jnp.asarray(hparams.learning_rate, jnp.float32)
         return hparams.learning_rate * anneal_fraction(config, count // steps_per_update)
 
-    return optax.chain(
-        optax.clip_by_global_norm(hparams.max_grad_norm),
-        optax.adam(learning_rate=schedule, eps=1e-5),
-    )
+    if config.optimizer == "rmsprop":
+        # Mnih et al. 2016's RMSProp: g = decay g + (1 - decay) grad^2, step lr grad /
+        # sqrt(g + eps), no momentum (their eps was 0.1; 1e-5 is OpenAI baselines' A2C default).
+        step = optax.rmsprop(
+            learning_rate=schedule, decay=hparams.rmsprop_decay, eps=hparams.rmsprop_eps
+        )
+    else:
+        step = optax.adam(learning_rate=schedule, eps=1e-5)
+    return optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), step)
 
 
 def anneal_fraction(config: Config, update: jax.Array) -> jax.Array:
@@ -1015,6 +1225,7 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             env=carry,
             norm=norm,
             kl_beta=jnp.asarray(hparams.kl_beta, jnp.float32),
+            lr_scale=jnp.ones((), jnp.float32),
             key=run_key,
             update=jnp.zeros((), jnp.int32),
         )
@@ -1041,9 +1252,17 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
         )
         data = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
         optimizer = make_optimizer(config, hparams)
-        grad_fn = jax.grad(ppo_loss, has_aux=True)
         # The clip range in force for this update (annealed with the paper's alpha if asked).
         clip_hparams = hparams.replace(clip_coef=current_clip(config, hparams, state.update))
+        params = state.params
+        if config.objective == "trpo":
+            # The policy's natural-gradient step on the whole batch, then the value fit below.
+            params, trpo_stats = trpo_policy_step(
+                params, network, env.discrete, data, hparams, config
+            )
+            grad_fn = jax.grad(value_fit_loss, has_aux=True)
+        else:
+            grad_fn = jax.grad(ppo_loss, has_aux=True)
 
         def minibatch_step(c: tuple[Any, Any], mb: Batch):
             params, opt_state = c
@@ -1051,6 +1270,8 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
                 params, network, config, env.discrete, mb, clip_hparams, state.kl_beta
             )
             updates, opt_state = optimizer.update(grads, opt_state, params)
+            if config.adaptive_lr:
+                updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
             return (optax.apply_updates(params, updates), opt_state), stats
 
         def epoch(c: tuple[Any, Any], perm: jax.Array):
@@ -1063,15 +1284,20 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
         perms = jax.vmap(jax.random.permutation, in_axes=(0, None))(
             jax.random.split(epoch_key, config.update_epochs), config.batch_size
         )
-        (params, opt_state), stats = jax.lax.scan(epoch, (state.params, state.opt_state), perms)
+        (params, opt_state), stats = jax.lax.scan(epoch, (params, state.opt_state), perms)
         stats = jax.tree.map(jnp.mean, stats)
 
-        kl_beta = state.kl_beta
-        if config.objective == "kl_adaptive" or config.objective == "kl_fixed":
+        kl_beta, lr_scale = state.kl_beta, state.lr_scale
+        if config.objective == "trpo":
+            stats = {**stats, **trpo_stats}
+            kl = trpo_stats["approx_kl"]
+        elif config.objective in ("kl_adaptive", "kl_fixed") or config.adaptive_lr:
             new_dist = network.apply(params, data.obs, method=ActorCritic.policy)
             kl = dist_kl(env.discrete, data.dist, new_dist).mean()
             if config.objective == "kl_adaptive":
                 kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
+            if config.adaptive_lr:
+                lr_scale = adapt_lr_scale(lr_scale, kl, hparams.kl_target)
         else:
             kl = stats["approx_kl"]
 
@@ -1091,7 +1317,7 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             "episodes": episodes.astype(jnp.int32),
             **stats,
             "explained_variance": 1.0 - resid_var / (jnp.var(flat_returns) + 1e-8),
-            "learning_rate": current_lr(config, hparams, state.update),
+            "learning_rate": current_lr(config, hparams, state.update) * state.lr_scale,
             "clip_coef": clip_hparams.clip_coef,
             "kl_beta": state.kl_beta,
             "kl": kl,
@@ -1108,6 +1334,7 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             env=carry,
             norm=norm,
             kl_beta=kl_beta,
+            lr_scale=lr_scale,
             key=key,
             update=state.update + 1,
         )
@@ -1428,6 +1655,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     hparams = check_hparams(
         hparams.replace(**{k: v for k, v in args.items() if k not in config_names})
     )
+    check_fields_apply(config, args)  # the flags given, not the preset's values
 
     return train_seeds(config, hparams, num_seeds, seed)[2]
 

@@ -20,7 +20,7 @@ from purejaxppo.ppo import Config, HParams, check_hparams, final_return, make_tr
         ({"hidden_sizes": ()}, "hidden_sizes"),
         ({"hidden_sizes": (64, 0)}, "hidden_sizes"),
         ({"activation": "gelu"}, "activation"),
-        ({"objective": "trpo"}, "objective"),
+        ({"objective": "ppo2"}, "objective"),
         ({"norm_adv": "yes"}, "norm_adv"),
         ({"normalize_obs": 1.5}, "normalize_obs"),
     ],

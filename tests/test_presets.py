@@ -2,7 +2,7 @@
 
 import pytest
 
-from purejaxppo.ppo import Config, HParams, preset
+from purejaxppo.ppo import Config, HParams, check_fields_apply, preset
 from purejaxppo.presets import defaults_for, load_preset, preset_names
 
 
@@ -10,8 +10,10 @@ def test_every_preset_loads_into_valid_settings():
     assert {"cartpole", "pendulum", "brax-inverted-pendulum", "brax-ant"} <= set(preset_names())
     for name in preset_names():
         env, cfg, hp = load_preset(name)
-        Config(env=env, **cfg)
+        # A preset without an env (a2c-brax, ...) is used with --env; any valid id checks it.
+        config = Config(env=env or "CartPole-v1", **cfg)
         HParams(**hp)
+        check_fields_apply(config, [*cfg, *hp])  # sets nothing the run would not read
 
 
 def test_yaml_presets_agree_with_the_code_defaults():

@@ -62,6 +62,11 @@ COMMANDS = {
     ),
     "purejaxppo train --env CartPole-v1 --num-seeds 32 --out runs/lr --sweep "
     "learning_rate=0.00025,0.001 ent_coef=0,0.01 --checkpoint-every 50": ("run", SMALL_TRAIN),
+    "purejaxppo train --config trpo-cartpole --num-seeds 8 --out runs/trpo": ("run", SMALL_TRAIN),
+    "purejaxppo train --env CartPole-v1 --sweep objective=clip,trpo --num-seeds 8 --out runs/cmp": (
+        "run",
+        SMALL_TRAIN,
+    ),
     "purejaxppo train --resume runs/lr": ("run", []),
     "purejaxppo eval runs/lr --episodes 10": ("run", ["--episodes", "2"]),
     "purejaxppo eval runs/cartpole --render episode.gif": ("run", []),
@@ -310,7 +315,13 @@ def expected_outputs(argv: list[str]) -> list[str]:
     """Files a command must leave behind (relative to its working folder)."""
     if argv[:2] == ["purejaxppo", "train"]:
         folder = argv[argv.index("--resume" if "--resume" in argv else "--out") + 1]
-        return [f"{folder}/summary.json", f"{folder}/metrics.npz", f"{folder}/curves.png"]
+        static = [a for a in argv if a.startswith("objective=")]  # one subfolder per value
+        subfolders = [f"objective={v}" for a in static for v in a.split("=")[1].split(",")]
+        return [
+            f"{folder}/{sub}{name}"
+            for sub in ([f"{s}/" for s in subfolders] or [""])
+            for name in ("summary.json", "metrics.npz", "curves.png")
+        ]
     if argv[:2] == ["purejaxppo", "eval"]:
         return [f"{argv[2]}/eval.json"] + (
             [argv[argv.index("--render") + 1]] if "--render" in argv else []
