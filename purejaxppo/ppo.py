@@ -1047,8 +1047,14 @@ def line_search_choice(
     whose mean KL from the old policy is at most 1.5 max_kl (the slack OpenAI baselines' TRPO
     allows over the quadratic model). Returns (index, accepted); with no candidate accepted the
     policy keeps its parameters."""
-    ok = (improvement > 0) & (kl <= 1.5 * max_kl) & jnp.isfinite(improvement) & jnp.isfinite(kl)
+    ok = step_acceptable(improvement, kl, max_kl)
     return jnp.argmax(ok), jnp.any(ok)
+
+
+def step_acceptable(improvement: jax.Array, kl: jax.Array, max_kl: jax.Array | float) -> jax.Array:
+    """The line search's test of one candidate step: the surrogate improves and the mean KL
+    stays within 1.5 max_kl (both finite)."""
+    return (improvement > 0) & (kl <= 1.5 * max_kl) & jnp.isfinite(improvement) & jnp.isfinite(kl)
 
 
 def trpo_policy_step(
@@ -1086,17 +1092,29 @@ def trpo_policy_step(
     full_step = (
         jnp.sqrt(2.0 * hparams.max_kl / jnp.maximum(jnp.vdot(s, fisher_vector(s)), 1e-12)) * s
     )
-    fractions = 0.5 ** jnp.arange(config.backtracks, dtype=jnp.float32)
-    candidates = flat[None] + fractions[:, None] * full_step[None]
-    improvement = jax.vmap(surrogate)(candidates) - old
-    kls = jax.vmap(mean_kl)(candidates)
-    index, accepted = line_search_choice(improvement, kls, hparams.max_kl)
-    new = jnp.where(accepted, candidates[index], flat)
+
+    # The line search, largest step first, evaluating candidates only until one passes (the
+    # first usually does): line_search_choice's rule, one candidate at a time.
+    def untried(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        k, accepted, _, _ = c
+        return (k < config.backtracks) & ~accepted
+
+    def try_step(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
+        k, _, _, _ = c
+        theta = flat + 0.5 ** k.astype(jnp.float32) * full_step
+        gain, kl = surrogate(theta) - old, mean_kl(theta)
+        return k + 1, step_acceptable(gain, kl, hparams.max_kl), gain, kl
+
+    zero = jnp.zeros((), jnp.float32)
+    k, accepted, gain, kl = jax.lax.while_loop(
+        untried, try_step, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), zero, zero)
+    )
+    new = jnp.where(accepted, flat + 0.5 ** (k - 1).astype(jnp.float32) * full_step, flat)
     stats = {
-        "policy_loss": -(old + jnp.where(accepted, improvement[index], 0.0)),
+        "policy_loss": -(old + jnp.where(accepted, gain, 0.0)),
         "entropy": dist_entropy(discrete, dist(new)).mean(),
         # The exact mean KL of the step taken (0 when the line search rejected every step).
-        "approx_kl": jnp.where(accepted, kls[index], 0.0),
+        "approx_kl": jnp.where(accepted, kl, 0.0),
         "clip_fraction": jnp.zeros((), jnp.float32),  # TRPO clips nothing
     }
     return unravel(new), stats
