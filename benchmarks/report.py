@@ -236,16 +236,83 @@ def brax_step_section(data: dict[str, Any]) -> list[str]:
     return out
 
 
+# The paper's own figures beside ours: Table 2 (Atari, 49 games) wins per metric.
+PAPER_ATARI_WINS = {
+    "all_training_mean": "A2C 1, ACER 18, PPO 30 (of 49 games)",
+    "last_100_mean": "A2C 1, ACER 28, PPO 19",
+}
+
+
+def algorithms_section(data: dict[str, Any]) -> list[str]:
+    """Tables 2 and 6 (atari) or Figure 3's final scores (mujoco) from algorithms.py."""
+    atari = data["part"] == "atari"
+    rows = data["rows"]
+    algos = list(next(iter(rows.values())))
+    head = "game" if atari else "task"
+    out = [
+        "## PPO vs "
+        + ", ".join(a.upper() for a in algos if a != "ppo")
+        + (
+            " on MinAtar (the paper's Tables 2 and 6)"
+            if atari
+            else " on brax (the paper's Figure 3)"
+        ),
+        "",
+        f"`python benchmarks/algorithms.py --part {data['part']}`: {data['seeds']} seeds per "
+        "algorithm, the env steps per seed of each row, every run through "
+        f"`purejaxppo train` with its preset; {data['wall_seconds'] / 60:.1f} min in all. "
+        "Scores are means over seeds: all training = the mean return of every episode of "
+        "training; last 100 = the mean of each seed's last 100 episodes (whole updates from the "
+        "end, at least 100 episodes).",
+        "",
+    ]
+    if atari:
+        out += [
+            f"| {head} | steps | "
+            + " | ".join(f"{a} all training" for a in algos)
+            + " | "
+            + " | ".join(f"{a} last 100" for a in algos)
+            + " |",
+            "|---|---:|" + "---:|" * (2 * len(algos)),
+        ]
+    else:
+        out += [
+            f"| {head} | steps | " + " | ".join(f"{a} last 100" for a in algos) + " |",
+            "|---|---:|" + "---:|" * len(algos),
+        ]
+    for name, row in rows.items():
+        steps = next(iter(row.values()))["total_timesteps"]
+        cells = []
+        metrics = ("all_training_mean", "last_100_mean") if atari else ("last_100_mean",)
+        for metric in metrics:
+            best = max(row, key=lambda a: row[a][metric])
+            cells += [
+                f"**{row[a][metric]:.2f}**" if a == best else f"{row[a][metric]:.2f}" for a in algos
+            ]
+        out.append(f"| {name} | {steps:,} | " + " | ".join(cells) + " |")
+    if atari:
+        for metric, wins in data["wins"].items():
+            label = "all training" if metric == "all_training_mean" else "last 100 episodes"
+            out.append("")
+            out.append(
+                f"Games won ({label}): "
+                + ", ".join(f"{a.upper()} {n}" for a, n in wins.items())
+                + f". The paper (Atari, 40M frames): {PAPER_ATARI_WINS[metric]}."
+            )
+    return out + ["", f"![curves](benchmarks/results/algorithms_{data['part']}.png)", ""]
+
+
 def write_report() -> Path:
     lines = [
         "# Benchmarks",
         "",
         "Regenerate: `python benchmarks/throughput.py` (throughput, profile, peers, sweep),",
         "`python benchmarks/devices.py` (every core vs one), `python benchmarks/brax_step.py`,",
-        "`python benchmarks/objectives.py --protocol reduced` (PPO paper Table 1) and",
-        "`python benchmarks/minatar.py` (MinAtar games, CNN vs MLP); each rebuilds",
-        "this file from `benchmarks/results/`. Absolute figures drift on shared machines; the",
-        "ratios are measured within one process.",
+        "`python benchmarks/objectives.py --protocol reduced` (PPO paper Table 1),",
+        "`python benchmarks/minatar.py` (MinAtar games, CNN vs MLP) and",
+        "`python benchmarks/algorithms.py --part atari|mujoco` (PPO vs A2C, VPG, TRPO);",
+        "each rebuilds this file from `benchmarks/results/`. Absolute figures drift on shared",
+        "machines; the ratios are measured within one process.",
         "",
     ]
     for name, fn in [
@@ -256,6 +323,8 @@ def write_report() -> Path:
         ("sweep", sweep_section),
         ("pixels", pixels_section),
         ("brax_step", brax_step_section),
+        ("algorithms_atari", algorithms_section),
+        ("algorithms_mujoco", algorithms_section),
     ]:
         data = load(name)
         if data is not None:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,3 +80,18 @@ def test_minatar_benchmark_writes_its_table_and_curves(tmp_path):
     md = (tmp_path / "minatar.md").read_text()
     assert "| Breakout | 2,048 |" in md and "| 28 |" in md
     assert (tmp_path / "minatar.png").stat().st_size > 0
+
+
+def test_last_100_episodes_from_per_update_means():
+    """The paper's second Atari metric from the metrics the trainer keeps (per-update mean
+    return and episode count): whole updates from the end until they hold >= 100 episodes."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.algorithms import last_episodes_mean
+
+    returns = np.asarray([[1.0, np.nan, 2.0, 4.0], [5.0, 5.0, 5.0, 5.0]])
+    counts = np.asarray([[500, 0, 60, 50], [10, 10, 10, 10]])
+    # Seed 0: the last two updates hold 110 episodes: (2 * 60 + 4 * 50) / 110.
+    # Seed 1: fewer than 100 episodes in all: every episode counts.
+    np.testing.assert_allclose(last_episodes_mean(returns, counts), [320 / 110, 5.0])
+    exactly = last_episodes_mean(np.asarray([[9.0, 1.0]]), np.asarray([[100, 100]]))
+    np.testing.assert_allclose(exactly, [1.0])  # the last update alone holds 100

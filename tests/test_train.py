@@ -118,14 +118,20 @@ CONFIG_CHANGES = {
     "anneal_clip": True,
     "normalize_obs": True,
     "normalize_reward": True,
+    "optimizer": "rmsprop",
+    "adaptive_lr": True,
 }
 # Fields that act only on image observations: changed against a MinAtar baseline.
 IMAGE_BASE = dict(env="Breakout-MinAtar", network="minatar_cnn", conv_channels=4)
 IMAGE_CHANGES = {"network": "mlp", "conv_channels": 2}
+# Fields that act only on TRPO's step: changed against a TRPO baseline whose full steps the line
+# search rejects at first (a large max_kl), so the number of halvings tried matters.
+TRPO_CHANGES = {"cg_iters": 2, "backtracks": 1}
 
 
 def test_config_changes_cover_every_field():
-    assert set(CONFIG_CHANGES) | set(IMAGE_CHANGES) == {f.name for f in dataclasses.fields(Config)}
+    changed = set(CONFIG_CHANGES) | set(IMAGE_CHANGES) | set(TRPO_CHANGES)
+    assert changed == {f.name for f in dataclasses.fields(Config)}
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +158,17 @@ def test_each_image_field_changes_behaviour(baseline, field):
     assert not same(out, fingerprint(jitted(changed)(jax.random.key(0), hp)))
 
 
-@pytest.mark.parametrize("objective", ["kl_fixed", "kl_adaptive", "clip"])
+@pytest.mark.parametrize("field", sorted(TRPO_CHANGES))
+def test_each_trpo_field_changes_behaviour(baseline, field):
+    _, hp, _ = baseline
+    hp = hp.replace(max_kl=2.0)
+    base = tiny_config(objective="trpo")
+    out = fingerprint(jitted(base)(jax.random.key(0), hp))
+    changed = base.replace(**{field: TRPO_CHANGES[field]})
+    assert not same(out, fingerprint(jitted(changed)(jax.random.key(0), hp)))
+
+
+@pytest.mark.parametrize("objective", ["kl_fixed", "kl_adaptive", "clip", "trpo"])
 def test_objectives_differ_from_each_other(baseline, objective):
     cfg, hp, _ = baseline
     out = {}
@@ -162,16 +178,20 @@ def test_objectives_differ_from_each_other(baseline, objective):
 
 
 HPARAM_CHANGES = {
-    # field: (objective under which it acts, changed value)
-    "learning_rate": ("clip", 3e-3),
-    "gamma": ("clip", 0.5),
-    "gae_lambda": ("clip", 0.5),
-    "clip_coef": ("clip", 0.3),
-    "ent_coef": ("clip", 0.5),
-    "vf_coef": ("clip", 2.0),
-    "max_grad_norm": ("clip", 1e-3),
-    "kl_beta": ("kl_fixed", 10.0),
-    "kl_target": ("kl_adaptive", 1e-8),
+    # field: (Config changes under which it acts, changed value)
+    "learning_rate": ({}, 3e-3),
+    "gamma": ({}, 0.5),
+    "gae_lambda": ({}, 0.5),
+    "clip_coef": ({}, 0.3),
+    "ent_coef": ({}, 0.5),
+    "vf_coef": ({}, 2.0),
+    "max_grad_norm": ({}, 1e-3),
+    "kl_beta": ({"objective": "kl_fixed"}, 10.0),
+    "kl_target": ({"objective": "kl_adaptive"}, 1e-8),
+    "rmsprop_decay": ({"optimizer": "rmsprop"}, 0.5),
+    "rmsprop_eps": ({"optimizer": "rmsprop"}, 1.0),
+    "max_kl": ({"objective": "trpo"}, 0.1),
+    "cg_damping": ({"objective": "trpo"}, 10.0),
 }
 
 
@@ -182,8 +202,8 @@ def test_hparam_changes_cover_every_field():
 @pytest.mark.parametrize("field", sorted(HPARAM_CHANGES))
 def test_each_hparam_field_changes_behaviour(baseline, field):
     cfg, hp, _ = baseline
-    objective, value = HPARAM_CHANGES[field]
-    train = jitted(cfg.replace(objective=objective))
+    changes, value = HPARAM_CHANGES[field]
+    train = jitted(cfg.replace(**changes))
     a = train(jax.random.key(0), hp)
     b = train(jax.random.key(0), hp.replace(**{field: value}))
     assert not same(fingerprint(a), fingerprint(b))
