@@ -243,6 +243,18 @@ PAPER_ATARI_WINS = {
 }
 
 
+def run_minutes(data: dict[str, Any]) -> float:
+    """Compile + run minutes of every run of an algorithms.py result, from the runs' summaries."""
+    return (
+        sum(
+            (r["compile_seconds"] or 0) + (r["run_seconds"] or 0)
+            for row in data["rows"].values()
+            for r in row.values()
+        )
+        / 60
+    )
+
+
 def algorithms_section(data: dict[str, Any]) -> list[str]:
     """Tables 2 and 6 (atari) or Figure 3's final scores (mujoco) from algorithms.py."""
     atari = data["part"] == "atari"
@@ -260,7 +272,8 @@ def algorithms_section(data: dict[str, Any]) -> list[str]:
         "",
         f"`python benchmarks/algorithms.py --part {data['part']}`: {data['seeds']} seeds per "
         "algorithm, the env steps per seed of each row, every run through "
-        f"`purejaxppo train` with its preset; {data['wall_seconds'] / 60:.1f} min in all. "
+        f"`purejaxppo train` with its preset; {run_minutes(data):.0f} min of compiling and "
+        "training in all (one run after another). "
         "Scores are means over seeds: all training = the mean return of every episode of "
         "training; last 100 = the mean of each seed's last 100 episodes (whole updates from the "
         "end, at least 100 episodes).",
