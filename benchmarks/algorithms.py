@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.minatar import GAMES, _ffill, episode_mean  # noqa: E402
+from benchmarks.minatar import GAMES, _ffill, episode_mean, train_cli  # noqa: E402
 
 LAST_EPISODES = 100  # the paper's second metric: the last 100 episodes of each run
 # Algorithm -> extra `purejaxppo train` arguments, per part. PPO keeps the env's own preset.
@@ -61,18 +60,7 @@ MUJOCO_TASKS = {
 def train(env: str, algo: str, extra: list[str], steps: int, seeds: int, runs: Path) -> dict:
     """One algorithm on one env through the CLI (a finished folder is reused)."""
     out = runs / f"{env.replace(':', '-').replace('@', '-')}-{algo}-{steps}-seeds{seeds}"
-    if not (out / "summary.json").exists():
-        cmd = [sys.executable, "-m", "purejaxppo.cli", "train", "--env", env, *extra,
-               "--num-seeds", str(seeds), "--total-timesteps", str(steps),
-               "--out", str(out)]  # fmt: skip
-        t0 = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        print(f"{env} {algo}: {time.time() - t0:.0f} s", flush=True)
-    summary = json.loads((out / "summary.json").read_text())
-    metrics = dict(np.load(out / "metrics.npz"))
-    return {"out": str(out), "summary": summary, "metrics": metrics}
+    return train_cli(out, env, extra, steps, seeds, f"{env} {algo}")
 
 
 def last_episodes_mean(returns: np.ndarray, counts: np.ndarray, n: int = LAST_EPISODES):

@@ -43,21 +43,29 @@ def train_job(game: str, network: str, steps: int, seeds: int, runs: Path) -> di
     if network == "random":
         args = ["--set", "learning_rate=0"]
         steps = RANDOM_STEPS
+    job = train_cli(out, f"{game}-MinAtar", args, steps, seeds, f"{game} {network}")
+    return {"game": game, "network": network, **job}
+
+
+def train_cli(
+    out: Path, env: str, args: list[str], steps: int, seeds: int, label: str
+) -> dict[str, Any]:
+    """`purejaxppo train` into `out`, as a user runs it, unless a finished run is already there;
+    returns {out, summary, metrics} of the run."""
     if (out / "summary.json").exists():
-        print(f"{game} {network}: reusing {out}", flush=True)
+        print(f"{label}: reusing {out}", flush=True)
     else:
-        cmd = [sys.executable, "-m", "purejaxppo.cli", "train", "--env", f"{game}-MinAtar",
+        cmd = [sys.executable, "-m", "purejaxppo.cli", "train", "--env", env,
                "--num-seeds", str(seeds), "--total-timesteps", str(steps), "--out", str(out),
                *args]  # fmt: skip
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        print(f"{game} {network}: {time.time() - t0:.0f} s", flush=True)
+        print(f"{label}: {time.time() - t0:.0f} s", flush=True)
     summary = json.loads((out / "summary.json").read_text())
     metrics = dict(np.load(out / "metrics.npz"))
-    return {"game": game, "network": network, "out": str(out), "summary": summary,
-            "metrics": metrics}  # fmt: skip
+    return {"out": str(out), "summary": summary, "metrics": metrics}
 
 
 def episode_mean(returns: np.ndarray, counts: np.ndarray) -> np.ndarray:

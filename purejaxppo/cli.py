@@ -33,6 +33,7 @@ from purejaxppo.ppo import (
     HParams,
     check_fields_apply,
     check_hparams,
+    field_applies,
     parse_field_value,
     parse_int,
 )
@@ -194,15 +195,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
         # a TRPO field on a PPO objective, say, is refused rather than ignored.
         variants = [c for _, c in static_variants(config, static)]
         for name in [*overrides, *traced, *static]:
-            first_error = None
-            for variant in variants:
-                try:
-                    check_fields_apply(variant, [name])
-                    break
-                except ValueError as err:
-                    first_error = first_error or err
-            else:
-                raise first_error
+            if not any(field_applies(v, name) for v in variants):
+                check_fields_apply(variants[0], [name])  # raises, naming the field
     except ValueError as err:
         raise UsageError(str(err)) from None
     return config, hparams, traced, static

@@ -246,13 +246,20 @@ FIELD_SCOPES: dict[str, tuple[Callable[[Config], bool], str]] = {
 }
 
 
+def field_applies(config: Config, name: str) -> bool:
+    """Whether a run with this config reads the field `name` (fields outside FIELD_SCOPES are
+    read by every run)."""
+    scope = FIELD_SCOPES.get(name)
+    return scope is None or scope[0](config)
+
+
 def check_fields_apply(config: Config, names: Iterable[str]) -> None:
     """Raise a ValueError naming the first of `names` (fields the user set) that this config
     does not read: a TRPO field on a PPO objective, a PPO field on TRPO, an RMSProp field with
     Adam."""
     for name in names:
-        scope = FIELD_SCOPES.get(name)
-        if scope is not None and not scope[0](config):
+        if not field_applies(config, name):
+            scope = FIELD_SCOPES[name]
             raise ValueError(
                 f"{name} applies only with {scope[1]}; this run has objective={config.objective}"
                 f", optimizer={config.optimizer}, clip_vloss={str(config.clip_vloss).lower()}"
