@@ -4,9 +4,10 @@
     python benchmarks/algorithms.py --part mujoco     # Figure 3 on brax: PPO, A2C, VPG, TRPO
     python benchmarks/algorithms.py --part atari --steps 500000 --games Breakout Freeway
 
-Every run goes through the `purejaxppo train` command, as a user runs it: PPO with the game's or
-task's own preset, the others with their shipped presets (`a2c-minatar`, `a2c-brax`,
-`vpg-brax`, `trpo-brax`). XLA runs one trainer per device, and the command uses every core, so
+Every run goes through the `purejaxppo train` command, as a user runs it: on MinAtar PPO with
+the game's own preset; on brax PPO with the paper's MuJoCo settings (`ppo-mujoco`) and, for
+contrast, with the brax tasks' defaults (`ppo-brax`); the others with their shipped presets
+(`a2c-minatar`, `a2c-brax`, `vpg-brax`, `trpo-brax`). XLA runs one trainer per device, and the command uses every core, so
 the runs go one after another.
 
 Atari (Tables 2 and 6 of the paper): per game and algorithm, the paper's two scores, each the
@@ -41,7 +42,8 @@ LAST_EPISODES = 100  # the paper's second metric: the last 100 episodes of each 
 # Algorithm -> extra `purejaxppo train` arguments, per part. PPO keeps the env's own preset.
 ATARI = {"ppo": [], "a2c": ["--config", "a2c-minatar"]}
 MUJOCO = {
-    "ppo": [],
+    "ppo": ["--config", "ppo-mujoco"],  # the paper's Table 3 settings, as its Figure 3 ran
+    "ppo-brax": [],  # the brax tasks' own PPO defaults (16 actors x 128), for contrast
     "a2c": ["--config", "a2c-brax"],
     "vpg": ["--config", "vpg-brax"],
     "trpo": ["--config", "trpo-brax"],

@@ -263,7 +263,7 @@ def algorithms_section(data: dict[str, Any]) -> list[str]:
     head = "game" if atari else "task"
     out = [
         "## PPO vs "
-        + ", ".join(a.upper() for a in algos if a != "ppo")
+        + ", ".join(a.upper() for a in algos if not a.startswith("ppo"))
         + (
             " on MinAtar (the paper's Tables 2 and 6)"
             if atari

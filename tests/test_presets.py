@@ -32,3 +32,14 @@ def test_bad_preset_files_name_the_problem(tmp_path):
     bad.write_text("env: CartPole-v1\nconfig:\n  num_env: 4\n")
     with pytest.raises(ValueError, match="num_env"):
         load_preset(str(bad))
+
+
+def test_the_paper_mujoco_preset_is_table_1s_base_setting():
+    # One definition of the paper's MuJoCo PPO (Table 3): the preset the algorithm comparison
+    # runs and the base of the Table 1 benchmark agree field by field.
+    from benchmarks.objectives import BASE_CONFIG, BASE_HPARAMS
+
+    _, cfg, hp = load_preset("ppo-mujoco")
+    base = Config(env="brax:hopper", total_timesteps=1_000_000, **BASE_CONFIG)
+    assert Config(env="brax:hopper", **cfg) == base
+    assert HParams(**{**hp, "kl_beta": 1.0, "kl_target": 0.01}) == BASE_HPARAMS
