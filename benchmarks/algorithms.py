@@ -7,8 +7,8 @@
 Every run goes through the `purejaxppo train` command, as a user runs it: on MinAtar PPO with
 the game's own preset; on brax PPO with the paper's MuJoCo settings (`ppo-mujoco`) and, for
 contrast, with the brax tasks' defaults (`ppo-brax`); the others with their shipped presets
-(`a2c-minatar`, `a2c-brax`, `vpg-brax`, `trpo-brax`). XLA runs one trainer per device, and the command uses every core, so
-the runs go one after another.
+(`a2c-minatar`, `a2c-brax`, `vpg-brax`, `trpo-brax`). XLA runs one trainer per device, and the
+command uses every core, so the runs go one after another.
 
 Atari (Tables 2 and 6 of the paper): per game and algorithm, the paper's two scores, each the
 mean over seeds: (1) the mean return of every episode of training ("average over all of
