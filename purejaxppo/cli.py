@@ -177,7 +177,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
         env = env or preset_env
     if not env:
         raise UsageError("--env is required (or a --config that names one)")
-    overrides = {**cfg_over, **hp_over, **dict(parse_assignment(a) for a in args.set)}
+    user_set = dict(parse_assignment(a) for a in args.set)
+    overrides = {**cfg_over, **hp_over, **user_set}
     if args.total_timesteps is not None:
         overrides["total_timesteps"] = args.total_timesteps
     sweep = parse_sweep(args.sweep)
@@ -192,9 +193,12 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
             for v in values:
                 check_network_fits(config.replace(**{name: v}))
         # A field the user set must be read by the run (by some variant of a static sweep):
-        # a TRPO field on a PPO objective, say, is refused rather than ignored.
+        # a TRPO field on a PPO objective, say, is refused rather than ignored. A preset's own
+        # fields are not checked: they all apply to the preset (tests/test_presets.py), and a
+        # --set that turns one off (core=none on a GRU preset) was asked for.
         variants = [c for _, c in static_variants(config, static)]
-        for name in [*overrides, *traced, *static]:
+        given = [*user_set, *(["total_timesteps"] if args.total_timesteps is not None else [])]
+        for name in [*given, *traced, *static]:
             if not any(field_applies(v, name) for v in variants):
                 check_fields_apply(variants[0], [name])  # raises, naming the field
     except ValueError as err:
@@ -616,7 +620,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     record = read_run_record(out, str(out))
     config, num_runs = record.config, record.num_runs
     if args.render:
-        if config.env not in RENDERABLE:
+        # A positions-only variant draws as its full task (the hiding is in the observation).
+        drawn = config.env.removesuffix(":positions-only")
+        if drawn not in RENDERABLE:
             raise UsageError(
                 f"--render: gymnax draws only {', '.join(RENDERABLE)}; {config.env} is not one"
             )
@@ -628,7 +634,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UsageError(f"--render-run must be in 0..{num_runs - 1}, got {args.render_run}")
         import importlib.util
 
-        if config.env in RENDERABLE[:5] and importlib.util.find_spec("pygame") is None:
+        if drawn in RENDERABLE[:5] and importlib.util.find_spec("pygame") is None:
             raise UsageError(
                 f"--render of {config.env} needs pygame (gymnax draws it through gymnasium): "
                 "pip install 'purejaxppo[render]'"
@@ -715,25 +721,30 @@ def render_episode(config: Config, env: Any, params: Any, norm: Any, key: Any, p
     import jax.numpy as jnp
     from gymnax.visualize import Visualizer
 
-    from purejaxppo.ppo import ActorCritic, dist_mode, make_network, normalize_obs
+    from purejaxppo.ppo import ActorCritic, dist_mode, initial_hidden, make_network, normalize_obs
     from purejaxppo.ppo import resolve_normalization as norm_flags
 
     network = make_network(config, env)
     use_obs_norm, _ = norm_flags(config, env)
 
     @jax.jit
-    def act(obs: Any) -> Any:
+    def act(obs: Any, hidden: Any) -> Any:
         o = normalize_obs(norm.obs, obs) if use_obs_norm else obs
-        action = dist_mode(env.discrete, network.apply(params, o, method=ActorCritic.policy))
-        return action if env.discrete else jnp.clip(action, env.action_low, env.action_high)
+        dist, hidden = network.apply(params, o, hidden, method=ActorCritic.policy)
+        action = dist_mode(env.discrete, dist)
+        if not env.discrete:
+            action = jnp.clip(action, env.action_low, env.action_high)
+        return action, hidden
 
     step = jax.jit(env.step)
     key, reset_key = jax.random.split(key)
     obs, state = env.reset(reset_key)
     states, rewards, total = [state], [0.0], 0.0
+    hidden = initial_hidden(config)  # the policy's memory, carried through the episode
     for _ in range(env.max_episode_steps):
         key, step_key = jax.random.split(key)
-        out = step(step_key, state, act(obs))
+        action, hidden = act(obs, hidden)
+        out = step(step_key, state, action)
         total += float(out.reward)
         if bool(out.terminated | out.truncated):
             break

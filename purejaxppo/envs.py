@@ -13,6 +13,12 @@ true next observation before that reset, which is what a time-limit truncation b
 
 Names: a gymnax id (`"CartPole-v1"`), or `"brax:NAME"` / `"brax:NAME@BACKEND"` for brax (backend
 one of generalized, positional, spring, mjx; default positional, which is fast on a CPU).
+
+Partially observable variants, for policies with memory (`core=gru`), are named `ID:VARIANT`:
+`CartPole-v1:positions-only` (cart position and pole angle; the velocities hidden),
+`Pendulum-v1:positions-only` (cos and sin of the angle; the angular velocity hidden), and
+`MemoryChain-bsuite:memory-N` (bsuite's memory chain with N steps between the context, shown
+in the first observations, and the query that asks for it; plain `MemoryChain-bsuite` is N 5).
 """
 
 from __future__ import annotations
@@ -93,6 +99,51 @@ class BraxEnv:
         )
 
 
+# Observation entries kept by the positions-only variants (gymnax's observation layouts).
+POSITIONS = {
+    "CartPole-v1": (0, 2),  # [x, x_dot, theta, theta_dot] -> x, theta
+    "Pendulum-v1": (0, 1),  # [cos theta, sin theta, theta_dot] -> cos theta, sin theta
+}
+MEMORY_CHAIN = "MemoryChain-bsuite"
+
+
+class PositionsOnly(GymnaxEnv):
+    """A gymnax control task that shows positions but not velocities: one observation no
+    longer determines the state, so a memoryless policy must act on a guess."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = f"{name}:positions-only"
+        self.keep = np.asarray(POSITIONS[name])
+        self.obs_shape = (len(self.keep),)
+
+    def _obs(self, obs: jax.Array) -> jax.Array:
+        return jnp.asarray(obs, jnp.float32).reshape(-1)[self.keep]
+
+
+def variants() -> list[str]:
+    """The partially observable variant names (MemoryChain's N is any positive integer)."""
+    return [f"{n}:positions-only" for n in POSITIONS] + [f"{MEMORY_CHAIN}:memory-N"]
+
+
+def make_variant(env: str) -> GymnaxEnv:
+    """The adapter for an `ID:VARIANT` name; a ValueError lists the variants otherwise."""
+    base, _, variant = env.partition(":")
+    if variant == "positions-only" and base in POSITIONS:
+        return PositionsOnly(base)
+    if base == MEMORY_CHAIN and variant.startswith("memory-"):
+        length = variant[len("memory-") :]
+        if length.isdigit() and int(length) > 0:
+            chain = GymnaxEnv(base)
+            chain.params = chain.params.replace(memory_length=int(length))
+            chain.name = env
+            return chain
+    raise ValueError(
+        f"unknown environment variant {env!r}; variants: {', '.join(variants())} "
+        "(N a positive integer)"
+    )
+
+
 def parse_brax_name(env: str) -> tuple[str, str]:
     """'brax:NAME[@BACKEND]' -> (NAME, BACKEND)."""
     body = env[len(BRAX_PREFIX) :]
@@ -105,6 +156,8 @@ def make_env(env: str, **kwargs: Any) -> Any:
     if env.startswith(BRAX_PREFIX):
         name, backend = parse_brax_name(env)
         return BraxEnv(name, backend=backend, **kwargs)
+    if ":" in env:
+        return make_variant(env)
     if env not in gymnax_env_names():
         raise ValueError(
             f"unknown environment {env!r}; gymnax: {', '.join(gymnax_env_names())}; "
@@ -117,4 +170,10 @@ def is_known_env(env: str) -> bool:
     if env.startswith(BRAX_PREFIX):
         name, backend = parse_brax_name(env)
         return name in brax_env_names() and backend in BRAX_BACKENDS
+    if ":" in env:
+        try:
+            make_variant(env)
+        except ValueError:
+            return False
+        return True
     return env in gymnax_env_names()

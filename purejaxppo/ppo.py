@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,7 @@ OBJECTIVES = ("clip", "none", "kl_fixed", "kl_adaptive", "trpo")
 OPTIMIZERS = ("adam", "rmsprop")
 ACTIVATIONS = ("tanh", "relu")
 NETWORKS = ("mlp", "cnn", "nature_cnn", "minatar_cnn")
+CORES = ("none", "gru")
 
 
 def _field(default: Any, doc: str) -> Any:
@@ -69,6 +71,15 @@ class Config:
     hidden_sizes: tuple[int, ...] = _field((64, 64), "hidden layer widths of the mlp torsos")
     activation: str = _field("tanh", "mlp hidden activation: tanh or relu (conv torsos: relu)")
     conv_channels: int = _field(16, "output channels of the minatar_cnn convolution")
+    core: str = _field(
+        "none",
+        "recurrent core between torso and heads: none, or gru (a policy with memory: the hidden "
+        "state is carried per environment and reset where an episode ends; minibatches become "
+        "groups of whole environment sequences, so num_minibatches must divide num_envs)",
+    )
+    core_size: int = _field(
+        64, "gru: hidden state width (the mlp's separate actor and critic each get a gru)"
+    )
     objective: str = _field(
         "clip",
         "policy objective: clip, none (unclipped surrogate; A2C and vanilla PG), kl_fixed, "
@@ -102,6 +113,7 @@ class Config:
             "update_epochs",
             "num_minibatches",
             "conv_channels",
+            "core_size",
             "cg_iters",
             "backtracks",
         ):
@@ -131,6 +143,14 @@ class Config:
             )
         if self.network not in NETWORKS:
             raise ValueError(f"Config.network must be one of {NETWORKS}, got {self.network!r}")
+        if self.core not in CORES:
+            raise ValueError(f"Config.core must be one of {CORES}, got {self.core!r}")
+        if self.core != "none" and self.num_envs % self.num_minibatches:
+            raise ValueError(
+                f"Config.num_minibatches={self.num_minibatches} must divide num_envs="
+                f"{self.num_envs} with core={self.core!r} (a recurrent minibatch is a group of "
+                "whole environment sequences)"
+            )
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"Config.objective must be one of {OBJECTIVES}, got {self.objective!r}"
@@ -243,6 +263,7 @@ FIELD_SCOPES: dict[str, tuple[Callable[[Config], bool], str]] = {
     ),
     "rmsprop_decay": (lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop"),
     "rmsprop_eps": (lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop"),
+    "core_size": (lambda c: c.core != "none", "core=gru"),
 }
 
 
@@ -259,11 +280,11 @@ def check_fields_apply(config: Config, names: Iterable[str]) -> None:
     Adam."""
     for name in names:
         if not field_applies(config, name):
-            scope = FIELD_SCOPES[name]
-            raise ValueError(
-                f"{name} applies only with {scope[1]}; this run has objective={config.objective}"
-                f", optimizer={config.optimizer}, clip_vloss={str(config.clip_vloss).lower()}"
-            )
+            when = FIELD_SCOPES[name][1]
+            # The run's own values of the fields the condition names, e.g. "objective=clip".
+            read = dict.fromkeys(re.findall(r"([a-z_]+)=", when))
+            have = ", ".join(f"{f}={str(getattr(config, f)).lower()}" for f in read)
+            raise ValueError(f"{name} applies only with {when}; this run has {have}")
 
 
 def check_hparams(hparams: HParams) -> HParams:
@@ -555,8 +576,9 @@ def orthogonal_stack(
 
 
 HIDDEN_GAIN = math.sqrt(2.0)
-# A small policy-head gain starts the policy near uniform / near zero mean.
-HEAD_GAINS = {"policy_head": 0.01, "value_head": 1.0}
+# A small policy-head gain starts the policy near uniform / near zero mean; the GRU's kernels
+# start orthogonal with gain 1, so its gates start unsaturated.
+KERNEL_GAINS = {"policy_head": 0.01, "value_head": 1.0, "core_input": 1.0, "core_recurrent": 1.0}
 
 # Convolutional torsos: (features, kernel, stride) per VALID-padded conv layer, then one dense
 # layer; ReLU throughout. minatar_cnn's features come from Config.conv_channels.
@@ -664,10 +686,40 @@ class ConvTorso(nn.Module):
         return nn.relu(dense(x))
 
 
+class GRU(nn.Module):
+    """One step of a gated recurrent unit (Cho et al. 2014), h [..., H], x [..., F] -> h':
+      r = sigmoid(W_r x + U_r h + b_r),  z = sigmoid(W_z x + U_z h + b_z)
+      n = tanh(W_n x + b_n + r * (U_n h + c_n)),  h' = (1 - z) n + z h
+    The three gates' weights are one [F, 3H] and one [H, 3H] matrix: two matmuls a step."""
+
+    size: int
+
+    @nn.compact
+    def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
+        zeros = nn.initializers.zeros
+        gx = nn.Dense(3 * self.size, kernel_init=zeros, name="core_input")(x)
+        gh = nn.Dense(3 * self.size, kernel_init=zeros, name="core_recurrent")(h)
+        xr, xz, xn = jnp.split(gx, 3, axis=-1)
+        hr, hz, hn = jnp.split(gh, 3, axis=-1)
+        r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+        return (1.0 - z) * n + z * h
+
+
+def reset_hidden(hidden: Any, done: jax.Array) -> Any:
+    """Zero each environment's hidden state where its episode ended: leaves [..., H], done [...]."""
+    return jax.tree.map(lambda h: jnp.where(done[..., None], 0.0, h), hidden)
+
+
 class ActorCritic(nn.Module):
-    """torso -> heads. `mlp`: separate actor and critic torsos; the conv torsos are shared by
-    the policy and value heads (PPO paper, section 5: a shared network trained on the combined
-    loss). A state-independent log-std for continuous actions."""
+    """torso -> core -> heads. `mlp`: separate actor and critic torsos; the conv torsos are
+    shared by the policy and value heads (PPO paper, section 5: a shared network trained on the
+    combined loss). The core is the identity (`none`) or a GRU after each torso (one per
+    torso: the mlp's actor and critic keep their own memory). A state-independent log-std for
+    continuous actions.
+
+    Every call takes and returns the hidden state: a tuple of [..., core_size] arrays, one per
+    core, empty for core `none` (initial_hidden makes it)."""
 
     action_dim: int
     discrete: bool
@@ -676,6 +728,8 @@ class ActorCritic(nn.Module):
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
     conv_layers: Sequence[tuple[int, int, int]] = ()
+    core: str = "none"
+    core_size: int = 128
 
     def setup(self) -> None:
         if self.network == "mlp":
@@ -684,6 +738,11 @@ class ActorCritic(nn.Module):
             self.critic_torso = MLPTorso(self.hidden_sizes, self.activation, ndim)
         else:
             self.torso = ConvTorso(self.conv_layers, CONV_TORSOS[self.network][1])
+        if self.core == "gru":
+            if self.network == "mlp":
+                self.actor_core, self.critic_core = GRU(self.core_size), GRU(self.core_size)
+            else:
+                self.shared_core = GRU(self.core_size)
         zeros = nn.initializers.zeros
         self.policy_head = nn.Dense(self.action_dim, kernel_init=zeros)
         self.value_head = nn.Dense(1, kernel_init=zeros)
@@ -698,7 +757,7 @@ class ActorCritic(nn.Module):
         flat = traverse_util.flatten_dict(variables)
         paths = [p for p in flat if p[-1] == "kernel"]
         shapes = [flat[p].shape for p in paths]
-        gains = [HEAD_GAINS.get(p[-2], HIDDEN_GAIN) for p in paths]
+        gains = [KERNEL_GAINS.get(p[-2], HIDDEN_GAIN) for p in paths]
         kernels = orthogonal_stack(key, [(math.prod(sh[:-1]), sh[-1]) for sh in shapes], gains)
         flat.update({p: k.reshape(sh) for p, k, sh in zip(paths, kernels, shapes, strict=True)})
         return traverse_util.unflatten_dict(flat)
@@ -710,24 +769,88 @@ class ActorCritic(nn.Module):
         x = self.torso(obs)
         return x, x
 
-    def __call__(self, obs: jax.Array) -> tuple[Dist, jax.Array]:
-        """obs [..., *obs_shape] -> (Dist with [..., A] leaves, value [...]); a shared torso
-        runs once."""
-        pi, v = self.features(obs)
-        return self._dist(self.policy_head(pi)), self.value_head(v)[..., 0]
+    def remember(
+        self, feats: tuple[jax.Array, jax.Array], hidden: tuple[jax.Array, ...]
+    ) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, ...]]:
+        """One core step: (features, hidden) -> (features for the heads, new hidden)."""
+        if self.core == "none":
+            return feats, hidden
+        if self.network == "mlp":
+            h_pi, h_v = self.actor_core(hidden[0], feats[0]), self.critic_core(hidden[1], feats[1])
+            return (h_pi, h_v), (h_pi, h_v)
+        h = self.shared_core(hidden[0], feats[0])
+        return (h, h), (h,)
 
-    def policy(self, obs: jax.Array) -> Dist:
-        x = self.actor_torso(obs) if self.network == "mlp" else self.torso(obs)
-        return self._dist(self.policy_head(x))
+    def heads(self, feats: tuple[jax.Array, jax.Array]) -> tuple[Dist, jax.Array]:
+        """(policy features, value features) [..., F] -> (Dist [..., A], value [...])."""
+        return self._dist(self.policy_head(feats[0])), self.value_head(feats[1])[..., 0]
 
-    def value(self, obs: jax.Array) -> jax.Array:
-        x = self.critic_torso(obs) if self.network == "mlp" else self.torso(obs)
-        return self.value_head(x)[..., 0]
+    def __call__(
+        self, obs: jax.Array, hidden: tuple[jax.Array, ...] = ()
+    ) -> tuple[Dist, jax.Array, tuple[jax.Array, ...]]:
+        """obs [..., *obs_shape], hidden -> (Dist with [..., A] leaves, value [...], new
+        hidden); a shared torso runs once."""
+        feats, hidden = self.remember(self.features(obs), hidden)
+        return *self.heads(feats), hidden
+
+    def policy(
+        self, obs: jax.Array, hidden: tuple[jax.Array, ...] = ()
+    ) -> tuple[Dist, tuple[jax.Array, ...]]:
+        """The policy alone (the mlp's critic torso and core do not run; its hidden state is
+        passed through as it was)."""
+        if self.network != "mlp":
+            dist, _, hidden = self(obs, hidden)
+            return dist, hidden
+        x = self.actor_torso(obs)
+        if self.core != "none":
+            x = self.actor_core(hidden[0], x)
+            hidden = (x, hidden[1])
+        return self._dist(self.policy_head(x)), hidden
+
+    def value(
+        self, obs: jax.Array, hidden: tuple[jax.Array, ...] = ()
+    ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        """The value alone (for the mlp, the actor's half of the hidden state passes through)."""
+        if self.network != "mlp":
+            _, value, hidden = self(obs, hidden)
+            return value, hidden
+        x = self.critic_torso(obs)
+        if self.core != "none":
+            x = self.critic_core(hidden[1], x)
+            hidden = (hidden[0], x)
+        return self.value_head(x)[..., 0], hidden
 
     def _dist(self, loc: jax.Array) -> Dist:
         if self.discrete:
             return Dist(loc, jnp.zeros_like(loc[..., :1]))
         return Dist(loc, jnp.broadcast_to(self.log_std, loc.shape))
+
+
+def initial_hidden(config: Config, batch_shape: Sequence[int] = ()) -> tuple[jax.Array, ...]:
+    """The hidden state of fresh episodes: zeros [*batch_shape, core_size] per core (two for the
+    mlp's separate actor and critic, one for a shared conv torso), () without a core."""
+    if config.core == "none":
+        return ()
+    cores = 2 if config.network == "mlp" else 1
+    return tuple(jnp.zeros((*batch_shape, config.core_size), jnp.float32) for _ in range(cores))
+
+
+def replay(
+    network: ActorCritic, params: Any, obs: jax.Array, done: jax.Array, hidden: Any
+) -> tuple[Dist, jax.Array]:
+    """A recurrent network over stored sequences: obs [T, B, *obs_shape], done [T, B] (step t
+    ended an episode, so the state after it restarts at zeros), hidden the state before step 0
+    (leaves [B, H]) -> (Dist with [T, B, A] leaves, value [T, B]). The torso and heads run on all
+    T * B steps at once; the core steps through time exactly as the rollout did."""
+    feats = network.apply(params, obs, method=ActorCritic.features)
+
+    def step(h: Any, x: tuple[Any, jax.Array]) -> tuple[Any, Any]:
+        f, d = x
+        out, h = network.apply(params, f, h, method=ActorCritic.remember)
+        return reset_hidden(h, d), out
+
+    _, feats = jax.lax.scan(step, hidden, (feats, done))
+    return network.apply(params, feats, method=ActorCritic.heads)
 
 
 def make_network(config: Config, env: Env) -> ActorCritic:
@@ -740,6 +863,8 @@ def make_network(config: Config, env: Env) -> ActorCritic:
         hidden_sizes=config.hidden_sizes,
         activation=config.activation,
         conv_layers=conv_layers(config) if config.network != "mlp" else (),
+        core=config.core,
+        core_size=config.core_size,
     )
 
 
@@ -753,6 +878,7 @@ class EnvCarry(NamedTuple):
     obs: jax.Array  # [N, *obs_shape], raw (unnormalized)
     ep_return: jax.Array  # [N] undiscounted raw return of the running episode
     ep_length: jax.Array  # [N] int32
+    hidden: Any  # the core's state per environment (leaves [N, H]; () without a core)
 
 
 class TrainState(NamedTuple):
@@ -781,6 +907,8 @@ class Transition(NamedTuple):
     raw_reward: jax.Array
     ep_return: jax.Array  # return of the episode that ended here (meaningful where done)
     ep_length: jax.Array
+    next_hidden: Any  # the core's state after this step, before an episode-end reset: the
+    # state the true next observation is seen from (the bootstrap); () without a core
 
 
 # ---------------------------------------------------------------------------------------------
@@ -808,7 +936,7 @@ def rollout(
         act_key, env_key = jax.random.split(step_key)
         obs_stat = norm.obs.update(carry.obs) if use_obs_norm else norm.obs
         obs = normalize_obs(obs_stat, carry.obs) if use_obs_norm else carry.obs
-        dist, value = network.apply(params, obs)
+        dist, value, hidden = network.apply(params, obs, carry.hidden)
         action = dist_sample(env.discrete, dist, act_key)
         log_prob = dist_log_prob(env.discrete, dist, action)
         # The Gaussian sample is kept unclipped for the log-prob; only the env sees the clip.
@@ -845,12 +973,14 @@ def rollout(
             raw_reward=out.reward,
             ep_return=ep_return,
             ep_length=ep_length,
+            next_hidden=hidden,
         )
         new_carry = EnvCarry(
             state=out.state,
             obs=out.obs,
             ep_return=jnp.where(done, 0.0, ep_return),
             ep_length=jnp.where(done, 0, ep_length),
+            hidden=reset_hidden(hidden, done),
         )
         return (new_carry, Normalizer(obs_stat, ret_stat, ret_acc)), transition
 
@@ -964,6 +1094,9 @@ def adapt_kl_beta(kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | floa
 
 
 class Batch(NamedTuple):
+    """Update data: fields [B] (shuffled steps), or for a recurrent core [T, B] whole
+    sequences with `done` [T, B] and `hidden`, the core's state before step 0 (leaves [B, H])."""
+
     obs: jax.Array
     action: jax.Array
     log_prob: jax.Array
@@ -971,6 +1104,58 @@ class Batch(NamedTuple):
     value: jax.Array
     advantages: jax.Array
     returns: jax.Array
+    done: jax.Array | None = None
+    hidden: Any = None
+
+
+def update_batch(
+    config: Config, traj: Transition, advantages: jax.Array, returns: jax.Array, hidden: Any
+) -> Batch:
+    """The learning data of one rollout (fields [T, N, ...]): without a core, the T * N steps
+    flattened to [B] (the epochs shuffle steps); with one, the [T, N] sequences kept whole with
+    their episode ends and `hidden`, the core's state the rollout started from."""
+    data = Batch(traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns)
+    if config.core == "none":
+        return jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
+    return data._replace(done=traj.terminated | traj.truncated, hidden=hidden)
+
+
+def batch_outputs(network: ActorCritic, params: Any, batch: Batch) -> tuple[Dist, jax.Array]:
+    """(Dist, value) of the network on a Batch's observations: all at once for steps, by
+    replay from the stored hidden state for sequences."""
+    if batch.hidden is None:
+        dist, value, _ = network.apply(params, batch.obs)
+        return dist, value
+    return replay(network, params, batch.obs, batch.done, batch.hidden)
+
+
+def batch_policy(network: ActorCritic, params: Any, batch: Batch) -> Dist:
+    """batch_outputs' policy alone (a replay runs both halves)."""
+    if batch.hidden is None:
+        return network.apply(params, batch.obs, method=ActorCritic.policy)[0]
+    return replay(network, params, batch.obs, batch.done, batch.hidden)[0]
+
+
+def batch_value(network: ActorCritic, params: Any, batch: Batch) -> jax.Array:
+    """batch_outputs' value alone (a replay runs both halves)."""
+    if batch.hidden is None:
+        return network.apply(params, batch.obs, method=ActorCritic.value)[0]
+    return replay(network, params, batch.obs, batch.done, batch.hidden)[1]
+
+
+def sequence_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
+    """A recurrent Batch cut into minibatches of whole environment sequences, in the order of
+    perm [N]: fields [T, N, ...] -> [M, T, N / M, ...], hidden [N, H] -> [M, N / M, H]."""
+
+    def cut(x: jax.Array) -> jax.Array:
+        x = x[:, perm].reshape((x.shape[0], num_minibatches, -1) + x.shape[2:])
+        return jnp.moveaxis(x, 1, 0)
+
+    seqs = jax.tree.map(cut, batch._replace(hidden=None))
+    hidden = jax.tree.map(
+        lambda h: h[perm].reshape((num_minibatches, -1) + h.shape[1:]), batch.hidden
+    )
+    return seqs._replace(hidden=hidden)
 
 
 def ppo_loss(
@@ -982,8 +1167,9 @@ def ppo_loss(
     hparams: HParams,
     kl_beta: jax.Array,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """L = policy_loss + vf_coef * value_loss - ent_coef * entropy, on a minibatch [B]."""
-    dist, value = network.apply(params, batch.obs)
+    """L = policy_loss + vf_coef * value_loss - ent_coef * entropy, on a minibatch ([B] steps
+    or [T, B] sequences)."""
+    dist, value = batch_outputs(network, params, batch)
     log_prob = dist_log_prob(discrete, dist, batch.action)
     adv = batch.advantages
     if config.norm_adv:
@@ -1084,7 +1270,7 @@ def trpo_policy_step(
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
     def dist(theta: jax.Array) -> Dist:
-        return network.apply(unravel(theta), batch.obs, method=ActorCritic.policy)
+        return batch_policy(network, unravel(theta), batch)
 
     def surrogate(theta: jax.Array) -> jax.Array:
         log_prob = dist_log_prob(discrete, dist(theta), batch.action)
@@ -1137,7 +1323,7 @@ def value_fit_loss(
     kl_beta: jax.Array,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """TRPO's value fit on a minibatch: the value loss alone (ppo_loss's signature)."""
-    value = network.apply(params, batch.obs, method=ActorCritic.value)
+    value = batch_value(network, params, batch)
     vf = value_loss(value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss)
     return vf, {"value_loss": vf}
 
@@ -1230,7 +1416,9 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
 
     def init(key: jax.Array, hparams: HParams) -> TrainState:
         net_key, env_key, run_key = jax.random.split(key, 3)
-        params = network.init(net_key, jnp.zeros((1, *env.obs_shape), jnp.float32))
+        params = network.init(
+            net_key, jnp.zeros((1, *env.obs_shape), jnp.float32), initial_hidden(config, (1,))
+        )
         opt_state = make_optimizer(config, hparams).init(params)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, config.num_envs))
         carry = EnvCarry(
@@ -1238,6 +1426,7 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             obs=obs,
             ep_return=jnp.zeros(config.num_envs, jnp.float32),
             ep_length=jnp.zeros(config.num_envs, jnp.int32),
+            hidden=initial_hidden(config, (config.num_envs,)),
         )
         norm = Normalizer(
             obs=RunningStat.create(env.obs_shape),
@@ -1261,8 +1450,11 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             config, env, network, state.params, state.env, state.norm, rollout_key, hparams
         )
         # V of every true next state in one batched pass: equals V(obs_{t+1}) unless the episode
-        # ended at t, when it is V of the final observation (what a time limit bootstraps from).
-        next_values = network.apply(state.params, traj.final_obs, method=ActorCritic.value)
+        # ended at t, when it is V of the final observation (what a time limit bootstraps from),
+        # seen by a core from its state after step t, before the episode-end reset.
+        next_values, _ = network.apply(
+            state.params, traj.final_obs, traj.next_hidden, method=ActorCritic.value
+        )
         advantages, returns = compute_gae(
             traj.reward,
             traj.value,
@@ -1272,10 +1464,7 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             hparams.gamma,
             hparams.gae_lambda,
         )
-        data = Batch(
-            traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns
-        )
-        data = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
+        data = update_batch(config, traj, advantages, returns, state.env.hidden)
         optimizer = make_optimizer(config, hparams)
         # The clip range in force for this update (annealed with the paper's alpha if asked).
         clip_hparams = hparams.replace(clip_coef=current_clip(config, hparams, state.update))
@@ -1300,14 +1489,19 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             return (optax.apply_updates(params, updates), opt_state), stats
 
         def epoch(c: tuple[Any, Any], perm: jax.Array):
-            shuffled = jax.tree.map(
-                lambda x: x[perm].reshape((config.num_minibatches, -1) + x.shape[1:]), data
-            )
+            if config.core == "none":
+                shuffled = jax.tree.map(
+                    lambda x: x[perm].reshape((config.num_minibatches, -1) + x.shape[1:]), data
+                )
+            else:
+                shuffled = sequence_minibatches(data, perm, config.num_minibatches)
             return jax.lax.scan(minibatch_step, c, shuffled)
 
-        # Every epoch's shuffle drawn at once: one batched sort instead of one per epoch.
+        # Every epoch's shuffle drawn at once: one batched sort instead of one per epoch. A
+        # recurrent core shuffles environments (whole sequences), not steps.
         perms = jax.vmap(jax.random.permutation, in_axes=(0, None))(
-            jax.random.split(epoch_key, config.update_epochs), config.batch_size
+            jax.random.split(epoch_key, config.update_epochs),
+            config.batch_size if config.core == "none" else config.num_envs,
         )
         (params, opt_state), stats = jax.lax.scan(epoch, (params, state.opt_state), perms)
         stats = jax.tree.map(jnp.mean, stats)
@@ -1317,7 +1511,7 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             stats = {**stats, **trpo_stats}
             kl = trpo_stats["approx_kl"]
         elif config.objective in ("kl_adaptive", "kl_fixed") or config.adaptive_lr:
-            new_dist = network.apply(params, data.obs, method=ActorCritic.policy)
+            new_dist = batch_policy(network, params, data)
             kl = dist_kl(env.discrete, data.dist, new_dist).mean()
             if config.objective == "kl_adaptive":
                 kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
@@ -1423,21 +1617,24 @@ def evaluate(
     use_obs_norm, _ = resolve_normalization(config, env)
 
     def step(c, step_key):
-        state, obs, total, alive = c
+        state, obs, hidden, total, alive = c
         o = normalize_obs(norm.obs, obs) if use_obs_norm else obs
-        dist = network.apply(params, o, method=ActorCritic.policy)
+        dist, hidden = network.apply(params, o, hidden, method=ActorCritic.policy)
         action = dist_mode(env.discrete, dist)
         if not env.discrete:
             action = jnp.clip(action, env.action_low, env.action_high)
         out = jax.vmap(env.step)(jax.random.split(step_key, num_episodes), state, action)
         total = total + jnp.where(alive, out.reward, 0.0)
         alive = alive & ~(out.terminated | out.truncated)
-        return (out.state, out.obs, total, alive), None
+        return (out.state, out.obs, hidden, total, alive), None
 
     reset_key, run_key = jax.random.split(key)
     obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
-    init = (state, obs, jnp.zeros(num_episodes), jnp.ones(num_episodes, jnp.bool_))
-    (_, _, total, _), _ = jax.lax.scan(step, init, jax.random.split(run_key, env.max_episode_steps))
+    hidden = initial_hidden(config, (num_episodes,))  # carried through the episode
+    init = (state, obs, hidden, jnp.zeros(num_episodes), jnp.ones(num_episodes, jnp.bool_))
+    (_, _, _, total, _), _ = jax.lax.scan(
+        step, init, jax.random.split(run_key, env.max_episode_steps)
+    )
     return total
 
 

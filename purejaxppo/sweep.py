@@ -29,6 +29,7 @@ from purejaxppo.ppo import (
     TrainState,
     check_hparams,
     compiler_options,
+    initial_hidden,
     make_trainer,
     obs_size,
 )
@@ -133,18 +134,23 @@ def estimate_run_bytes(trainer: Trainer, chunk: int) -> int:
     cfg = trainer.config
     per_step = 4 * (3 * obs_size(env) + 4 * env.action_dim + 12)
     rollout = cfg.batch_size * per_step
-    activations = cfg.batch_size * 4 * 2 * activation_floats(trainer.network, state.params, env)
+    activations = (
+        cfg.batch_size * 4 * 2 * activation_floats(trainer.network, state.params, env, cfg)
+    )
     metrics = chunk * 16 * 4
     return _nbytes(state) + 4 * rollout + activations + 2 * _nbytes(state.params) + metrics
 
 
-def activation_floats(network: Any, params: Any, env: Any) -> int:
+def activation_floats(network: Any, params: Any, env: Any, config: Config) -> int:
     """Floats of every layer output for one observation, found by tracing (no compile)."""
     obs = jax.ShapeDtypeStruct((1, *env.obs_shape), np.float32)
     _, captured = jax.eval_shape(
-        lambda p, o: network.apply(p, o, capture_intermediates=True, mutable=["intermediates"]),
+        lambda p, o, h: network.apply(
+            p, o, h, capture_intermediates=True, mutable=["intermediates"]
+        ),
         params,
         obs,
+        initial_hidden(config, (1,)),
     )
     return sum(math.prod(x.shape) for x in jax.tree.leaves(captured))
 

@@ -97,7 +97,7 @@ def test_discrete_and_continuous_heads():
     env = GymnaxEnv("CartPole-v1")
     net = make_network(cfg, env)
     params = net.init(jax.random.key(0), jnp.zeros((1, 4)))
-    dist, value = net.apply(params, jnp.zeros((5, 4)))
+    dist, value, _ = net.apply(params, jnp.zeros((5, 4)))
     chex.assert_shape(dist.loc, (5, 2))
     chex.assert_shape(value, (5,))
     # Policy head gain 0.01: the initial policy is close to uniform.
@@ -106,7 +106,7 @@ def test_discrete_and_continuous_heads():
     cont = make_network(Config(env="Pendulum-v1"), GymnaxEnv("Pendulum-v1"))
     params = cont.init(jax.random.key(0), jnp.zeros((1, 3)))
     obs = jax.random.normal(jax.random.key(1), (6, 3))
-    dist, _ = cont.apply(params, obs)
+    dist, _, _ = cont.apply(params, obs)
     chex.assert_shape((dist.loc, dist.scale), (6, 1))
     # The log-std is a parameter, the same for every state, starting at 0.
     np.testing.assert_array_equal(dist.scale, np.zeros((6, 1)))

@@ -160,11 +160,13 @@ def loss_parts(net, obs, actions):
     def pg(p):
         from purejaxppo.ppo import dist_log_prob
 
-        logp = dist_log_prob(True, net.apply(p, obs, method=ActorCritic.policy), actions)
+        logp = dist_log_prob(True, net.apply(p, obs, method=ActorCritic.policy)[0], actions)
         return policy_loss("clip", logp, old_logp, adv, 0.0, 0.2, 0.0)
 
     def vf(p):
-        return value_loss(net.apply(p, obs, method=ActorCritic.value), returns, returns, 0.2, False)
+        return value_loss(
+            net.apply(p, obs, method=ActorCritic.value)[0], returns, returns, 0.2, False
+        )
 
     params = net.init(jax.random.key(0), obs[:1])
     cfg = Config(env="Breakout-MinAtar", norm_adv=False, clip_vloss=False)

@@ -67,6 +67,10 @@ COMMANDS = {
         "run",
         SMALL_TRAIN,
     ),
+    "purejaxppo train --config gru-cartpole --num-seeds 16 --out runs/gru-cartpole": (
+        "run",
+        [*SMALL_TRAIN, "num_minibatches=2"],  # a recurrent minibatch is whole environments
+    ),
     "purejaxppo train --resume runs/lr": ("run", []),
     "purejaxppo eval runs/lr --episodes 10": ("run", ["--episodes", "2"]),
     "purejaxppo eval runs/cartpole --render episode.gif": ("run", []),

@@ -120,6 +120,7 @@ CONFIG_CHANGES = {
     "normalize_reward": True,
     "optimizer": "rmsprop",
     "adaptive_lr": True,
+    "core": "gru",
 }
 # Fields that act only on image observations: changed against a MinAtar baseline.
 IMAGE_BASE = dict(env="Breakout-MinAtar", network="minatar_cnn", conv_channels=4)
@@ -127,10 +128,12 @@ IMAGE_CHANGES = {"network": "mlp", "conv_channels": 2}
 # Fields that act only on TRPO's step: changed against a TRPO baseline whose full steps the line
 # search rejects at first (a large max_kl), so the number of halvings tried matters.
 TRPO_CHANGES = {"cg_iters": 2, "backtracks": 1}
+# Fields that act only on a recurrent core: changed against a GRU baseline.
+GRU_CHANGES = {"core_size": 4}
 
 
 def test_config_changes_cover_every_field():
-    changed = set(CONFIG_CHANGES) | set(IMAGE_CHANGES) | set(TRPO_CHANGES)
+    changed = set(CONFIG_CHANGES) | set(IMAGE_CHANGES) | set(TRPO_CHANGES) | set(GRU_CHANGES)
     assert changed == {f.name for f in dataclasses.fields(Config)}
 
 
@@ -165,6 +168,15 @@ def test_each_trpo_field_changes_behaviour(baseline, field):
     base = tiny_config(objective="trpo")
     out = fingerprint(jitted(base)(jax.random.key(0), hp))
     changed = base.replace(**{field: TRPO_CHANGES[field]})
+    assert not same(out, fingerprint(jitted(changed)(jax.random.key(0), hp)))
+
+
+@pytest.mark.parametrize("field", sorted(GRU_CHANGES))
+def test_each_gru_field_changes_behaviour(baseline, field):
+    _, hp, _ = baseline
+    base = tiny_config(core="gru", core_size=8)
+    out = fingerprint(jitted(base)(jax.random.key(0), hp))
+    changed = base.replace(**{field: GRU_CHANGES[field]})
     assert not same(out, fingerprint(jitted(changed)(jax.random.key(0), hp)))
 
 
