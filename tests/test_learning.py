@@ -51,8 +51,11 @@ def test_pendulum_shipped_defaults_8_seeds():
 def test_brax_inverted_pendulum_deterministic_eval_4_seeds():
     from purejaxppo.presets import defaults_for
 
+    # The shipped defaults (1M steps), trained for half of them: measured 2026-12-02 on one
+    # device, every seed's deterministic return is 1000 after 500k steps.
     config, hparams = defaults_for("brax:inverted_pendulum")
     assert config.total_timesteps <= 1_000_000
+    config = config.replace(total_timesteps=500_000)
     env = make_env(config.env)
     state, _, summary = train_seeds(config, hparams, 4, env=env)
     eval_keys = jax.random.split(jax.random.key(1), 4)
@@ -123,3 +126,21 @@ def test_a2c_cartpole_8_seeds():
     finals = final_return(metrics)
     print(f"A2C CartPole-v1 final_return over 8 seeds: {np.mean(finals):.1f}; {summary}")
     assert np.mean(finals) >= 300
+
+
+def test_gru_remembers_what_a_memoryless_policy_cannot_8_seeds():
+    # MemoryChain with 8 steps between the context bit and its query: +1 for the right answer,
+    # -1 for the wrong one, so without memory the best is a guess (0 on average). Measured
+    # 2026-12-02 (one device, 8 seeds, the gru-memorychain settings at memory-8 and 51k steps):
+    # every GRU seed at 1.0 from about 15k steps on.
+    config, hparams = shipped("gru-memorychain", total_timesteps=25_600)
+    env_name = "MemoryChain-bsuite:memory-8"
+    config = config.replace(env=env_name)
+    finals = {}
+    for core in ("gru", "none"):
+        _, metrics, _ = train_seeds(config.replace(core=core), hparams, 8, env=make_env(env_name))
+        finals[core] = final_return(metrics)
+    print(f"MemoryChain memory-8 final return, 8 seeds: gru {np.round(finals['gru'], 2)}, "
+          f"none {np.round(finals['none'], 2)}")  # fmt: skip
+    assert np.mean(finals["gru"]) >= 0.8 and np.min(finals["gru"]) >= 0.5
+    assert abs(np.mean(finals["none"])) <= 0.2
