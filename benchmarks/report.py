@@ -186,6 +186,32 @@ def pixels_section(data: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def recurrent_section(data: dict[str, Any]) -> list[str]:
+    r = data["row"]
+    gru, none = r["gru"], r["none"]
+    return [
+        "## A GRU core against none (the gru-cartpole preset)",
+        "",
+        machine_line(data["machine"]),
+        f"`python benchmarks/throughput.py --only recurrent`: {r['env']}, {r['num_seeds']} "
+        f"seeds, {r['num_envs']} actors x T {r['num_steps']}, {r['num_updates']} updates; the "
+        f"preset with its {r['core_size']}-wide GRU after each torso and the same settings with "
+        "`core=none`, both compiled in one process and run alternately (fastest of "
+        f"{len(gru['run_seconds_all'])} runs each).",
+        "",
+        "| core | trainer steps/s | compile s | run s |",
+        "|---|---:|---:|---:|",
+        f"| gru | {gru['steps_per_second']:,} | {gru['compile_seconds']:.2f} | "
+        f"{gru['run_seconds']:.2f} |",
+        f"| none | {none['steps_per_second']:,} | {none['compile_seconds']:.2f} | "
+        f"{none['run_seconds']:.2f} |",
+        "",
+        f"The GRU trains at {r['gru_over_none']:.3f} of the speed without a core (peak RSS "
+        f"{r['peak_rss_mb']:.0f} MB).",
+        "",
+    ]
+
+
 def devices_section(data: dict[str, Any]) -> list[str]:
     out = [
         "## Every core by default (default command vs `--devices 1`)",
@@ -335,6 +361,7 @@ def write_report() -> Path:
         ("peers", peers_section),
         ("sweep", sweep_section),
         ("pixels", pixels_section),
+        ("recurrent", recurrent_section),
         ("brax_step", brax_step_section),
         ("algorithms_atari", algorithms_section),
         ("algorithms_mujoco", algorithms_section),

@@ -20,6 +20,8 @@ Sections (each writes benchmarks/results/<section>.json; then BENCHMARKS.md is r
 - pixels: Breakout-MinAtar with its preset (the paper's Atari settings) at 8 and 16 seeds, the
   minatar_cnn torso and the MLP, each against its rollout-only reference in the same process,
   compile apart from run.
+- recurrent: the gru-cartpole preset (CartPole with positions only) with its GRU core against
+  the same settings without a core, 16 seeds, fresh processes alternated; compile apart.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def make_reference(config: Any, trainer: Any):
             def step(c, step_key):
                 env_state, obs, total = c
                 act_key, env_key = jax.random.split(step_key)
-                dist, value = network.apply(state.params, obs)
+                dist, value, _ = network.apply(state.params, obs)
                 action = dist_sample(env.discrete, dist, act_key)
                 log_prob = dist_log_prob(env.discrete, dist, action)
                 out = jax.vmap(env.step)(
@@ -258,7 +260,7 @@ def worker_profile(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]
     def rollout_gae(s):
         key, rk = jax.random.split(s.key)
         carry, norm, traj = rollout(config, env, network, s.params, s.env, s.norm, rk, hp)
-        next_values = network.apply(s.params, traj.final_obs, method=ActorCritic.value)
+        next_values, _ = network.apply(s.params, traj.final_obs, method=ActorCritic.value)
         adv, ret = compute_gae(
             traj.reward, traj.value, next_values, traj.terminated, traj.truncated, 0.99, 0.95
         )
@@ -276,7 +278,9 @@ def worker_profile(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]
         obs = traj.obs.reshape(config.num_minibatches, -1, traj.obs.shape[-1])
 
         def minibatch(p, o):
-            g = jax.grad(lambda p: sum(x.sum() for x in jax.tree.leaves(network.apply(p, o))))(p)
+            g = jax.grad(lambda p: sum(x.sum() for x in jax.tree.leaves(network.apply(p, o)[:2])))(
+                p
+            )
             return jax.tree.map(lambda a, b: a - 1e-6 * b, p, g), None
 
         def epoch(p, _):
@@ -435,6 +439,45 @@ def hot_ops(fn: Any, keys: Any, top: int = 15) -> list[dict[str, Any]]:
     return rows
 
 
+def worker_recurrent(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]:
+    """The gru-cartpole preset (CartPole-v1:positions-only) with its GRU core and with core
+    none (the same torso, heads and hyperparameters without memory), compiled in one process
+    and run round-robin."""
+    import jax
+
+    from purejaxppo.cli import resolve
+    from purejaxppo.driver import peak_rss_mb
+    from purejaxppo.envs import make_env
+    from purejaxppo.ppo import make_train
+    from purejaxppo.presets import load_preset
+
+    env_name, config_fields, hparam_fields = load_preset("gru-cartpole")
+    config, hparams = resolve(env_name, {**config_fields, **hparam_fields})
+    config = config.replace(total_timesteps=updates * config.batch_size)
+    env = make_env(config.env)
+    keys = jax.random.split(jax.random.key(0), num_seeds)
+    steps = num_seeds * config.num_updates * config.batch_size
+    programs = {}
+    for core in ("none", "gru"):
+        train = make_train(config.replace(core=core), env)
+        programs[core] = jax.vmap(lambda k, train=train: train(k, hparams))
+    times = time_programs(programs, keys, repeats)
+    return {
+        "env": config.env,
+        "core_size": config.core_size,
+        "num_seeds": num_seeds,
+        "num_envs": config.num_envs,
+        "num_steps": config.num_steps,
+        "num_updates": config.num_updates,
+        **{
+            core: {**t, "steps_per_second": round(steps / t["run_seconds"])}
+            for core, t in times.items()
+        },
+        "gru_over_none": round(times["none"]["run_seconds"] / times["gru"]["run_seconds"], 4),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec.pop("kind")
     if kind == "scaling":
@@ -443,6 +486,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         return worker_profile(**spec)
     if kind == "pixels":
         return worker_pixels(**spec)
+    if kind == "recurrent":
+        return worker_recurrent(**spec)
     if kind == "ours":
         return worker_ours(**spec)
     raise ValueError(f"unknown worker kind {kind!r}")
@@ -561,6 +606,19 @@ def section_pixels(quick: bool) -> None:
     save("pixels", {"machine": machine(), "quick": quick, "points": rows})
 
 
+def section_recurrent(quick: bool) -> None:
+    """GRU against no core at 16 seeds: both programs in one process, run alternately."""
+    spec = {"kind": "recurrent", "num_seeds": 16, "updates": 4 if quick else 20,
+            "repeats": 1 if quick else 3}  # fmt: skip
+    row = launch(spec)
+    print(
+        f"gru-cartpole 16 seeds: gru {row['gru']['steps_per_second']} steps/s, none "
+        f"{row['none']['steps_per_second']} steps/s, ratio {row['gru_over_none']}",
+        flush=True,
+    )
+    save("recurrent", {"machine": machine(), "quick": quick, "row": row})
+
+
 def plot_scaling(rows: list[dict[str, Any]]) -> None:
     import matplotlib
 
@@ -662,7 +720,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, no peers or sweep")
     parser.add_argument(
         "--only",
-        choices=["scaling", "profile", "peers", "sweep", "pixels", "report"],
+        choices=["scaling", "profile", "peers", "sweep", "pixels", "recurrent", "report"],
         action="append",
     )
     parser.add_argument("--sb3-steps", type=int, default=500_000)
@@ -674,9 +732,9 @@ def main() -> None:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     sections = args.only or (
-        ["scaling", "profile", "pixels"]
+        ["scaling", "profile", "pixels", "recurrent"]
         if args.quick
-        else ["scaling", "profile", "peers", "sweep", "pixels"]
+        else ["scaling", "profile", "peers", "sweep", "pixels", "recurrent"]
     )
     for name in sections:
         t = time.perf_counter()
@@ -690,6 +748,8 @@ def main() -> None:
             section_sweep(args.sweep_seeds, args.sweep_steps)
         elif name == "pixels":
             section_pixels(args.quick)
+        elif name == "recurrent":
+            section_recurrent(args.quick)
         print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
     sys.path.insert(0, str(ROOT))
     from benchmarks.report import write_report

@@ -52,6 +52,11 @@ SMALL = {
         "CLI_SEEDS": "2",
         "CLI_TIMESTEPS": "1_024",
     },
+    "memory.ipynb": {
+        "NUM_SEEDS": "2",
+        "MEMORY_TIMESTEPS": "2_048",  # 2 updates of 8 envs x 128 steps
+        "CARTPOLE_TIMESTEPS": "2_048",
+    },
     "continuous_control.ipynb": {
         "NUM_SEEDS": "2",
         "TOTAL_TIMESTEPS": "4_096",  # 2 updates of 16 envs x 128 steps
