@@ -127,7 +127,7 @@ def test_every_torso_shapes_and_init_scales(network):
     assert_orthogonal(params["value_head"]["kernel"], 1.0)
     # Any leading axes: [2, 3, *obs] -> logits [2, 3, A], value [2, 3].
     obs = jax.random.uniform(jax.random.key(1), (2, 3, *obs_shape))
-    dist, value = jax.jit(net.apply)({"params": params}, obs)
+    dist, value, _ = jax.jit(net.apply)({"params": params}, obs)
     chex.assert_shape(dist.loc, (2, 3, 5))
     chex.assert_shape(value, (2, 3))
     # Policy head gain 0.01: the first policy is close to uniform.
