@@ -76,16 +76,18 @@ def episode_mean(metrics, updates=slice(None)):
     return float(np.where(c > 0, np.nan_to_num(r) * c, 0.0).sum() / c.sum())
 
 
-@pytest.mark.parametrize("game, steps", [("Breakout", 100_000), ("Freeway", 100_000)])
-def test_minatar_preset_learns_8_seeds(game, steps):
+# Freeway with 4 seeds, for the suite's time: measured 2026-12-02 (one device), its last quarter
+# is 18.84 against bars of 1.56 and 1.53; Breakout keeps 8 (at 4 seeds: 1.67 against 1.33).
+@pytest.mark.parametrize("game, steps, seeds", [("Breakout", 100_000, 8), ("Freeway", 100_000, 4)])
+def test_minatar_preset_learns(game, steps, seeds):
     # The shipped preset (PPO paper Table 5, minatar_cnn torso), fewer steps than its 5M.
     config, hparams = preset(f"{game}-MinAtar")
     assert config.network == "minatar_cnn" and config.anneal_clip
-    _, metrics, summary = train_seeds(config.replace(total_timesteps=steps), hparams, 8)
+    _, metrics, summary = train_seeds(config.replace(total_timesteps=steps), hparams, seeds)
     # The random figure from the same code: learning rate 0 keeps the initial policy, which the
     # 0.01 policy-head gain makes near-uniform.
     _, frozen, _ = train_seeds(
-        config.replace(total_timesteps=25_600), hparams.replace(learning_rate=0.0), 8
+        config.replace(total_timesteps=25_600), hparams.replace(learning_rate=0.0), seeds
     )
     random = episode_mean(frozen)
     n = metrics["episodes"].shape[1]
@@ -95,7 +97,7 @@ def test_minatar_preset_learns_8_seeds(game, steps):
         episode_mean(metrics, slice(0, n // 4)),
         episode_mean(metrics, slice(-n // 4, None)),
     )
-    print(f"{game}-MinAtar, 8 seeds x {steps}: first quarter {first:.2f}, last quarter "
+    print(f"{game}-MinAtar, {seeds} seeds x {steps}: first quarter {first:.2f}, last quarter "
           f"{last:.2f}, random policy {random:.2f}; {summary}")  # fmt: skip
     assert last >= 2.0 * random + 0.5
     assert last >= first + 0.5
