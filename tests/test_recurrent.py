@@ -62,6 +62,7 @@ def gru_config(**changes):
     return tiny_config(**{**base, **changes})
 
 
+@pytest.mark.integration  # compiles a trainer: seconds, not for test-fast
 def test_hidden_state_resets_to_zero_where_an_episode_ends():
     # 2 envs x 5 steps. Env 0 starts 2 steps from its end: it terminates at t = 1, restarts at
     # 3 steps left and terminates again at t = 4. Env 1 starts 4 steps from its end and is cut
@@ -101,6 +102,7 @@ def test_hidden_state_resets_to_zero_where_an_episode_ends():
     assert not np.allclose(continued[0], after[2][0][0])
 
 
+@pytest.mark.integration  # compiles a trainer: seconds, not for test-fast
 @pytest.mark.parametrize("network", ["mlp", "minatar_cnn"])
 def test_replay_from_the_stored_state_reproduces_the_rollout_exactly(network):
     # Episodes end inside the rollout and the rollout starts from a nonzero state (after one
@@ -278,6 +280,7 @@ def test_a_gru_run_resumes_bit_identical_and_evaluates(tmp_path, capsys):
     assert len(json.loads(out.strip().splitlines()[-1])["runs"]) == 2
 
 
+@pytest.mark.integration  # compiles a trainer: seconds, not for test-fast
 def test_evaluate_carries_the_hidden_state_through_the_episode():
     # A policy whose action depends on its memory: evaluate's returns equal a hand-written loop
     # that carries the state, and differ from one that forgets it each step.
