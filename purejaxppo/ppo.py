@@ -729,7 +729,7 @@ class ActorCritic(nn.Module):
     activation: str = "tanh"
     conv_layers: Sequence[tuple[int, int, int]] = ()
     core: str = "none"
-    core_size: int = 128
+    core_size: int = 64
 
     def setup(self) -> None:
         if self.network == "mlp":
@@ -1133,14 +1133,14 @@ def batch_policy(network: ActorCritic, params: Any, batch: Batch) -> Dist:
     """batch_outputs' policy alone (a replay runs both halves)."""
     if batch.hidden is None:
         return network.apply(params, batch.obs, method=ActorCritic.policy)[0]
-    return replay(network, params, batch.obs, batch.done, batch.hidden)[0]
+    return batch_outputs(network, params, batch)[0]
 
 
 def batch_value(network: ActorCritic, params: Any, batch: Batch) -> jax.Array:
     """batch_outputs' value alone (a replay runs both halves)."""
     if batch.hidden is None:
         return network.apply(params, batch.obs, method=ActorCritic.value)[0]
-    return replay(network, params, batch.obs, batch.done, batch.hidden)[1]
+    return batch_outputs(network, params, batch)[1]
 
 
 def sequence_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
