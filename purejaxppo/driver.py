@@ -5,7 +5,8 @@ Folder layout:
   config.json     resolved settings (Config, base HParams, grid, seeds): what --resume checks
   checkpoints/    orbax checkpoints, one per --checkpoint-every updates, the last few kept
   metrics.npz     every per-update metric as [setting, seed, update], plus env_steps [update]
-  summary.json    speeds, final_return per run, per-setting mean/std, diverged runs
+  summary.json    speeds, final_return per run; per setting its IQM, mean and median with 95%
+                  bootstrap intervals over seeds, and a ranking by IQM; diverged runs
   curves.png      learning curves: mean and interquartile band across seeds per setting
   tensorboard/    event files per setting, with --tensorboard
 """
@@ -28,6 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from purejaxppo import stats
 from purejaxppo.checkpoint import Checkpointer
 from purejaxppo.errors import DiskFull, is_disk_full
 from purejaxppo.ppo import Config, HParams, final_return
@@ -538,8 +540,7 @@ def write_results(
         per_setting.append(
             {
                 **setting,
-                "final_return_mean": round(float(ok.mean()), 3) if ok.size else None,
-                "final_return_std": round(float(ok.std()), 3) if ok.size else None,
+                **setting_statistics(ok, seed=h),
                 "diverged_excluded": int((~kept[h]).sum()),
             }
         )
@@ -559,7 +560,9 @@ def write_results(
         "final_return_mean": None if np.all(np.isnan(flat)) else round(float(np.nanmean(flat)), 3),
         "diverged_excluded": int((~kept).sum()),
         "grid": {"fields": list(grid.fields), "settings": list(grid.settings)},
+        "intervals": INTERVALS,
         "per_setting": per_setting,
+        "ranking": ranking(per_setting),
         "diverged": [
             {
                 "run": r,
@@ -575,6 +578,66 @@ def write_results(
     # Last: a summary.json means every result file before it is complete.
     write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
+
+
+INTERVALS = {
+    "confidence": stats.DEFAULT_CONFIDENCE,
+    "method": "percentile interval of a bootstrap over the setting's seeds",
+    "replicates": stats.DEFAULT_REPS,
+    "statistics": "final_return over seeds: IQM (25% cut from each end), mean, median",
+}
+
+
+def setting_statistics(scores: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """One setting's final returns (finite, diverged runs left out) as summary.json fields:
+    mean and std, and IQM, mean and median each with its 95% bootstrap interval."""
+    if scores.size == 0:
+        nothing: dict[str, Any] = {"runs": 0, "final_return_mean": None, "final_return_std": None}
+        for name in stats.AGGREGATES:
+            nothing.update({f"final_return_{name}": None, f"final_return_{name}_ci": None})
+        return nothing
+    est = stats.interval_estimates(scores, seed=seed)
+    out: dict[str, Any] = {"runs": int(scores.size)}
+    out["final_return_mean"] = round(float(scores.mean()), 3)
+    out["final_return_std"] = round(float(scores.std()), 3)
+    for name in stats.AGGREGATES:
+        out[f"final_return_{name}"] = round(est[name].point, 3)
+        out[f"final_return_{name}_ci"] = [round(est[name].low, 3), round(est[name].high, 3)]
+    return out
+
+
+def ranking(per_setting: list[dict[str, Any]]) -> list[int]:
+    """Setting indices from the highest final-return IQM down; settings with no runs last."""
+
+    def key(h: int) -> float:
+        iqm = per_setting[h]["final_return_iqm"]
+        return -math.inf if iqm is None else iqm
+
+    return sorted(range(len(per_setting)), key=key, reverse=True)
+
+
+def interval_lines(summary: dict[str, Any], most: int = 10) -> list[str]:
+    """The console's closing lines: each setting's final-return IQM [95% interval], best
+    first (the first `most` of them)."""
+    settings = summary["per_setting"]
+    lines = []
+    for h in summary["ranking"][:most]:
+        s = settings[h]
+        label = ", ".join(f"{k}={s[k]:g}" for k in summary["grid"]["fields"])
+        if s["final_return_iqm"] is None:
+            text = "no finite runs"
+        else:
+            low, high = s["final_return_iqm_ci"]
+            text = f"IQM {s['final_return_iqm']:g} [{low:g}, {high:g}]"
+        diverged = s["diverged_excluded"]
+        lines.append(
+            f"final return {text} over {s['runs']} runs"
+            + (f" ({diverged} diverged, left out)" if diverged else "")
+            + (f": {label}" if label else "")
+        )
+    if len(settings) > most:
+        lines.append(f"... and {len(settings) - most} more settings, ranked in summary.json")
+    return lines
 
 
 def plot_curves(
