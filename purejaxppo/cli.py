@@ -5,6 +5,7 @@
       --sweep learning_rate=0.00025,0.001 ent_coef=0,0.01
   purejaxppo train --resume runs/lr
   purejaxppo eval runs/lr
+  purejaxppo compare runs/lr runs/cartpole --out runs/compare
 
 Every problem with the input is reported in one line with exit code 2, before anything
 compiles and before anything is written. See driver.py for what the output folder holds.
@@ -142,17 +143,51 @@ def check_output_dir(out: Path) -> None:
         raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
 
 
-def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:
-    """['learning_rate=1e-3,1e-2', 'num_envs=4,8'] -> {field: [typed values]}."""
-    sweep: dict[str, list[Any]] = {}
+def parse_draw(name: str, raw: str) -> Any:
+    """'loguniform:1e-4:1e-2' -> Draw, with numbers LOW < HIGH (and 0 < LOW for loguniform)."""
+    from purejaxppo.sweep import Draw
+
+    kind, _, span = raw.partition(":")
+    low, sep, high = span.partition(":")
+    try:
+        draw = Draw(kind, float(low), float(high))
+    except ValueError:
+        draw = None
+    if draw is None or not sep or not (math.isfinite(draw.low) and math.isfinite(draw.high)):
+        raise UsageError(f"--sweep {name}={raw}: expected {kind}:LOW:HIGH with numbers")
+    if not draw.low < draw.high:
+        raise UsageError(f"--sweep {name}={raw}: LOW must be below HIGH")
+    if kind == "loguniform" and draw.low <= 0:
+        raise UsageError(f"--sweep {name}={raw}: loguniform needs 0 < LOW")
+    return draw
+
+
+def parse_sweep(items: Sequence[str]) -> dict[str, Any]:
+    """['learning_rate=1e-3,1e-2', 'num_envs=4,8'] -> {field: [typed values]}; a random
+    search's 'field=uniform:LOW:HIGH' (or loguniform) -> {field: Draw}."""
+    from purejaxppo.sweep import DRAW_KINDS
+
+    sweep: dict[str, Any] = {}
     for item in items:
         name, sep, raw = item.partition("=")
         if not sep or not raw.strip():
             raise UsageError(f"--sweep expects field=v1,v2,..., got {item!r}")
+        key = name.strip().replace("-", "_")
+        head = raw.strip().split(":")[0]
+        if ":" in raw and head not in DRAW_KINDS:
+            raise UsageError(
+                f"--sweep {key}={raw}: a distribution is one of "
+                f"{', '.join(k + ':LOW:HIGH' for k in DRAW_KINDS)}"
+            )
+        if head in DRAW_KINDS:
+            parse_assignment(f"{name}=0")  # an unknown field is named as for a list
+            if key in sweep:
+                raise UsageError(f"--sweep names {key!r} twice")
+            sweep[key] = parse_draw(key, raw.strip())
+            continue
         values = []
         for text in raw.split(","):
             values.append(parse_assignment(f"{name}={text}")[1])
-        key = name.strip().replace("-", "_")
         if key in sweep:
             raise UsageError(f"--sweep names {key!r} twice")
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
@@ -182,12 +217,14 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
     if args.total_timesteps is not None:
         overrides["total_timesteps"] = args.total_timesteps
     sweep = parse_sweep(args.sweep)
+    check_random_search(sweep, args.samples)
     try:
         config, hparams = resolve(env, overrides)
         traced = {k: v for k, v in sweep.items() if k in HPARAM_FIELDS}
         static = {k: v for k, v in sweep.items() if k in CONFIG_FIELDS}
         for name, values in traced.items():
-            for v in values:
+            ends = [values.low, values.high] if hasattr(values, "kind") else values
+            for v in ends:
                 check_hparams(hparams.replace(**{name: v}))
         for name, values in static.items():
             for v in values:
@@ -204,6 +241,34 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
     except ValueError as err:
         raise UsageError(str(err)) from None
     return config, hparams, traced, static
+
+
+def check_random_search(sweep: dict[str, Any], samples: int | None) -> None:
+    """A random search (--samples N with a distribution in --sweep) draws traced fields only."""
+    from purejaxppo.sweep import Draw
+
+    draws = [k for k, v in sweep.items() if isinstance(v, Draw)]
+    if samples is None:
+        if draws:
+            raise UsageError(
+                f"--sweep {draws[0]}={sweep[draws[0]]} is a random search: give --samples N "
+                "(how many settings to draw)"
+            )
+        return
+    if samples <= 0:
+        raise UsageError(f"--samples must be a positive integer, got {samples}")
+    if not draws:
+        raise UsageError(
+            "--samples draws settings from a --sweep FIELD=uniform:LOW:HIGH (or loguniform); "
+            "none was given"
+        )
+    for name in sweep:
+        if name in CONFIG_FIELDS:
+            raise UsageError(
+                f"--sweep {name}: a random search draws traced fields only "
+                f"({', '.join(HPARAM_FIELDS)}); {name} changes the compiled program, so sweep "
+                "it in a separate command"
+            )
 
 
 def static_variants(config: Config, static: dict[str, list[Any]]) -> list[tuple[str, Config]]:
@@ -292,10 +357,13 @@ def train_into(
     """Train the grid (one subfolder per static variant) into `out`, already checked."""
     import jax
 
-    from purejaxppo.driver import run_sweep, settings_record, write_atomic
-    from purejaxppo.sweep import make_grid
+    from purejaxppo.driver import interval_lines, run_sweep, settings_record, write_atomic
+    from purejaxppo.sweep import make_grid, random_search
 
-    grid = make_grid(traced)
+    if args.samples is not None:
+        grid = random_search(traced, args.samples, args.seed)
+    else:
+        grid = make_grid(traced)
     variants = static_variants(config, static)
     budget = args.memory_budget_mb and int(args.memory_budget_mb * 2**20)
     if static and args.process_id == 0:
@@ -328,6 +396,9 @@ def train_into(
         write_index(out, results)
     last = results[variants[-1][0]]
     print(json.dumps({k: last[k] for k in SUMMARY_KEYS if k in last}))
+    for label, _ in variants:
+        for line in interval_lines(results[label]):
+            print(f"{label}: {line}" if label else line, file=sys.stderr)
     print(f"results in {out.resolve()} (summary.json, metrics.npz, curves.png, config.json)",
           file=sys.stderr)  # fmt: skip
     return 0
@@ -444,6 +515,7 @@ def resume_train(args: argparse.Namespace) -> int:
     out = Path(args.resume)
     given = [f"--{n.replace('_', '-')}" for n in ("env", "out", "config") if getattr(args, n)]
     given += ["--set"] * bool(args.set) + ["--sweep"] * bool(args.sweep)
+    given += ["--samples"] * (args.samples is not None)
     if given or args.total_timesteps is not None:
         # Settings come from the folder; anything else would silently train a different run.
         raise UsageError(
@@ -532,7 +604,7 @@ def resume_into(
 ) -> int:
     """Continue the sweep recorded in `out` (already checked and held)."""
     from purejaxppo.checkpoint import Checkpointer
-    from purejaxppo.driver import run_sweep
+    from purejaxppo.driver import interval_lines, run_sweep
     from purejaxppo.sweep import Grid
 
     check_device_count(record, f"--resume {out}")
@@ -554,6 +626,8 @@ def resume_into(
         results[label] = summary
     if summary:
         print(json.dumps({k: summary[k] for k in SUMMARY_KEYS}))
+        for line in interval_lines(summary):
+            print(f"{label}: {line}" if label else line, file=sys.stderr)
     return 0
 
 
@@ -806,7 +880,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         default=[],
         metavar="FIELD=V1,V2",
-        help="grid axes: traced fields share one program, static ones compile once per value",
+        help="grid axes: traced fields share one program, static ones compile once per value; "
+        "with --samples, FIELD=uniform:LOW:HIGH or loguniform:LOW:HIGH (a list is a choice)",
+    )
+    train.add_argument(
+        "--samples",
+        type=integer,
+        default=None,
+        help="random search: draw this many settings of the --sweep fields (from --seed) and "
+        "train them all as one program",
     )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     train.add_argument("--chunk", type=integer, default=None, help="updates per compiled call")
@@ -861,7 +943,64 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--render", metavar="OUT.gif", help="draw one episode (gymnax envs)")
     ev.add_argument("--render-run", type=integer, default=0, help="which run --render draws")
     ev.set_defaults(func=cmd_eval)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="compare finished run folders: IQM, mean and median with 95%% bootstrap "
+        "intervals, the probability of improvement, a performance profile, learning curves",
+    )
+    cmp.add_argument(
+        "runs",
+        nargs="+",
+        metavar="[LABEL=]DIR",
+        help="run folders (each setting of a grid is one entry); folders given the same LABEL "
+        "on different environments form one entry over those tasks",
+    )
+    cmp.add_argument(
+        "--metric",
+        choices=("final", "auc"),
+        default="final",
+        help="final: mean return over the last 5%% of training; auc: over the whole of it",
+    )
+    cmp.add_argument(
+        "--normalize",
+        nargs="+",
+        default=[],
+        metavar="ENV=LOW:HIGH",
+        help="score (return - LOW) / (HIGH - LOW) on ENV; needed for each env when the runs "
+        "cover several",
+    )
+    cmp.add_argument("--out", help="write compare.json, compare.md and the two plots there")
+    cmp.add_argument(
+        "--reps", type=integer, default=2000, help="bootstrap replicates (default 2000)"
+    )
+    cmp.set_defaults(func=cmd_compare, devices=None, dir=None)
     return parser
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Interval estimates across run folders; every refusal is one line before any writing."""
+    from purejaxppo import compare
+
+    if args.reps <= 0:
+        raise UsageError(f"--reps must be a positive integer, got {args.reps}")
+    try:
+        normalize = compare.parse_normalize(args.normalize)
+        entries = compare.gather_entries(args.runs)
+        compare.check_comparable(entries, normalize)
+        if args.out:
+            check_output_dir(Path(args.out))
+        result = compare.compare(entries, args.metric, normalize, args.reps)
+    except compare.CompareError as err:
+        raise UsageError(str(err)) from None
+    print(compare.table_markdown(result), end="")
+    if args.out:
+        out = Path(args.out)
+        names = compare.write_outputs(out, result)
+        print(f"written to {out.resolve()}: {', '.join(names)}", file=sys.stderr)
+    else:
+        print("(--out DIR writes this with compare.json and the plots)", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,6 +68,45 @@ def make_grid(sweep: dict[str, Sequence[float]]) -> Grid:
     return Grid(fields, tuple(dict(zip(fields, map(float, c), strict=True)) for c in combos))
 
 
+class Draw(NamedTuple):
+    """How a random search draws one traced field: uniform or log-uniform on [low, high]."""
+
+    kind: str  # "uniform" | "loguniform"
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.low:g}:{self.high:g}"
+
+
+DRAW_KINDS = ("uniform", "loguniform")
+
+
+def random_search(space: dict[str, Draw | Sequence[float]], samples: int, seed: int) -> Grid:
+    """`samples` settings drawn independently (a list of values is a uniform choice among
+    them), as a Grid whose settings are the draws, in draw order: one compiled program trains
+    them all, like a grid. The same space, samples and seed always give the same settings."""
+    for name in space:
+        if name not in HPARAM_NAMES:
+            raise ValueError(
+                f"a random search draws traced fields only ({', '.join(HPARAM_NAMES)}); "
+                f"{name!r} changes the compiled program"
+            )
+    rng = np.random.default_rng(seed)
+    columns = {}
+    for name, spec in space.items():
+        if isinstance(spec, Draw):
+            if spec.kind == "uniform":
+                columns[name] = rng.uniform(spec.low, spec.high, samples)
+            else:
+                columns[name] = np.exp(rng.uniform(np.log(spec.low), np.log(spec.high), samples))
+        else:
+            columns[name] = np.asarray(spec, np.float64)[rng.integers(0, len(spec), samples)]
+    fields = tuple(space)
+    settings = tuple({name: float(columns[name][i]) for name in fields} for i in range(samples))
+    return Grid(fields, settings)
+
+
 def grid_hparams(base: HParams, grid: Grid) -> HParams:
     """Stack base updated by each grid setting: an HParams whose leaves are [H] arrays."""
     rows = [check_hparams(base.replace(**s)) for s in grid.settings]
