@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from purejaxppo import stats
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
@@ -161,11 +163,12 @@ def markdown(result: dict[str, Any]) -> str:
         "episodes ending in the last 5% of updates per seed (widened until every seed has one), "
         "mean ± std over seeds; random = the same code with learning rate 0 (the initial, "
         f"near-uniform policy) over {RANDOM_STEPS:,} steps. Steps/s over all seeds, one trainer "
-        "per core.",
+        "per core. P(CNN > MLP): the chance that a CNN seed's final return is above an MLP "
+        "seed's, with its 95% bootstrap interval (`purejaxppo.stats`).",
         "",
-        "| game | steps per seed | minatar_cnn final | mlp final | random "
+        "| game | steps per seed | minatar_cnn final | mlp final | P(CNN > MLP) | random "
         "| gymnax README PPO (MLP, 10M) | cnn steps/s | mlp steps/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for game, row in sorted(result["games"].items()):
         cells = []
@@ -178,8 +181,15 @@ def markdown(result: dict[str, Any]) -> str:
             speeds.append(f"{r['steps_per_second']:,.0f}" if r and r["steps_per_second"] else "-")
         rand = row.get("random")
         rand_cell = f"{rand['all_training_mean']:.2f}" if rand else "-"
+        both = row.get("minatar_cnn") and row.get("mlp")
+        poi = "-"
+        if both:
+            est = stats.probability_of_improvement(
+                row["minatar_cnn"]["final_per_seed"], row["mlp"]["final_per_seed"]
+            )
+            poi = f"{est.point:.2f} [{est.low:.2f}, {est.high:.2f}]"
         lines.append(
-            f"| {game} | {steps[game]:,} | {cells[0]} | {cells[1]} | {rand_cell} | "
+            f"| {game} | {steps[game]:,} | {cells[0]} | {cells[1]} | {poi} | {rand_cell} | "
             f"{GYMNAX_PPO.get(game, '-')} | {speeds[0]} | {speeds[1]} |"
         )
     lines += ["", "![MinAtar learning curves](benchmarks/results/minatar.png)", ""]

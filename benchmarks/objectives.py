@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purejaxppo import stats
 from purejaxppo.envs import make_env
 from purejaxppo.ppo import Config, HParams, check_hparams, make_train
 
@@ -562,24 +563,45 @@ def run_tasks(
 # ---------------------------------------------------------------------------------------------
 
 
+REFERENCE = "clip_0.2"  # the paper's pick: every row's probability of improvement is against it
+
+
+def finite_scores(tasks: dict[str, dict[str, Any]], name: str) -> list[np.ndarray]:
+    """A setting's normalized run scores per task, diverged runs (NaN) left out."""
+    out = []
+    for t in tasks.values():
+        x = np.asarray(t["settings"][name]["normalized"], np.float64)
+        out.append(x[np.isfinite(x)])
+    return out
+
+
 def final_table(tasks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per setting: mean normalized score over every (task, seed) run, beside the paper's."""
+    """Per setting: mean normalized score over every (task, seed) run, beside the paper's,
+    with 95% bootstrap intervals stratified by task (mean and IQM), and the probability that a
+    run of clipping at 0.2 beats a run of the setting on the same task."""
     rows = []
-    for s in SETTINGS:
-        values = [x for t in tasks.values() for x in t["settings"][s.name]["normalized"]]
-        finite = [x for x in values if not math.isnan(x)]
-        rows.append(
-            {
-                "setting": s.name,
-                "label": s.label,
-                "score": round(float(np.mean(finite)), 3) if finite else None,
-                "runs": len(finite),
-                "paper": s.paper,
-                "per_task": {
-                    task: t["settings"][s.name]["normalized_mean"] for task, t in tasks.items()
-                },
-            }
-        )
+    reference = finite_scores(tasks, REFERENCE)
+    for i, s in enumerate(SETTINGS):
+        runs = finite_scores(tasks, s.name)
+        finite = np.concatenate(runs)
+        row: dict[str, Any] = {
+            "setting": s.name,
+            "label": s.label,
+            "score": round(float(np.mean(finite)), 3) if finite.size else None,
+            "runs": int(finite.size),
+            "paper": s.paper,
+            "per_task": {
+                task: t["settings"][s.name]["normalized_mean"] for task, t in tasks.items()
+            },
+        }
+        if all(x.size for x in runs):
+            est = stats.interval_estimates(runs, seed=i)
+            row["score_ci"] = [round(est["mean"].low, 3), round(est["mean"].high, 3)]
+            row["iqm"] = est["iqm"].rounded(3)
+            if s.name != REFERENCE and all(x.size for x in reference):
+                poi = stats.probability_of_improvement(reference, runs, seed=i)
+                row["p_reference_better"] = poi.rounded(3)
+        rows.append(row)
     return rows
 
 
@@ -593,18 +615,27 @@ def markdown(result: dict[str, Any]) -> str:
         "Normalized score: random policy 0, best setting per task 1; mean over "
         f"{len(names)} tasks x {NUM_SEEDS} seeds. A run scores the mean return of its last "
         f"{LAST_EPISODES} episodes. Runs: how many runs had a finite score (a diverged run "
-        "has none and is left out; the JSON marks it).",
+        "has none and is left out; the JSON marks it). In brackets: 95% bootstrap intervals "
+        "over seeds, stratified by task (`purejaxppo.stats`); IQM: the mean of the middle half "
+        "of the runs; P(clip 0.2 better): the chance that a run with clipping at 0.2 scores "
+        "above a run of the row's setting on the same task, averaged over tasks.",
         "",
-        "| Setting | Score | Paper (1M steps) | Runs | " + " | ".join(names) + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(names),
+        "| Setting | Score | Paper (1M steps) | Score 95% CI | IQM [95% CI] "
+        "| P(clip 0.2 better) | Runs | " + " | ".join(names) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(names),
     ]
     for row in result["table"]:
         score = "n/a" if row["score"] is None else f"{row['score']:.2f}"
         per_task = " | ".join(
             "n/a" if math.isnan(row["per_task"][t]) else f"{row['per_task'][t]:.2f}" for t in names
         )
+        ci = "[{:.2f}, {:.2f}]".format(*row["score_ci"]) if "score_ci" in row else "n/a"
+        iqm = "{:.2f} [{:.2f}, {:.2f}]".format(*row["iqm"]) if "iqm" in row else "n/a"
+        poi = row.get("p_reference_better")
+        poi_text = "{:.2f} [{:.2f}, {:.2f}]".format(*poi) if poi else "-"
         lines.append(
-            f"| {row['label']} | {score} | {row['paper']:.2f} | {row['runs']} | {per_task} |"
+            f"| {row['label']} | {score} | {row['paper']:.2f} | {ci} | {iqm} | {poi_text} | "
+            f"{row['runs']} | {per_task} |"
         )
     lines += [
         "",

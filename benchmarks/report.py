@@ -9,6 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from purejaxppo import stats
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -325,10 +329,14 @@ def algorithms_section(data: dict[str, Any]) -> list[str]:
         metrics = ("all_training_mean", "last_100_mean") if atari else ("last_100_mean",)
         for metric in metrics:
             best = max(row, key=lambda a: row[a][metric])
-            cells += [
-                f"**{row[a][metric]:.2f}**" if a == best else f"{row[a][metric]:.2f}" for a in algos
-            ]
+            for a in algos:
+                text = f"**{row[a][metric]:.2f}**" if a == best else f"{row[a][metric]:.2f}"
+                if metric == "last_100_mean":
+                    est = stats.interval_estimates(row[a]["last_100_per_seed"])["mean"]
+                    text += f" [{est.low:.4g}, {est.high:.4g}]"
+                cells.append(text)
         out.append(f"| {name} | {steps:,} | " + " | ".join(cells) + " |")
+    out += ["", *improvement_lines(rows, algos)]
     if atari:
         for metric, wins in data["wins"].items():
             label = "all training" if metric == "all_training_mean" else "last 100 episodes"
@@ -339,6 +347,26 @@ def algorithms_section(data: dict[str, Any]) -> list[str]:
                 + f". The paper (Atari, 40M frames): {PAPER_ATARI_WINS[metric]}."
             )
     return out + ["", f"![curves](benchmarks/results/algorithms_{data['part']}.png)", ""]
+
+
+def improvement_lines(rows: dict[str, dict[str, Any]], algos: list[str]) -> list[str]:
+    """P(PPO > each other algorithm) on the last-100 score, over the tasks of the table: the
+    chance that a PPO seed beats a seed of the other on the same task, with its interval."""
+    per_algo = {
+        a: [np.asarray(row[a]["last_100_per_seed"], np.float64) for row in rows.values()]
+        for a in algos
+    }
+    ppo = algos[0]
+    parts = [
+        f"P({ppo} > {a}) = {stats.probability_of_improvement(per_algo[ppo], per_algo[a])}"
+        for a in algos[1:]
+    ]
+    return [
+        "In brackets: 95% bootstrap intervals of the last-100 mean over seeds. Probability of "
+        f"improvement on the last-100 score, over the {len(rows)} tasks (the chance that a "
+        f"seed of {ppo} beats a seed of the other on the same task, averaged over tasks; "
+        f"`purejaxppo.stats`): " + "; ".join(parts) + ".",
+    ]
 
 
 def write_report() -> Path:

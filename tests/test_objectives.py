@@ -60,6 +60,31 @@ def test_normalize_random_zero_best_one():
     assert np.isnan(bench.normalize(raw, 1.0, 1.0)).all()
 
 
+def test_table_intervals_and_probability_of_improvement():
+    bench = load_benchmark()
+    # Two tasks x 3 seeds; clipping at 0.2 beats "none" on every pair of runs of task a and
+    # ties it on task b; one run of "none" diverged (NaN) and is left out.
+    scores = {name: [[0.5, 0.6, 0.7], [0.2, 0.2, 0.2]] for name in SETTINGS}
+    scores["clip_0.2"] = [[0.9, 1.0, 1.1], [0.2, 0.2, 0.2]]
+    scores["none"] = [[0.1, 0.2, float("nan")], [0.2, 0.2, 0.2]]
+    tasks = {
+        task: {
+            "settings": {
+                name: {"normalized": scores[name][i], "normalized_mean": 0.0} for name in SETTINGS
+            }
+        }  # fmt: skip
+        for i, task in enumerate(("a", "b"))
+    }
+    table = {row["setting"]: row for row in bench.final_table(tasks)}
+    none, clip = table["none"], table["clip_0.2"]
+    assert none["runs"] == 5 and none["score"] == pytest.approx(0.9 / 5)
+    assert none["p_reference_better"][0] == pytest.approx((1.0 + 0.5) / 2)
+    assert "p_reference_better" not in clip
+    assert clip["iqm"][0] == pytest.approx(np.mean([0.2, 0.2, 0.9, 1.0]))  # middle 4 of 6
+    assert clip["score_ci"][0] <= clip["score"] <= clip["score_ci"][1]
+    assert table["clip_0.1"]["p_reference_better"][0] == pytest.approx((1.0 + 0.5) / 2)
+
+
 @pytest.mark.integration
 def test_objectives_smoke_protocol(tmp_path):
     # Compiling the 8 programs is nearly all of the smoke protocol's time; a persistent XLA cache
@@ -95,9 +120,13 @@ def test_objectives_smoke_protocol(tmp_path):
     table = {row["setting"]: row for row in result["table"]}
     assert set(table) == set(SETTINGS)
     assert all(row["runs"] == 6 and math.isfinite(row["score"]) for row in table.values())
+    for name, row in table.items():
+        low, high = row["score_ci"]
+        assert low <= row["score"] <= high and row["iqm"][1] <= row["iqm"][0] <= row["iqm"][2]
+        assert ("p_reference_better" in row) == (name != "clip_0.2"), name
     assert table["clip_0.2"]["paper"] == 0.82 and table["none"]["paper"] == -0.39
     md = (tmp_path / "objectives.md").read_text()
-    assert "| Setting | Score | Paper (1M steps) | Runs |" in md
+    assert "| Setting | Score | Paper (1M steps) | Score 95% CI | IQM [95% CI] |" in md
     assert "| Clipping, eps = 0.2 |" in md and "| 0.82 |" in md
     assert md.strip() in proc.stdout
 
