@@ -287,22 +287,29 @@ def compare(
                 **{name: est[name].rounded() for name in stats.AGGREGATES},
             }
         )
-    improvement = [
-        [
-            None if i == j else stats.probability_of_improvement(x, y, reps=reps, seed=i * 997 + j)
-            for j, y in enumerate(per_entry)
-        ]
-        for i, x in enumerate(per_entry)
-    ]
-    pooled = np.concatenate([np.concatenate(s) for s in per_entry])
+    # Many entries (a random search): the improvement of the best over each, and the plots of
+    # the best MATRIX_MAX; a full matrix of 1024 entries would be a million bootstraps.
+    order = sorted(range(len(entries)), key=lambda i: -rows[i]["iqm"][0])
+    full = len(entries) <= MATRIX_MAX
+    pairs = [(i, j) for i in range(len(entries)) for j in range(len(entries)) if i != j]
+    if not full:
+        pairs = [(order[0], j) for j in range(len(entries)) if j != order[0]]
+    matrix: list[list[Any]] = [[None] * len(entries) for _ in entries]
+    for i, j in pairs:
+        p = stats.probability_of_improvement(
+            per_entry[i], per_entry[j], reps=reps, seed=i * 7919 + j
+        )
+        matrix[i][j] = p.rounded()
+    shown = sorted(order[:MATRIX_MAX])
+    pooled = np.concatenate([np.concatenate(per_entry[i]) for i in shown])
     taus = np.linspace(pooled.min(), pooled.max(), 101)
-    profiles = [stats.performance_profile(s, taus, reps=reps, seed=i)
-                for i, s in enumerate(per_entry)]  # fmt: skip
+    profiles = [stats.performance_profile(per_entry[i], taus, reps=reps, seed=i) for i in shown]
     total = next(iter(entries[0].tasks.values())).total_timesteps
     grid = curve_grid(total)
     curves = []
-    for i, e in enumerate(entries):
-        runs = [scaled(resampled_curves(e.tasks[env], grid), env, normalize) for env in envs]
+    for i in shown:
+        runs = [scaled(resampled_curves(entries[i].tasks[env], grid), env, normalize)
+                for env in envs]  # fmt: skip
         # Points before any run of every task has finished an episode have no curve.
         defined = np.all([np.isfinite(r).all(0) for r in runs], axis=0)
         point = np.full(grid.size, np.nan)
@@ -326,10 +333,12 @@ def compare(
         "entries": rows,
         "probability_of_improvement": {
             "reads": "P(row > column): the chance that a run of the row's entry scores above "
-            "a run of the column's on the same environment, ties counting half",
+            "a run of the column's on the same environment, ties counting half"
+            + ("" if full else f"; with more than {MATRIX_MAX} entries, only the best's row"),
             "labels": [e.label for e in entries],
-            "matrix": [[None if p is None else p.rounded() for p in row] for row in improvement],
+            "matrix": matrix,
         },
+        "plotted": [entries[i].label for i in shown],
         "profile": {
             "taus": np.round(taus, 6).tolist(),
             "fraction_above": [[np.round(a, 4).tolist() for a in p] for p in profiles],
@@ -379,7 +388,7 @@ def table_markdown(result: dict[str, Any]) -> str:
     elif len(labels) <= MATRIX_MAX:
         lines += ["| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         for label, row in zip(labels, matrix, strict=True):
-            cells = ["-" if p is None else interval_text(p) for p in row]
+            cells = ["-" if p is None else interval_text(p) for p in row]  # [p, low, high]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     else:
         best = labels.index(rows[0]["label"])
@@ -398,15 +407,15 @@ def plot_profile(result: dict[str, Any]) -> bytes:
 
     taus = np.asarray(result["profile"]["taus"])
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for row, (point, low, high) in zip(
-        result["entries"], result["profile"]["fraction_above"], strict=True
+    for label, (point, low, high) in zip(
+        result["plotted"], result["profile"]["fraction_above"], strict=True
     ):
-        (line,) = ax.plot(taus, point, drawstyle="steps-post", label=row["label"], lw=1.5)
+        (line,) = ax.plot(taus, point, drawstyle="steps-post", label=label, lw=1.5)
         ax.fill_between(taus, low, high, step="post", color=line.get_color(), alpha=0.2, lw=0)
     what = "normalized " if result["normalize"] else ""
     ax.set_xlabel(f"{what}{result['metric']} score τ")
     ax.set_ylabel("fraction of runs with score > τ")
-    ax.set_title("performance profile (95% bootstrap band)")
+    ax.set_title(f"performance profile (95% bootstrap band){_best_of(result)}")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -421,18 +430,23 @@ def plot_curves(result: dict[str, Any]) -> bytes:
 
     steps = np.asarray(result["curves"]["env_steps"])
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for row, band in zip(result["entries"], result["curves"]["iqm"], strict=True):
+    for label, band in zip(result["plotted"], result["curves"]["iqm"], strict=True):
         point, low, high = (np.array([np.nan if x is None else x for x in a]) for a in band)
-        (line,) = ax.plot(steps, point, label=row["label"], lw=1.5)
+        (line,) = ax.plot(steps, point, label=label, lw=1.5)
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
     what = "normalized " if result["normalize"] else ""
     ax.set_xlabel("environment steps per run")
     ax.set_ylabel(f"{what}episodic return, IQM over runs")
-    ax.set_title(f"{', '.join(result['envs'])}: IQM with 95% bootstrap band")
+    ax.set_title(f"{', '.join(result['envs'])}: IQM, 95% bootstrap band{_best_of(result)}")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _png(fig, plt)
+
+
+def _best_of(result: dict[str, Any]) -> str:
+    shown, total = len(result["plotted"]), len(result["entries"])
+    return "" if shown == total else f"; best {shown} of {total}"
 
 
 def _png(fig: Any, plt: Any) -> bytes:

@@ -87,9 +87,11 @@ class Pooled(NamedTuple):
 def pool(tasks: list[np.ndarray], counts: list[np.ndarray]) -> Pooled:
     values = np.concatenate(tasks)
     order = np.argsort(values, kind="stable")
-    weights = np.concatenate(counts, axis=-1)[:, order] if len(tasks) > 1 else counts[0][:, order]
+    weights = np.concatenate(counts, axis=-1) if len(tasks) > 1 else counts[0]
+    weights = np.take(weights, order, axis=1)  # (much faster than weights[:, order])
     task_means = np.stack([c @ x / x.size for x, c in zip(tasks, counts, strict=True)], -1)
-    return Pooled(values[order], weights, np.cumsum(weights, axis=-1), task_means)
+    upto = np.cumsum(weights, axis=-1, dtype=np.int32)  # (int64 by default: 7x slower)
+    return Pooled(values[order], weights, upto, task_means)
 
 
 def trimmed_mean(p: Pooled, cut: float = 0.25) -> np.ndarray:
@@ -110,7 +112,7 @@ def weighted_median(p: Pooled) -> np.ndarray:
 
 def aggregates(p: Pooled) -> dict[str, np.ndarray]:
     """IQM, mean and median of each replicate (row of the weights)."""
-    return {"iqm": trimmed_mean(p), "mean": p.task_means.mean(-1), "median": weighted_median(p)}
+    return {name: one_aggregate(p, name) for name in AGGREGATES}
 
 
 def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -235,6 +237,12 @@ def curve_estimates(
     out = np.empty((3, points))
     for k in range(points):
         tasks = [c[:, k] for c in curves]
-        out[0, k] = aggregates(pool(tasks, ones))[aggregate][0]
-        out[1:, k] = percentile_interval(aggregates(pool(tasks, counts))[aggregate], confidence)
+        out[0, k] = one_aggregate(pool(tasks, ones), aggregate)[0]
+        out[1:, k] = percentile_interval(one_aggregate(pool(tasks, counts), aggregate), confidence)
     return out[0], out[1], out[2]
+
+
+def one_aggregate(p: Pooled, name: str) -> np.ndarray:
+    if name == "iqm":
+        return trimmed_mean(p)
+    return p.task_means.mean(-1) if name == "mean" else weighted_median(p)

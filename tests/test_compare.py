@@ -238,3 +238,19 @@ def test_random_search_trains_as_one_program_and_ranks(tmp_path, capsys):
     # --resume keeps the drawn settings; --samples with --resume is refused.
     assert main(["train", "--resume", str(out), "--samples", "5"]) == 2
     assert "drop --samples" in capsys.readouterr().err
+
+
+def test_many_entries_compare_against_the_best_and_plot_the_best_eight(tmp_path, capsys):
+    grid = make_grid({"learning_rate": [1e-4 * (h + 1) for h in range(10)]})
+    finals = [[10.0 * h + s for s in range(3)] for h in range(10)]  # setting 9 best
+    fake_run(tmp_path / "rs", flat_returns(finals), grid=grid)
+    assert main(["compare", str(tmp_path / "rs"), "--out", str(tmp_path / "cmp")]) == 0
+    table = capsys.readouterr().out
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    matrix = result["probability_of_improvement"]["matrix"]
+    assert [row is not None for row in matrix[9]] == [True] * 9 + [False]
+    assert all(p is None for row in matrix[:9] for p in row)
+    assert all(p[0] == 1.0 for p in matrix[9][:9])
+    assert result["plotted"] == [f"rs learning_rate={1e-4 * (h + 1):g}" for h in range(2, 10)]
+    assert len(result["curves"]["iqm"]) == len(result["profile"]["fraction_above"]) == 8
+    assert "| Entry | P(rs learning_rate=0.001 > entry) |" in table
