@@ -216,6 +216,30 @@ def recurrent_section(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def stats_cost_section(data: dict[str, Any]) -> list[str]:
+    out = [
+        "## What the statistics of a 1024-run sweep cost",
+        "",
+        "`python benchmarks/stats_cost.py`: made-up final returns and "
+        f"{data['updates_per_run']}-update curves for 1024 runs in three shapes, folders written "
+        "by the driver's own `write_results`; best of 3, seconds. Summary: the IQM, mean and "
+        "median intervals of every setting and the ranking (what `summary.json` adds); compare: "
+        "`purejaxppo compare` on the folder (tables, probability of improvement, profile, IQM "
+        f"curves), with {data['replicates']} bootstrap replicates; its plots apart.",
+        "",
+        "| settings x seeds | summary statistics s | compare: read s | compare: statistics s "
+        "| compare: plots s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        out.append(
+            f"| {r['settings']} x {r['seeds']} | {r['summary_statistics_s']:.3f} | "
+            f"{r['compare_read_s']:.3f} | {r['compare_statistics_s']:.3f} | "
+            f"{r['compare_plots_s']:.3f} |"
+        )
+    return out + [""]
+
+
 def devices_section(data: dict[str, Any]) -> list[str]:
     out = [
         "## Every core by default (default command vs `--devices 1`)",
@@ -377,7 +401,8 @@ def write_report() -> Path:
         "`python benchmarks/devices.py` (every core vs one), `python benchmarks/brax_step.py`,",
         "`python benchmarks/objectives.py --protocol reduced` (PPO paper Table 1),",
         "`python benchmarks/minatar.py` (MinAtar games, CNN vs MLP) and",
-        "`python benchmarks/algorithms.py --part atari|mujoco` (PPO vs A2C, VPG, TRPO);",
+        "`python benchmarks/algorithms.py --part atari|mujoco` (PPO vs A2C, VPG, TRPO) and",
+        "`python benchmarks/stats_cost.py` (what the interval statistics cost);",
         "each rebuilds this file from `benchmarks/results/`. Absolute figures drift on shared",
         "machines; the ratios are measured within one process.",
         "",
@@ -393,6 +418,7 @@ def write_report() -> Path:
         ("brax_step", brax_step_section),
         ("algorithms_atari", algorithms_section),
         ("algorithms_mujoco", algorithms_section),
+        ("stats_cost", stats_cost_section),
     ]:
         data = load(name)
         if data is not None:
