@@ -289,7 +289,7 @@ def compare(
         )
     # Many entries (a random search): the improvement of the best over each, and the plots of
     # the best MATRIX_MAX; a full matrix of 1024 entries would be a million bootstraps.
-    order = sorted(range(len(entries)), key=lambda i: -rows[i]["iqm"][0])
+    order = sorted(range(len(entries)), key=lambda i: rank_key(rows[i]), reverse=True)
     full = len(entries) <= MATRIX_MAX
     pairs = [(i, j) for i in range(len(entries)) for j in range(len(entries)) if i != j]
     if not full:
@@ -350,6 +350,12 @@ def compare(
     }  # fmt: skip
 
 
+def rank_key(row: dict[str, Any]) -> tuple[float, float, float]:
+    """Best first: the IQM, ties (common at a task's top score) broken by the mean, then by
+    the IQM interval's low end."""
+    return (row["iqm"][0], row["mean"][0], row["iqm"][1])
+
+
 def _nan_list(a: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(x) else round(float(x), 4) for x in a]
 
@@ -366,7 +372,7 @@ def interval_text(v: Sequence[float]) -> str:
 def table_markdown(result: dict[str, Any]) -> str:
     """The aggregates table (best IQM first) and the improvement table."""
     what = "normalized " if result["normalize"] else ""
-    rows = sorted(result["entries"], key=lambda r: -r["iqm"][0])
+    rows = sorted(result["entries"], key=rank_key, reverse=True)
     lines = [
         f"{what}{result['metric']} score ({result['metric_means']}), "
         f"{', '.join(result['envs'])}, {result['total_timesteps']:,} steps per run; "

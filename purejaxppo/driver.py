@@ -607,11 +607,14 @@ def setting_statistics(scores: np.ndarray, seed: int = 0) -> dict[str, Any]:
 
 
 def ranking(per_setting: list[dict[str, Any]]) -> list[int]:
-    """Setting indices from the highest final-return IQM down; settings with no runs last."""
+    """Setting indices from the highest final-return IQM down; ties (common at a task's top
+    score) broken by the mean, then by the interval's low end; settings with no runs last."""
 
-    def key(h: int) -> float:
-        iqm = per_setting[h]["final_return_iqm"]
-        return -math.inf if iqm is None else iqm
+    def key(h: int) -> tuple[float, ...]:
+        s = per_setting[h]
+        if s["final_return_iqm"] is None:
+            return (-math.inf,) * 3
+        return (s["final_return_iqm"], s["final_return_mean"], s["final_return_iqm_ci"][0])
 
     return sorted(range(len(per_setting)), key=key, reverse=True)
 

@@ -254,3 +254,19 @@ def test_many_entries_compare_against_the_best_and_plot_the_best_eight(tmp_path,
     assert result["plotted"] == [f"rs learning_rate={1e-4 * (h + 1):g}" for h in range(2, 10)]
     assert len(result["curves"]["iqm"]) == len(result["profile"]["fraction_above"]) == 8
     assert "| Entry | P(rs learning_rate=0.001 > entry) |" in table
+
+
+def test_ties_at_the_top_rank_by_mean_then_interval(tmp_path):
+    grid = make_grid({"learning_rate": [1e-3, 2e-3, 3e-3]})
+    finals = [[500.0, 500, 500, 500, 100], [500.0, 500, 500, 500, 500], [400.0] * 5]
+    summary = fake_run(tmp_path / "r", flat_returns(finals), grid=grid)
+    assert [summary["per_setting"][h]["final_return_iqm"] for h in range(3)] == [500, 500, 400]
+    assert summary["ranking"] == [1, 0, 2]
+    result = compare.compare(compare.gather_entries([str(tmp_path / "r")]))
+    table = compare.table_markdown(result).splitlines()
+    rows = [line for line in table if line.startswith("| r learning_rate=")]
+    assert [r.split(" |")[0] for r in rows[:3]] == [
+        "| r learning_rate=0.002",
+        "| r learning_rate=0.001",
+        "| r learning_rate=0.003",
+    ]

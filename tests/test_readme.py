@@ -71,6 +71,12 @@ COMMANDS = {
         "run",
         [*SMALL_TRAIN, "num_minibatches=2"],  # a recurrent minibatch is whole environments
     ),
+    "purejaxppo compare runs/cartpole runs/lr --metric auc --out runs/compare": ("run", []),
+    "purejaxppo train --env CartPole-v1 --num-seeds 8 --total-timesteps 100000 --out runs/search "
+    "--samples 32 --sweep learning_rate=loguniform:1e-4:1e-2 ent_coef=uniform:0:0.02": (
+        "run",
+        SMALL_TRAIN,
+    ),
     "purejaxppo train --resume runs/lr": ("run", []),
     "purejaxppo eval runs/lr --episodes 10": ("run", ["--episodes", "2"]),
     "purejaxppo eval runs/cartpole --render episode.gif": ("run", []),
