@@ -309,7 +309,18 @@ def gymnax_env_names() -> list[str]:
 
 
 class Step(NamedTuple):
-    """One auto-resetting transition. `final_obs` is the true next observation (before reset)."""
+    """One auto-resetting transition. `final_obs` is the true next observation (before reset).
+
+    Three optional fields, for emulators that cannot reset in the step that ends an episode
+    (the ALE's "next-step" auto-reset) and for games scored over several lives; None means the
+    usual case, and the trainer then computes exactly what it did without them:
+      valid:       0.0 where this step only reset the env (the action was ignored, no reward):
+                   the step is left out of GAE, every loss and every statistic;
+      episode_end: where the game ended for the episode statistics (a lost life is `terminated`
+                   for learning but not the end of the game's score);
+      score:       the raw reward the statistics sum (`reward` is what learning sees, e.g.
+                   clipped to its sign).
+    """
 
     obs: jax.Array
     state: Any
@@ -317,6 +328,9 @@ class Step(NamedTuple):
     terminated: jax.Array
     truncated: jax.Array
     final_obs: jax.Array
+    valid: Any = None
+    episode_end: Any = None
+    score: Any = None
 
 
 class Env(Protocol):
@@ -909,6 +923,8 @@ class Transition(NamedTuple):
     ep_length: jax.Array
     next_hidden: Any  # the core's state after this step, before an episode-end reset: the
     # state the true next observation is seen from (the bootstrap); () without a core
+    valid: Any = None  # 1.0 for a real step, 0.0 for an auto-reset placeholder (Step.valid)
+    episode_end: Any = None  # where the game ended, if the env tells it apart from done
 
 
 # ---------------------------------------------------------------------------------------------
@@ -945,9 +961,14 @@ def rollout(
             jax.random.split(env_key, config.num_envs), carry.state, env_action
         )
         done = out.terminated | out.truncated
-
-        ep_return = carry.ep_return + out.reward
-        ep_length = carry.ep_length + 1
+        # The episode statistics: the raw score, counted until the game ends, over real steps.
+        ended = done if out.episode_end is None else out.episode_end
+        score = out.reward if out.score is None else out.score
+        if out.valid is None:
+            ep_return, ep_length = carry.ep_return + score, carry.ep_length + 1
+        else:
+            ep_return = carry.ep_return + score * out.valid
+            ep_length = carry.ep_length + out.valid.astype(jnp.int32)
         ret_acc = norm.ret_acc
         ret_stat = norm.ret
         reward = out.reward
@@ -974,12 +995,14 @@ def rollout(
             ep_return=ep_return,
             ep_length=ep_length,
             next_hidden=hidden,
+            valid=out.valid,
+            episode_end=out.episode_end,
         )
         new_carry = EnvCarry(
             state=out.state,
             obs=out.obs,
-            ep_return=jnp.where(done, 0.0, ep_return),
-            ep_length=jnp.where(done, 0, ep_length),
+            ep_return=jnp.where(ended, 0.0, ep_return),
+            ep_length=jnp.where(ended, 0, ep_length),
             hidden=reset_hidden(hidden, done),
         )
         return (new_carry, Normalizer(obs_stat, ret_stat, ret_acc)), transition
@@ -1002,6 +1025,7 @@ def compute_gae(
     truncated: jax.Array,
     gamma: jax.Array | float,
     gae_lambda: jax.Array | float,
+    valid: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Truncated GAE over a rollout, all inputs [T, B].
 
@@ -1012,6 +1036,9 @@ def compute_gae(
     observation, and in both cases the recursion stops, because step t+1 starts a new episode.
     The last step of the rollout bootstraps from next_values[T-1] (the cut of truncated GAE).
     Returns (advantages, returns = advantages + values), both [T, B].
+    `valid` (Step.valid) marks auto-reset placeholder steps with 0: their advantage is 0 (and
+    the losses leave them out); nothing leaks from them into real steps, since the step before
+    one always ended its episode (done), which stops the recursion.
     """
     term = terminated.astype(values.dtype)
     done = jnp.logical_or(terminated, truncated).astype(values.dtype)
@@ -1023,7 +1050,31 @@ def compute_gae(
         return adv, adv
 
     _, advantages = jax.lax.scan(back, jnp.zeros_like(values[0]), (deltas, done), reverse=True)
+    if valid is not None:
+        advantages = advantages * valid
     return advantages, advantages + values
+
+
+def masked_mean(x: jax.Array, weight: jax.Array | None = None) -> jax.Array:
+    """Mean of x; with a weight (Step.valid: 0 on placeholder steps), over the real steps."""
+    if weight is None:
+        return jnp.mean(x)
+    weight = jnp.broadcast_to(weight, x.shape)
+    return jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def masked_var(x: jax.Array, weight: jax.Array | None = None) -> jax.Array:
+    if weight is None:
+        return jnp.var(x)
+    return masked_mean((x - masked_mean(x, weight)) ** 2, weight)
+
+
+def standardize(adv: jax.Array, weight: jax.Array | None = None) -> jax.Array:
+    """Advantage normalization, (A - mean) / (std + 1e-8), over the real steps."""
+    if weight is None:
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+    mean = masked_mean(adv, weight)
+    return (adv - mean) / (jnp.sqrt(masked_mean((adv - mean) ** 2, weight)) + 1e-8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1039,8 +1090,10 @@ def policy_loss(
     kl: jax.Array,
     clip_coef: jax.Array | float,
     kl_beta: jax.Array | float,
+    weight: jax.Array | None = None,
 ) -> jax.Array:
-    """Negative surrogate objective to minimize, averaged over a minibatch [B].
+    """Negative surrogate objective to minimize, averaged over a minibatch [B] (over its real
+    steps, given Step.valid as `weight`).
 
     ratio r = pi(a|s) / pi_old(a|s).
       clip:        -E[min(r A, clip(r, 1-eps, 1+eps) A)]          (paper eq. 7)
@@ -1060,7 +1113,7 @@ def policy_loss(
         surrogate = ratio * advantages - kl_beta * kl
     else:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    return -jnp.mean(surrogate)
+    return -masked_mean(surrogate, weight)
 
 
 def value_loss(
@@ -1069,6 +1122,7 @@ def value_loss(
     returns: jax.Array,
     clip_coef: jax.Array | float,
     clip: bool,
+    weight: jax.Array | None = None,
 ) -> jax.Array:
     """0.5 E[(V - V_targ)^2]; with clip, the max of the plain and the clipped error
     (V_clip = V_old + clip(V - V_old, -eps, eps)), as in the PPO reference implementation."""
@@ -1076,7 +1130,7 @@ def value_loss(
     if clip:
         clipped = old_values + jnp.clip(values - old_values, -clip_coef, clip_coef)
         err = jnp.maximum(err, (clipped - returns) ** 2)
-    return 0.5 * jnp.mean(err)
+    return 0.5 * masked_mean(err, weight)
 
 
 def adapt_lr_scale(lr_scale: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
@@ -1106,6 +1160,7 @@ class Batch(NamedTuple):
     returns: jax.Array
     done: jax.Array | None = None
     hidden: Any = None
+    valid: jax.Array | None = None  # Step.valid (None: every step is real)
 
 
 def update_batch(
@@ -1114,7 +1169,10 @@ def update_batch(
     """The learning data of one rollout (fields [T, N, ...]): without a core, the T * N steps
     flattened to [B] (the epochs shuffle steps); with one, the [T, N] sequences kept whole with
     their episode ends and `hidden`, the core's state the rollout started from."""
-    data = Batch(traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns)
+    data = Batch(
+        traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns,
+        valid=traj.valid,
+    )  # fmt: skip
     if config.core == "none":
         return jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
     return data._replace(done=traj.terminated | traj.truncated, hidden=hidden)
@@ -1171,25 +1229,26 @@ def ppo_loss(
     or [T, B] sequences)."""
     dist, value = batch_outputs(network, params, batch)
     log_prob = dist_log_prob(discrete, dist, batch.action)
-    adv = batch.advantages
+    adv, w = batch.advantages, batch.valid
     if config.norm_adv:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = standardize(adv, w)
     kl = dist_kl(discrete, batch.dist, dist) if config.objective.startswith("kl") else 0.0
     pg = policy_loss(
-        config.objective, log_prob, batch.log_prob, adv, kl, hparams.clip_coef, kl_beta
+        config.objective, log_prob, batch.log_prob, adv, kl, hparams.clip_coef, kl_beta, w
     )
-    vf = value_loss(value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss)
-    entropy = dist_entropy(discrete, dist).mean()
+    vf = value_loss(value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss, w)
+    entropy = masked_mean(dist_entropy(discrete, dist), w)
     loss = pg + hparams.vf_coef * vf - hparams.ent_coef * entropy
     log_ratio = log_prob - batch.log_prob
     ratio = jnp.exp(log_ratio)
+    clipped = (jnp.abs(ratio - 1.0) > hparams.clip_coef).astype(jnp.float32)
     stats = {
         "policy_loss": pg,
         "value_loss": vf,
         "entropy": entropy,
         # k3 estimator of KL[pi_old, pi] (Schulman, "Approximating KL divergence").
-        "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
-        "clip_fraction": jnp.mean((jnp.abs(ratio - 1.0) > hparams.clip_coef).astype(jnp.float32)),
+        "approx_kl": masked_mean((ratio - 1.0) - log_ratio, w),
+        "clip_fraction": masked_mean(clipped, w),
     }
     return loss, stats
 
@@ -1265,19 +1324,19 @@ def trpo_policy_step(
     then the line search. The critic's parameters get a zero gradient and a zero Fisher block,
     so the step leaves them as they are."""
     flat, unravel = ravel_pytree(params)
-    adv = batch.advantages
+    adv, w = batch.advantages, batch.valid
     if config.norm_adv:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = standardize(adv, w)
 
     def dist(theta: jax.Array) -> Dist:
         return batch_policy(network, unravel(theta), batch)
 
     def surrogate(theta: jax.Array) -> jax.Array:
         log_prob = dist_log_prob(discrete, dist(theta), batch.action)
-        return jnp.mean(jnp.exp(log_prob - batch.log_prob) * adv)
+        return masked_mean(jnp.exp(log_prob - batch.log_prob) * adv, w)
 
     def mean_kl(theta: jax.Array) -> jax.Array:
-        return dist_kl(discrete, batch.dist, dist(theta)).mean()
+        return masked_mean(dist_kl(discrete, batch.dist, dist(theta)), w)
 
     fisher_vector = fisher_vector_product(mean_kl, flat, hparams.cg_damping)
     old, g = jax.value_and_grad(surrogate)(flat)
@@ -1305,7 +1364,7 @@ def trpo_policy_step(
     new = jnp.where(accepted, flat + 0.5 ** (k - 1).astype(jnp.float32) * full_step, flat)
     stats = {
         "policy_loss": -(old + jnp.where(accepted, gain, 0.0)),
-        "entropy": dist_entropy(discrete, dist(new)).mean(),
+        "entropy": masked_mean(dist_entropy(discrete, dist(new)), w),
         # The exact mean KL of the step taken (0 when the line search rejected every step).
         "approx_kl": jnp.where(accepted, kl, 0.0),
         "clip_fraction": jnp.zeros((), jnp.float32),  # TRPO clips nothing
@@ -1324,7 +1383,9 @@ def value_fit_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """TRPO's value fit on a minibatch: the value loss alone (ppo_loss's signature)."""
     value = batch_value(network, params, batch)
-    vf = value_loss(value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss)
+    vf = value_loss(
+        value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss, batch.valid
+    )
     return vf, {"value_loss": vf}
 
 
@@ -1463,6 +1524,7 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             traj.truncated,
             hparams.gamma,
             hparams.gae_lambda,
+            traj.valid,
         )
         data = update_batch(config, traj, advantages, returns, state.env.hidden)
         optimizer = make_optimizer(config, hparams)
@@ -1512,7 +1574,7 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             kl = trpo_stats["approx_kl"]
         elif config.objective in ("kl_adaptive", "kl_fixed") or config.adaptive_lr:
             new_dist = batch_policy(network, params, data)
-            kl = dist_kl(env.discrete, data.dist, new_dist).mean()
+            kl = masked_mean(dist_kl(env.discrete, data.dist, new_dist), data.valid)
             if config.objective == "kl_adaptive":
                 kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
             if config.adaptive_lr:
@@ -1521,11 +1583,13 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             kl = stats["approx_kl"]
 
         done = traj.terminated | traj.truncated
+        if traj.episode_end is not None:
+            done = traj.episode_end  # the game's end, not a lost life
         episodes = done.sum()
         denom = jnp.maximum(episodes, 1)
         nan = jnp.asarray(jnp.nan, jnp.float32)
-        flat_returns = returns.reshape(-1)
-        resid_var = jnp.var(flat_returns - traj.value.reshape(-1))
+        resid_var = masked_var(returns - traj.value, traj.valid)
+        returns_var = masked_var(returns, traj.valid)
         metrics = {
             "episode_return": jnp.where(
                 episodes > 0, jnp.sum(jnp.where(done, traj.ep_return, 0.0)) / denom, nan
@@ -1535,7 +1599,7 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             ),
             "episodes": episodes.astype(jnp.int32),
             **stats,
-            "explained_variance": 1.0 - resid_var / (jnp.var(flat_returns) + 1e-8),
+            "explained_variance": 1.0 - resid_var / (returns_var + 1e-8),
             "learning_rate": current_lr(config, hparams, state.update) * state.lr_scale,
             "clip_coef": clip_hparams.clip_coef,
             "kl_beta": state.kl_beta,
