@@ -219,7 +219,9 @@ def run_sweep(
     from purejaxppo.sweep import available_memory_bytes
 
     env = make_env(config.env) if env is None else env
-    runner = Runner(config, env, make_mesh(jax.local_devices()))
+    # An emulator pool (ale:) lives in this process once: its runs stay on one device.
+    devices = jax.local_devices()[: 1 if getattr(env, "needs_one_device", False) else None]
+    runner = Runner(config, env, make_mesh(devices))
     record = settings_record(config, hparams, grid, num_seeds, seed, runner.num_devices)
     pcount, pid = jax.process_count(), jax.process_index()
     if pcount > 1:
@@ -437,6 +439,12 @@ def train_block(
             for step, why in skipped:
                 log(f"{block.label}checkpoint {step} is damaged: {why}; moved to {aside}")
         log(f"{block.label}resumed from checkpoint at update {start}")
+        if getattr(runner.trainer.env, "restarts_on_resume", False):
+            # A checkpoint cannot hold emulators (ale:): the games restart from new resets; the
+            # parameters, optimizer and statistics go on from the checkpoint.
+            fresh = runner.init(block.runs.keys, block.runs.hparams)
+            state = state._replace(env=fresh.env)
+            log(f"{block.label}the emulators cannot be checkpointed: every game restarts")
         _note_divergence(history, 0, diverged, block.offset)
     else:
         t0 = time.perf_counter()

@@ -12,7 +12,8 @@ is the first observation of the next episode when the step ended one, and `final
 true next observation before that reset, which is what a time-limit truncation bootstraps from.
 
 Names: a gymnax id (`"CartPole-v1"`), or `"brax:NAME"` / `"brax:NAME@BACKEND"` for brax (backend
-one of generalized, positional, spring, mjx; default positional, which is fast on a CPU).
+one of generalized, positional, spring, mjx; default positional, which is fast on a CPU), or
+`"ale:GAME"` / `"ale:GAME:sticky"` for a real Atari game through ale-py (purejaxppo/atari.py).
 
 Partially observable variants, for policies with memory (`core=gru`), are named `ID:VARIANT`:
 `CartPole-v1:positions-only` (cart position and pole angle; the velocities hidden),
@@ -32,6 +33,7 @@ import numpy as np
 from purejaxppo.ppo import GymnaxEnv, Step, gymnax_env_names
 
 BRAX_PREFIX = "brax:"
+ALE_PREFIX = "ale:"  # real Atari games: purejaxppo/atari.py (the atari extra)
 BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
 DEFAULT_BRAX_BACKEND = "positional"
 
@@ -153,6 +155,10 @@ def parse_brax_name(env: str) -> tuple[str, str]:
 
 def make_env(env: str, **kwargs: Any) -> Any:
     """The adapter for an environment name; unknown names raise a ValueError listing known ones."""
+    if env.startswith(ALE_PREFIX):
+        from purejaxppo.atari import AleEnv
+
+        return AleEnv(env)
     if env.startswith(BRAX_PREFIX):
         name, backend = parse_brax_name(env)
         return BraxEnv(name, backend=backend, **kwargs)
@@ -167,6 +173,18 @@ def make_env(env: str, **kwargs: Any) -> Any:
 
 
 def is_known_env(env: str) -> bool:
+    """Whether `env` names an environment here (without the atari extra, an ale: name raises
+    MissingAtari, a ValueError saying how to install it)."""
+    if env.startswith(ALE_PREFIX):
+        from purejaxppo.atari import MissingAtari, parse_name
+
+        try:
+            parse_name(env)
+        except MissingAtari:
+            raise
+        except ValueError:
+            return False
+        return True
     if env.startswith(BRAX_PREFIX):
         name, backend = parse_brax_name(env)
         return name in brax_env_names() and backend in BRAX_BACKENDS

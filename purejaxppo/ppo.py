@@ -1688,8 +1688,10 @@ def evaluate(
         if not env.discrete:
             action = jnp.clip(action, env.action_low, env.action_high)
         out = jax.vmap(env.step)(jax.random.split(step_key, num_episodes), state, action)
-        total = total + jnp.where(alive, out.reward, 0.0)
-        alive = alive & ~(out.terminated | out.truncated)
+        # The game's raw score until the game ends (not a lost life; Step.score, episode_end).
+        total = total + jnp.where(alive, out.reward if out.score is None else out.score, 0.0)
+        ended = out.terminated | out.truncated if out.episode_end is None else out.episode_end
+        alive = alive & ~ended
         return (out.state, out.obs, hidden, total, alive), None
 
     reset_key, run_key = jax.random.split(key)

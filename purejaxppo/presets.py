@@ -25,6 +25,8 @@ def defaults_for(env: str) -> tuple[Config, HParams]:
     """The Config and HParams a run of `env` starts from before the user's overrides."""
     if env.startswith("brax:"):
         cfg, hp = BRAX_DEFAULT
+    elif env.startswith("ale:"):
+        _, cfg, hp = load_preset("atari")  # the paper's Atari settings, for every game
     else:
         cfg, hp = GYMNAX_PRESETS.get(env, ({}, {}))
     return Config(env=env, **cfg), HParams(**hp)

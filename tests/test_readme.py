@@ -49,6 +49,7 @@ COMMANDS = {
     "make notebooks": ("make", "notebooks"),
     "pip install purejaxppo[render]": ("extra", "render"),
     "pip install purejaxppo[wandb]": ("extra", "wandb"),
+    "pip install purejaxppo[atari]": ("extra", "atari"),
     "purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 "
     "--out runs/cartpole": ("run", SMALL_TRAIN),
     "purejaxppo train --config pendulum --num-seeds 8 --out runs/pendulum": ("run", SMALL_TRAIN),
@@ -254,7 +255,8 @@ def test_pip_extras_exist():
     for name in wanted:
         deps = [r.split(";")[0] for r in requires if re.search(rf"extra == .{name}.", r)]
         assert deps, f"README installs the extra {name!r}; the package declares none"
-    assert wanted == {"render", "wandb"}
+    assert wanted == {"render", "wandb", "atari"}
+    assert any(re.search(r"ale-py\[xla\].*extra == .atari.", r) for r in requires)
     assert any(re.search(r"pygame.*extra == .render.", r) for r in requires)
     assert any(re.search(r"wandb.*extra == .wandb.", r) for r in requires)
 
