@@ -383,11 +383,11 @@ def test_two_processes_on_localhost_gather_the_single_process_result(tmp_path):
     job = ["--out", str(tmp_path / "job"), "--coordinator", f"127.0.0.1:{free_port()}",
            "--num-processes", "2"]  # fmt: skip
     procs = [run_cli([*args, *job, "--process-id", str(i)]) for i in (1, 0)]
-    # Hold process 1 for 60 s once both run: process 0 then waits at the gather longer than
+    # Hold process 1 for 45 s once both run: process 0 then waits at the gather longer than
     # gloo's 30 s peer deadline (this failed in CI before the driver waited on a barrier).
     time.sleep(5)
     procs[0].send_signal(signal.SIGSTOP)
-    time.sleep(60)
+    time.sleep(45)
     procs[0].send_signal(signal.SIGCONT)
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outputs, strict=True):
