@@ -240,6 +240,65 @@ def stats_cost_section(data: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def atari_section(data: dict[str, Any]) -> list[str]:
+    t = data["training"]
+    out = [
+        "## Real Atari through ale-py (`ale:GAME`)",
+        "",
+        machine_line(data["machine"]),
+        "`python benchmarks/atari.py --part speed`: env steps/s (4 frames each) of the adapter "
+        "alone, random actions in a jitted scan through the same vmapped one-environment "
+        "interface the trainer uses (best of 3), and of training Breakout with the `atari` "
+        "preset (one seed, 8 actors, 3 epochs, the `cnn` torso) through `purejaxppo train`.",
+        "",
+        "| what | emulators | env steps/s | compile s |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in data["adapter"]:
+        out.append(
+            f"| adapter alone | {r['num_envs']} | {r['env_steps_per_second']:,} | "
+            f"{r['compile_and_first_run_seconds']:.1f} (with a first run) |"
+        )
+    out.append(
+        f"| training, atari preset, 1 seed | 8 | {t['steps_per_second']:,.0f} | "
+        f"{t['compile_seconds']:.1f} |"
+    )
+    games = {g: load(f"atari_{g}") for g in ("Breakout", "Pong")}
+    games = {g: d for g, d in games.items() if d is not None}
+    if games:
+        out += [
+            "",
+            "`python benchmarks/atari.py --part learn --games GAME --steps N`: the `atari` preset "
+            "(the paper's Table 5) through `purejaxppo train`, one seed, the two games side by "
+            "side (one per core) for the longest run an hour allows here. Final: mean raw game "
+            "score of the games ending in the last 5% of updates.",
+            "",
+            "| game | steps | wall min | steps/s | final score | paper PPO at 10M steps |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for g, d in games.items():
+            s = d["summary"]
+            final = s["final_return"][0][0]
+            out.append(
+                f"| {g} | {s['total_timesteps']:,} | {d['wall_seconds'] / 60:.0f} | "
+                f"{s['steps_per_second']:,.0f} | {final:.1f} | {d['paper_ppo_10M']} |"
+            )
+        out += ["", "![Atari learning curves](benchmarks/results/atari.png)"]
+    return out + [
+        "",
+        "What the paper's full protocol (49 games x 3 seeds x 10M steps = 1.47B steps) would "
+        "need, estimated from these figures, not measured on a GPU: the emulators run on CPU "
+        "cores whatever the accelerator (the ALE is a CPU emulator), at about "
+        f"{data['adapter'][0]['env_steps_per_second'] // 2:,} steps/s per core here, so about "
+        f"{1.47e9 / (data['adapter'][0]['env_steps_per_second'] / 2) / 3600:.0f} core-hours "
+        "of emulation; the network's updates, which hold this CPU to "
+        f"{t['steps_per_second']:,.0f} steps/s (about 4 h per 10M-step run on 2 cores), move "
+        "to the GPU. A GPU machine with 32 cores would be bound by emulation at roughly 50k "
+        "steps/s: about 8 hours for the protocol.",
+        "",
+    ]
+
+
 def devices_section(data: dict[str, Any]) -> list[str]:
     out = [
         "## Every core by default (default command vs `--devices 1`)",
@@ -400,9 +459,10 @@ def write_report() -> Path:
         "Regenerate: `python benchmarks/throughput.py` (throughput, profile, peers, sweep),",
         "`python benchmarks/devices.py` (every core vs one), `python benchmarks/brax_step.py`,",
         "`python benchmarks/objectives.py --protocol reduced` (PPO paper Table 1),",
-        "`python benchmarks/minatar.py` (MinAtar games, CNN vs MLP) and",
-        "`python benchmarks/algorithms.py --part atari|mujoco` (PPO vs A2C, VPG, TRPO) and",
-        "`python benchmarks/stats_cost.py` (what the interval statistics cost);",
+        "`python benchmarks/minatar.py` (MinAtar games, CNN vs MLP),",
+        "`python benchmarks/algorithms.py --part atari|mujoco` (PPO vs A2C, VPG, TRPO),",
+        "`python benchmarks/stats_cost.py` (what the interval statistics cost) and",
+        "`python benchmarks/atari.py --part speed|learn` (real Atari through ale-py);",
         "each rebuilds this file from `benchmarks/results/`. Absolute figures drift on shared",
         "machines; the ratios are measured within one process.",
         "",
@@ -419,6 +479,7 @@ def write_report() -> Path:
         ("algorithms_atari", algorithms_section),
         ("algorithms_mujoco", algorithms_section),
         ("stats_cost", stats_cost_section),
+        ("atari_speed", atari_section),
     ]:
         data = load(name)
         if data is not None:
