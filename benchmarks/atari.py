@@ -37,20 +37,9 @@ PAPER_PPO = {"Breakout": 274.8, "Pong": 20.7}
 def adapter_speed(num_envs: int, steps: int = 400) -> dict:
     import jax
 
-    from purejaxppo.atari import AleEnv
+    from purejaxppo.atari import AleEnv, random_play
 
-    env = AleEnv("ale:Breakout")
-
-    @jax.jit
-    def run(key):
-        obs, state = jax.vmap(env.reset)(jax.random.split(key, num_envs))
-
-        def body(st, k):
-            a = jax.random.randint(k, (num_envs,), 0, env.action_dim)
-            out = jax.vmap(env.step)(jax.random.split(k, num_envs), st, a)
-            return out.state, out.score.sum()
-
-        return jax.lax.scan(body, state, jax.random.split(key, steps))[1]
+    run = random_play(AleEnv("ale:Breakout"), num_envs, steps)
 
     t0 = time.perf_counter()
     jax.block_until_ready(run(jax.random.key(0)))

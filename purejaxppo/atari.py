@@ -256,3 +256,21 @@ class AleEnv:
             episode_end=placeholder,
             score=raw,
         )
+
+
+def random_play(env: AleEnv, num_envs: int, steps: int) -> Any:
+    """A jitted key -> Step [steps, num_envs] of uniformly random actions through the vmapped
+    one-environment interface the trainer uses (each observation reduced to its mean)."""
+
+    @jax.jit
+    def play(key: jax.Array) -> Step:
+        _, state = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+
+        def body(st: AleState, k: jax.Array) -> tuple[AleState, Step]:
+            a = jax.random.randint(k, (num_envs,), 0, env.action_dim)
+            out = jax.vmap(env.step)(jax.random.split(k, num_envs), st, a)
+            return out.state, out._replace(obs=out.obs.mean((1, 2, 3)), final_obs=0.0, state=0)
+
+        return jax.lax.scan(body, state, jax.random.split(key, steps))[1]
+
+    return play

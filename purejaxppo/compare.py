@@ -419,13 +419,10 @@ def plot_profile(result: dict[str, Any]) -> bytes:
         (line,) = ax.plot(taus, point, drawstyle="steps-post", label=label, lw=1.5)
         ax.fill_between(taus, low, high, step="post", color=line.get_color(), alpha=0.2, lw=0)
     what = "normalized " if result["normalize"] else ""
-    ax.set_xlabel(f"{what}{result['metric']} score τ")
-    ax.set_ylabel("fraction of runs with score > τ")
-    ax.set_title(f"performance profile (95% bootstrap band){_best_of(result)}")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _png(fig, plt)
+    return _finish(
+        fig, ax, plt, f"{what}{result['metric']} score τ", "fraction of runs with score > τ",
+        f"performance profile (95% bootstrap band){_best_of(result)}",
+    )  # fmt: skip
 
 
 def plot_curves(result: dict[str, Any]) -> bytes:
@@ -441,13 +438,10 @@ def plot_curves(result: dict[str, Any]) -> bytes:
         (line,) = ax.plot(steps, point, label=label, lw=1.5)
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
     what = "normalized " if result["normalize"] else ""
-    ax.set_xlabel("environment steps per run")
-    ax.set_ylabel(f"{what}episodic return, IQM over runs")
-    ax.set_title(f"{', '.join(result['envs'])}: IQM, 95% bootstrap band{_best_of(result)}")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _png(fig, plt)
+    return _finish(
+        fig, ax, plt, "environment steps per run", f"{what}episodic return, IQM over runs",
+        f"{', '.join(result['envs'])}: IQM, 95% bootstrap band{_best_of(result)}",
+    )  # fmt: skip
 
 
 def _best_of(result: dict[str, Any]) -> str:
@@ -455,7 +449,14 @@ def _best_of(result: dict[str, Any]) -> str:
     return "" if shown == total else f"; best {shown} of {total}"
 
 
-def _png(fig: Any, plt: Any) -> bytes:
+def _finish(fig: Any, ax: Any, plt: Any, xlabel: str, ylabel: str, title: str) -> bytes:
+    """Labels, legend and grid; the figure as PNG bytes."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

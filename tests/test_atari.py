@@ -103,22 +103,10 @@ def test_preprocessing_matches_a_hand_pipeline_on_the_emulators_screens():
 
 
 def play(env_name: str, num_envs: int, steps: int, seed: int = 0):
-    from purejaxppo.atari import AleEnv
+    from purejaxppo.atari import AleEnv, random_play
 
     env = AleEnv(env_name)
-
-    @jax.jit
-    def run(key):
-        obs, state = jax.vmap(env.reset)(jax.random.split(key, num_envs))
-
-        def body(st, k):
-            a = jax.random.randint(k, (num_envs,), 0, env.action_dim)
-            out = jax.vmap(env.step)(jax.random.split(k, num_envs), st, a)
-            return out.state, out._replace(obs=out.obs.mean((1, 2, 3)), final_obs=0.0, state=0)
-
-        return jax.lax.scan(body, state, jax.random.split(key, steps))[1]
-
-    return env, jax.tree.map(np.asarray, run(jax.random.key(seed)))
+    return env, jax.tree.map(np.asarray, random_play(env, num_envs, steps)(jax.random.key(seed)))
 
 
 def test_lost_lives_end_learning_episodes_not_games():
