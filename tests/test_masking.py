@@ -10,6 +10,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from purejaxppo.ppo import (
     Batch,
@@ -90,6 +91,7 @@ def train(env: ScriptedGame, cfg: Config) -> tuple[object, dict]:
     return state, jax.tree.map(lambda *x: np.stack(x), *metrics)
 
 
+@pytest.mark.integration
 def test_placeholder_steps_leave_learning_and_statistics_untouched():
     # If a placeholder step leaked into GAE or a loss, its reward of 1000 would change the
     # parameters; it must not, bit for bit.
@@ -122,6 +124,7 @@ def test_gae_masks_placeholders_and_cuts_at_lost_lives():
     np.testing.assert_allclose(ret[4, 0], 77.0)  # value + 0: the loss leaves it out
 
 
+@pytest.mark.integration
 def test_losses_over_real_steps_equal_the_losses_without_placeholders():
     network = make_network(config(), ScriptedGame())
     cfg = config(norm_adv=True, clip_vloss=True)
