@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.minatar import GAMES, _ffill, episode_mean, train_cli  # noqa: E402
+from benchmarks.minatar import GAMES, episode_mean, train_cli  # noqa: E402
+from purejaxppo.stats import forward_fill  # noqa: E402
 
 LAST_EPISODES = 100  # the paper's second metric: the last 100 episodes of each run
 # Algorithm -> extra `purejaxppo train` arguments, per part. PPO keeps the env's own preset.
@@ -135,7 +136,7 @@ def binned(steps: np.ndarray, returns: np.ndarray, counts: np.ndarray, bins: int
         sel = which == b
         if sel.any():
             out[:, b] = episode_mean(returns[:, sel], counts[:, sel])
-    return edges[1:], np.array([_ffill(row) for row in out])
+    return edges[1:], forward_fill(out)
 
 
 def plot(part: str, curves: dict[str, dict[str, Any]], path: Path) -> None:

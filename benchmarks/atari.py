@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from throughput import machine, save  # noqa: E402
 
+from purejaxppo import stats  # noqa: E402
+
 # The PPO paper's Table 6: PPO's mean episode reward over the last 100 episodes after 40M
 # frames (10M steps), for scale.
 PAPER_PPO = {"Breakout": 274.8, "Pong": 20.7}
@@ -99,10 +101,8 @@ def plot(rows: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3.6), dpi=110, squeeze=False)
     for ax, (game, r) in zip(axes[0], rows.items(), strict=True):
         steps = np.asarray(r["env_steps"])
-        for seed, ret in enumerate(np.asarray(r["episode_return"], np.float64)):
-            x = np.where(np.isnan(ret), 0, np.arange(ret.size))
-            np.maximum.accumulate(x, out=x)
-            ax.plot(steps, ret[x], lw=1.2, label=f"seed {seed}")
+        for seed, ret in enumerate(stats.forward_fill(r["episode_return"])):
+            ax.plot(steps, ret, lw=1.2, label=f"seed {seed}")
         ax.set_title(f"ale:{game}, atari preset (paper PPO at 10M steps: {PAPER_PPO[game]})")
         ax.set_xlabel("environment steps (4 frames each)")
         ax.set_ylabel("raw game score per episode")

@@ -130,7 +130,7 @@ def plot(jobs: list[dict[str, Any]], path: Path) -> None:
                 continue
             r = m["episode_return"][0]
             # Forward-fill updates in which no episode ended (NaN), per seed.
-            filled = np.array([_ffill(row) for row in r])
+            filled = stats.forward_fill(r)
             q25, med, q75 = np.nanpercentile(filled, [25, 50, 75], axis=0)
             c = colors[job["network"]]
             ax.plot(x, med, color=c, lw=1.2, label=job["network"])
@@ -143,14 +143,6 @@ def plot(jobs: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def _ffill(x: np.ndarray) -> np.ndarray:
-    out = x.astype(float).copy()
-    for i in range(1, len(out)):
-        if np.isnan(out[i]):
-            out[i] = out[i - 1]
-    return out
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -90,14 +90,6 @@ def run_folders(label: str | None, folder: Path) -> list[tuple[str, Path]]:
     return [(base, folder)]
 
 
-def carry_forward(x: np.ndarray) -> np.ndarray:
-    """NaN (updates in which no episode ended) replaced by the last value before, per row."""
-    x = np.array(x, np.float64)
-    idx = np.where(np.isnan(x), 0, np.arange(x.shape[-1]))
-    np.maximum.accumulate(idx, axis=-1, out=idx)
-    return np.take_along_axis(x, idx, axis=-1)
-
-
 def read_folder(label: str, folder: Path) -> list[tuple[str, TaskRuns]]:
     """One (entry label, runs) per setting of a finished run folder."""
     where = str(folder)
@@ -132,7 +124,7 @@ def read_folder(label: str, folder: Path) -> list[tuple[str, TaskRuns]]:
         raise CompareError(f"{where}: metrics.npz is unreadable ({err})") from None
     if returns.shape[:2] != finals.shape or returns.shape[2] != steps.size:
         raise CompareError(f"{where}: metrics.npz and summary.json disagree in shape")
-    curves = carry_forward(returns)
+    curves = stats.forward_fill(returns)
     with warnings.catch_warnings():  # a run in which no episode ever ended: all NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         auc = np.nanmean(curves, axis=-1)

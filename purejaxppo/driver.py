@@ -664,7 +664,7 @@ def plot_curves(
     fig, ax = plt.subplots(figsize=(8.5 if grid.size > 1 else 7, 4.2), dpi=110)
     for h, setting in enumerate(grid.settings):
         # Updates in which no episode ended carry NaN; fill forward so the curve is continuous.
-        r = _ffill(returns[h])
+        r = stats.forward_fill(returns[h])
         label = ", ".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
         with warnings.catch_warnings():  # updates before any episode ended are all NaN
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -683,11 +683,3 @@ def plot_curves(
     fig.savefig(buf, format="png")
     plt.close(fig)
     write_atomic(path, buf.getvalue())
-
-
-def _ffill(x: np.ndarray) -> np.ndarray:
-    """Forward-fill NaN along the last axis."""
-    x = np.array(x, np.float64)
-    idx = np.where(np.isnan(x), 0, np.arange(x.shape[-1]))
-    np.maximum.accumulate(idx, axis=-1, out=idx)
-    return np.take_along_axis(x, idx, axis=-1)

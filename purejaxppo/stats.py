@@ -68,6 +68,15 @@ def as_tasks(scores: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def forward_fill(x: np.ndarray) -> np.ndarray:
+    """NaN (updates in which no episode ended) replaced by the last value before it, along the
+    last axis; leading NaN stay."""
+    x = np.array(x, np.float64)
+    idx = np.where(np.isnan(x), 0, np.arange(x.shape[-1]))
+    np.maximum.accumulate(idx, axis=-1, out=idx)
+    return np.take_along_axis(x, idx, axis=-1)
+
+
 def resample_counts(rng: np.random.Generator, n: int, reps: int) -> np.ndarray:
     """[reps, n] int counts: how often each of n runs is drawn in n draws with replacement."""
     draws = rng.integers(0, n, size=(reps, n)) + (np.arange(reps) * n)[:, None]
