@@ -739,7 +739,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     keys = jax.random.split(jax.random.key(args.seed), n)
     returns = jax.jit(
         jax.vmap(lambda p, nm, k: evaluate(config, p, nm, k, args.episodes, env)),
-        compiler_options=compiler_options(config),
+        compiler_options=compiler_options(),
     )(
         jax.tree.map(lambda x: x[:n], state.params),
         jax.tree.map(lambda x: x[:n], state.norm),

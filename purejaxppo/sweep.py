@@ -321,15 +321,13 @@ class Runner:
             state, metrics = jax.vmap(one_run)(state, hparams)
             return state, metrics  # metrics [R, length]
 
-        self._init = jax.jit(
-            init, out_shardings=self.sharding, compiler_options=compiler_options(config)
-        )
+        self._init = jax.jit(init, out_shardings=self.sharding, compiler_options=compiler_options())
         self._advance = jax.jit(
             advance,
             static_argnums=2,
             donate_argnums=0,
             out_shardings=(self.sharding, self.sharding),
-            compiler_options=compiler_options(config),
+            compiler_options=compiler_options(),
         )
 
     def padded_size(self, n: int) -> int:
