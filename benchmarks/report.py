@@ -95,6 +95,36 @@ def profile_section(data: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def update_cost_section(data: dict[str, Any]) -> list[str]:
+    labels = {
+        "floor_constant": "gradient of the sum of the outputs (constant weights), plain step",
+        "floor": "gradient of a loss linear in the outputs, per-sample weights (floor)",
+        "ppo_sgd": "PPO loss and its gradient, plain step, no shuffle",
+        "ppo": "+ global-norm clip and Adam",
+        "ppo_shuffled": "+ the per-epoch shuffle (random_permutations): the trainer's update",
+        "ppo_old_shuffle": "the same with jax.random.permutation (before 2026-12-02)",
+    }
+    m = data["machine"]
+    out = [
+        "## What PPO's update costs over the network's own passes (16 seeds, default config)",
+        "",
+        f"Measured {m['date']}, {m['cpu_count']} cores, {m['devices']} {m['backend']} device, "
+        f"jax {m['jax']}. The update phase alone ({data['updates']} updates of 4 epochs x 4 "
+        f"minibatches, {data['update_gflop']:,.0f} GFLOP of matmuls) on made-up data, one "
+        "program per row, run round-robin in one process (`benchmarks/update_cost.py`):",
+        "",
+        "| minibatch step | run s | GFLOP/s | ms per minibatch step | floor / this |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for k, label in labels.items():
+        r = data["programs"][k]
+        out.append(
+            f"| {label} | {r['run_seconds']:.3f} | {r['gflops']:.1f} | "
+            f"{r['ms_per_minibatch_step']:.3f} | {r['floor_over_this']:.3f} |"
+        )
+    return out + [""]
+
+
 def matmul_lines(data: dict[str, Any]) -> list[str]:
     """The update phase's achieved matmul GFLOP/s against batched matmuls in the same process."""
     if "update_gflops" not in data:
@@ -475,7 +505,8 @@ def write_report() -> Path:
         "`python benchmarks/objectives.py --protocol reduced` (PPO paper Table 1),",
         "`python benchmarks/minatar.py` (MinAtar games, CNN vs MLP),",
         "`python benchmarks/algorithms.py --part atari|mujoco` (PPO vs A2C, VPG, TRPO),",
-        "`python benchmarks/stats_cost.py` (what the interval statistics cost) and",
+        "`python benchmarks/stats_cost.py` (what the interval statistics cost),",
+        "`python benchmarks/update_cost.py` (what PPO's update costs over the bare passes) and",
         "`python benchmarks/atari.py --part speed|learn` (real Atari through ale-py);",
         "each rebuilds this file from `benchmarks/results/`. Absolute figures drift on shared",
         "machines; the ratios are measured within one process.",
@@ -485,6 +516,7 @@ def write_report() -> Path:
         ("devices", devices_section),
         ("scaling", scaling_section),
         ("profile", profile_section),
+        ("update_cost", update_cost_section),
         ("peers", peers_section),
         ("sweep", sweep_section),
         ("pixels", pixels_section),

@@ -272,19 +272,27 @@ def worker_profile(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]
     def learning_floor(s):
         # The trainer's rollout, then the same number of forward+backward passes on minibatches
         # of the same shape with a plain gradient step: no loss terms, shuffling, GAE, Adam or
-        # metrics. No PPO trainer with this network can do less work per update.
+        # metrics. No PPO trainer with this network can do less work per update. The loss is
+        # linear in the outputs with weights that differ per sample (the rollout's own logits
+        # and rewards), as any loss's gradient does: with a constant weight (the sum of the
+        # outputs, this floor until 2026-12-02) XLA folds much of the backward pass away.
         key, rk = jax.random.split(s.key)
         carry, norm, traj = rollout(config, env, network, s.params, s.env, s.norm, rk, hp)
-        obs = traj.obs.reshape(config.num_minibatches, -1, traj.obs.shape[-1])
+        cut = lambda x: x.reshape((config.num_minibatches, -1) + x.shape[2:])  # noqa: E731
+        data = (cut(traj.obs), cut(traj.dist.loc), cut(traj.reward))
 
-        def minibatch(p, o):
-            g = jax.grad(lambda p: sum(x.sum() for x in jax.tree.leaves(network.apply(p, o)[:2])))(
-                p
-            )
+        def minibatch(p, d):
+            obs, w_pi, w_v = d
+
+            def linear_loss(p):
+                dist, value, _ = network.apply(p, obs)
+                return jnp.sum(dist.loc * w_pi) + jnp.sum(value * w_v)
+
+            g = jax.grad(linear_loss)(p)
             return jax.tree.map(lambda a, b: a - 1e-6 * b, p, g), None
 
         def epoch(p, _):
-            return jax.lax.scan(minibatch, p, obs)[0], None
+            return jax.lax.scan(minibatch, p, data)[0], None
 
         params = jax.lax.scan(epoch, s.params, None, config.update_epochs)[0]
         return s._replace(key=key, env=carry, norm=norm, params=params)
