@@ -95,3 +95,38 @@ def test_last_100_episodes_from_per_update_means():
     np.testing.assert_allclose(last_episodes_mean(returns, counts), [320 / 110, 5.0])
     exactly = last_episodes_mean(np.asarray([[9.0, 1.0]]), np.asarray([[100, 100]]))
     np.testing.assert_allclose(exactly, [1.0])  # the last update alone holds 100
+
+
+def test_update_cost_counts_the_profiles_matmul_arithmetic():
+    from benchmarks.update_cost import SEEDS, UPDATES, update_flops
+    from purejaxppo.ppo import Config
+
+    # CartPole's 4 -> 64 -> 64 torsos, 2 logits and 1 value per row: forward 2 * (4*64 + 64*64)
+    # + 64 * 3 multiply-adds; backward twice that less the observation's input gradient.
+    forward = 2 * (4 * 64 + 64 * 64) + 64 * 3
+    backward = 2 * forward - 2 * 4 * 64
+    rows = SEEDS * UPDATES * 4 * 512
+    assert update_flops(Config(), 4, 2) == 2.0 * (forward + backward) * rows
+
+
+@pytest.mark.integration
+def test_update_cost_programs_each_do_their_step(monkeypatch):
+    import jax
+
+    import benchmarks.update_cost as uc
+    from purejaxppo.ppo import Config
+
+    monkeypatch.setattr(uc, "UPDATES", 1)
+    config = Config()
+    keys = jax.random.split(jax.random.key(0), 2)
+    init = jax.vmap(lambda k: uc.make_trainer(config).init(k, uc.HParams()).params)(keys)
+    moved = {}
+    for step in uc.STEPS:
+        params = uc.make_program(config, step)(keys)
+        delta = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(), params, init)
+        moved[step] = jax.tree.leaves(delta)
+        assert all(np.isfinite(d) and d > 0 for d in moved[step]), step
+    # Each layer of the step changes what it computes: the per-sample weights against the
+    # constant ones, Adam against the plain step, a shuffle against the fixed order.
+    for a, b in [("floor_constant", "floor"), ("ppo_sgd", "ppo"), ("ppo", "ppo_shuffled")]:
+        assert moved[a] != moved[b], (a, b)
