@@ -228,8 +228,10 @@ def test_random_search_trains_as_one_program_and_ranks(tmp_path, capsys):
     iqms = [summary["per_setting"][h]["final_return_iqm"] for h in summary["ranking"]]
     assert iqms == sorted(iqms, reverse=True) and sorted(summary["ranking"]) == list(range(5))
     lines = [line for line in err.splitlines() if line.startswith("final return IQM")]
-    assert len(lines) == 5 and "over 3 runs: learning_rate=" in lines[0]
     best = summary["per_setting"][summary["ranking"][0]]
+    # Runs with no episode ended in the last updates have no final return and are not counted.
+    assert 1 <= best["runs"] <= 3
+    assert len(lines) == 5 and f"over {best['runs']} runs: learning_rate=" in lines[0]
     assert lines[0].startswith(f"final return IQM {best['final_return_iqm']:g} [")
     # The folder compares like any other: five entries, P(best > each) printed.
     assert main(["compare", str(out)]) == 0
