@@ -324,18 +324,12 @@ def worker_profile(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]
         "bootstrap_and_gae": max(0.0, run["rollout_gae"] - run["rollout"]),
         "epochs_of_minibatch_updates": max(0.0, run["trainer"] - run["rollout_gae"]),
     }
-    # Matmul arithmetic of the epochs of minibatch updates, counted from the network's shapes:
-    # forward, weight gradients and input gradients (none for the observation input) of every
-    # layer of both torsos and heads, for every minibatch row, epoch, update and seed.
-    obs_dim = config_obs_dim(trainer)
-    widths = [obs_dim, *config.hidden_sizes]
-    torso = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
-    first = obs_dim * widths[1]
-    heads = widths[-1] * (env.action_dim + 1)
-    macs_per_row = 2 * torso + heads  # forward, both torsos and the heads
-    backward_per_row = 2 * macs_per_row - 2 * first  # dW everywhere, dX above the input
-    rows = num_seeds * config.num_updates * config.update_epochs * config.batch_size
-    update_flops = 2 * (macs_per_row + backward_per_row) * rows
+    # Matmul arithmetic of the epochs of minibatch updates, counted from the network's shapes.
+    from update_cost import update_flops as count_update_flops
+
+    update_flops = count_update_flops(
+        config, config_obs_dim(trainer), env.action_dim, num_seeds, config.num_updates
+    )
     update_seconds = max(1e-9, run["trainer"] - run["rollout_gae"])
     floor_seconds = max(1e-9, run["learning_floor"] - run["rollout"])
     peak = matmul_peak(num_seeds, config, update_flops)

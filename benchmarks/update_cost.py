@@ -51,12 +51,16 @@ SEEDS, UPDATES, REPEATS = 16, 100, 3
 STEPS = ("floor_constant", "floor", "ppo_sgd", "ppo", "ppo_shuffled", "ppo_old_shuffle")
 
 
-def update_flops(config: Config, obs_dim: int, action_dim: int) -> float:
+def update_flops(config: Config, obs_dim: int, action_dim: int, seeds: int, updates: int) -> float:
+    """Matmul FLOPs of `updates` updates' epochs of minibatch updates for `seeds` seeds, counted
+    from the layer shapes: forward, weight gradients and input gradients (none for the
+    observation input) of both torsos and the heads, for every row of every epoch. The
+    throughput benchmark's profile counts its update phase with this too."""
     widths = [obs_dim, *config.hidden_sizes]
     torso = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
     forward = 2 * torso + widths[-1] * (action_dim + 1)  # both torsos and the heads, per row
     backward = 2 * forward - 2 * obs_dim * widths[1]  # dW everywhere, dX above the input
-    rows = SEEDS * UPDATES * config.update_epochs * config.batch_size
+    rows = seeds * updates * config.update_epochs * config.batch_size
     return 2.0 * (forward + backward) * rows
 
 
@@ -136,7 +140,7 @@ def make_program(config: Config, step: str):
 def main() -> None:
     config = Config()
     trainer = make_trainer(config)
-    flops = update_flops(config, trainer.env.obs_shape[0], trainer.env.action_dim)
+    flops = update_flops(config, trainer.env.obs_shape[0], trainer.env.action_dim, SEEDS, UPDATES)
     keys = jax.random.split(jax.random.key(0), SEEDS)
     compiled, compile_s = {}, {}
     for step in STEPS:

@@ -106,7 +106,7 @@ def test_update_cost_counts_the_profiles_matmul_arithmetic():
     forward = 2 * (4 * 64 + 64 * 64) + 64 * 3
     backward = 2 * forward - 2 * 4 * 64
     rows = SEEDS * UPDATES * 4 * 512
-    assert update_flops(Config(), 4, 2) == 2.0 * (forward + backward) * rows
+    assert update_flops(Config(), 4, 2, SEEDS, UPDATES) == 2.0 * (forward + backward) * rows
 
 
 @pytest.mark.integration

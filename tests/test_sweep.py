@@ -140,14 +140,18 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
+def newest_checkpoint(out):
+    ckpts = out / "checkpoints"
+    steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
+    return max(steps, default=-1)
+
+
 def interrupt_after_checkpoint(out, sig):
     """Start the run, send `sig` once a mid-run checkpoint exists; return the finished process."""
     proc = run_cli(["train", *COMMON, "--out", str(out)])
-    ckpts = out / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        steps = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
-        if steps and 20 <= max(steps) < 100:
+        if 20 <= newest_checkpoint(out) < 100:
             break
         time.sleep(0.05)
     proc.send_signal(sig)
@@ -179,12 +183,6 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupte
     assert not (out / "summary.json").exists()
     resume(out)
     assert_same_run(out, uninterrupted)
-
-
-def newest_checkpoint(out):
-    ckpts = out / "checkpoints"
-    steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
-    return max(steps, default=-1)
 
 
 @pytest.mark.integration
