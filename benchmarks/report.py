@@ -246,6 +246,67 @@ def recurrent_section(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def accelerator_section(data: dict[str, Any]) -> list[str]:
+    m = data["machine"]
+    out = [
+        f"## On a GPU ({data['device']})",
+        "",
+        f"Measured {m['date']} on one {data['device']} ({m['cores']} CPU cores), {m['backend']} "
+        f"backend, jax {m['jax']}, Python {m['python']}. `python benchmarks/throughput.py --only "
+        "accelerator`: every point in one process; in each, the trainer and its rollout-only "
+        "reference compiled, then run alternately (fastest of "
+        f"{len(data['points'][0]['trainer']['run_seconds_all'])} runs each). CartPole-v1 rows use "
+        "the default config (T 128, 4 epochs x 4 minibatches); Breakout-MinAtar rows its preset "
+        "(8 actors); gru-cartpole against the same settings without a core. Short runs: "
+        "the figures are for speed, not learning. That machine's image ships jax "
+        f"{m['jax']} with its CUDA plugin, newer than pyproject's pin (< 0.11); the package ran "
+        "on it unchanged (gymnax installed from wheels; brax not installed there).",
+        "",
+        "| env | torso / core | seeds | envs per seed | updates | trainer steps/s "
+        "| rollout-only steps/s | efficiency | compile s | run s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["points"]:
+        if r["section"] == "recurrent":
+            for core in ("gru", "none"):
+                t = r[core]
+                out.append(
+                    f"| {r['env']} | {core} | {r['num_seeds']} | {r['num_envs']} | "
+                    f"{r['num_updates']} | {t['steps_per_second']:,} | - | - | "
+                    f"{t['compile_seconds']:.1f} | {t['run_seconds']:.3f} |"
+                )
+            continue
+        t, ref = r["trainer"], r["reference"]
+        env = r.get("env", "CartPole-v1")
+        torso = r.get("network", "mlp")
+        out.append(
+            f"| {env} | {torso} | {r['num_seeds']} | {r['num_envs']} | {r['num_updates']} | "
+            f"{t['steps_per_second']:,} | {ref['steps_per_second']:,} | {r['efficiency']:.3f} | "
+            f"{t['compile_seconds']:.1f} | {t['run_seconds']:.3f} |"
+        )
+    rec = next(r for r in data["points"] if r["section"] == "recurrent")
+    out += ["", f"The GRU core trains at {rec['gru_over_none']:.3f} of the speed without one."]
+    sweep = data.get("sweep")
+    if sweep:
+        out += [
+            "",
+            f"**A {sweep['num_seeds']}-seed sweep through the command line** "
+            f"(`{sweep['command']}`): compile {sweep['compile_seconds']:.1f} s, train "
+            f"{sweep['run_seconds']:.1f} s, {sweep['steps_per_second']:,.0f} env steps/s over "
+            f"all seeds; {sweep['seeds_at_500']} of {sweep['num_seeds']} seeds end at 500 "
+            f"(final-return IQM {sweep['final_return_iqm']:g} {sweep['final_return_iqm_ci']}, "
+            f"mean {sweep['final_return_mean']:.1f}, lowest {sweep['final_return_min']:.1f}).",
+        ]
+    tests = data.get("learning_tests")
+    if tests:
+        out += [
+            "",
+            f"**Learning tests on the GPU** (`{tests['command']}`): passed "
+            f"{', '.join(tests['passed'])}; not finished: {', '.join(tests['not_finished'])}.",
+        ]
+    return out + [""]
+
+
 def stats_cost_section(data: dict[str, Any]) -> list[str]:
     out = [
         "## What the statistics of a 1024-run sweep cost",
@@ -521,6 +582,7 @@ def write_report() -> Path:
         ("sweep", sweep_section),
         ("pixels", pixels_section),
         ("recurrent", recurrent_section),
+        ("accelerator", accelerator_section),
         ("brax_step", brax_step_section),
         ("algorithms_atari", algorithms_section),
         ("algorithms_mujoco", algorithms_section),

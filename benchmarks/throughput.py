@@ -22,6 +22,9 @@ Sections (each writes benchmarks/results/<section>.json; then BENCHMARKS.md is r
   compile apart from run.
 - recurrent: the gru-cartpole preset (CartPole with positions only) with its GRU core against
   the same settings without a core, 16 seeds, fresh processes alternated; compile apart.
+- accelerator: on a GPU or TPU (refused on the CPU), the scaling, pixels and recurrent points at
+  the sizes an accelerator is for (up to 4096 CartPole seeds, 256 MinAtar seeds), all in one
+  process so that one short lease measures them: writes benchmarks/results/accelerator.json.
 """
 
 from __future__ import annotations
@@ -480,8 +483,46 @@ def worker_recurrent(num_seeds: int, updates: int, repeats: int) -> dict[str, An
     }
 
 
+# (section, worker arguments) of each point the accelerator section measures, in order.
+ACCELERATOR_POINTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("scaling", {"num_seeds": 16, "num_envs": 4, "updates": 100}),
+    ("scaling", {"num_seeds": 256, "num_envs": 4, "updates": 100}),
+    ("scaling", {"num_seeds": 4096, "num_envs": 4, "updates": 50}),
+    ("scaling", {"num_seeds": 16, "num_envs": 512, "updates": 20}),
+    ("scaling", {"num_seeds": 256, "num_envs": 512, "updates": 10}),
+    ("pixels", {"num_seeds": 16, "network": "minatar_cnn", "updates": 40}),
+    ("pixels", {"num_seeds": 256, "network": "minatar_cnn", "updates": 40}),
+    ("pixels", {"num_seeds": 256, "network": "mlp", "updates": 40}),
+    ("recurrent", {"num_seeds": 16, "updates": 10}),
+)
+
+
+def worker_accelerator(repeats: int, quick: bool) -> dict[str, Any]:
+    """Every accelerator point in this one process (a lease of minutes has no time for a JAX
+    start per point); each point still times its own programs round-robin."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        raise RuntimeError("the accelerator section needs a GPU or TPU; JAX found only the CPU")
+    rows = []
+    for kind, args in ACCELERATOR_POINTS:
+        args = {**args, "repeats": repeats}
+        if quick:
+            args["updates"] = max(2, args["updates"] // 10)
+        t = time.perf_counter()
+        fn = {"scaling": worker_scaling, "pixels": worker_pixels, "recurrent": worker_recurrent}
+        row = {"section": kind, **fn[kind](**args)}
+        row["wall_seconds"] = round(time.perf_counter() - t, 1)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        rows.append(row)
+    device = jax.devices()[0]
+    return {"device": device.device_kind, "device_count": jax.device_count(), "points": rows}
+
+
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec.pop("kind")
+    if kind == "accelerator":
+        return worker_accelerator(**spec)
     if kind == "scaling":
         return worker_scaling(**spec)
     if kind == "profile":
@@ -621,6 +662,32 @@ def section_recurrent(quick: bool) -> None:
     save("recurrent", {"machine": machine(), "quick": quick, "row": row})
 
 
+def section_accelerator(quick: bool) -> None:
+    """The accelerator's points in one worker process (see ACCELERATOR_POINTS)."""
+    spec = {"kind": "accelerator", "repeats": 1 if quick else 2, "quick": quick}
+    # The worker's stderr is left on the console: each point's row shows as it is measured, so
+    # a lease that ends early still shows what was measured.
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"accelerator worker failed with exit code {proc.returncode}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for row in result["points"]:
+        if row["section"] == "recurrent":
+            speed = f"gru {row['gru']['steps_per_second']}, none {row['none']['steps_per_second']}"
+        else:
+            speed = (
+                f"trainer {row['trainer']['steps_per_second']}, reference "
+                f"{row['reference']['steps_per_second']}, efficiency {row['efficiency']}"
+            )
+        print(f"{row['section']} seeds {row['num_seeds']} envs {row['num_envs']}: {speed}")
+    save("accelerator", {"machine": machine(), "quick": quick, **result})
+
+
 def plot_scaling(rows: list[dict[str, Any]]) -> None:
     import matplotlib
 
@@ -722,7 +789,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, no peers or sweep")
     parser.add_argument(
         "--only",
-        choices=["scaling", "profile", "peers", "sweep", "pixels", "recurrent", "report"],
+        choices=[
+            "scaling",
+            "profile",
+            "peers",
+            "sweep",
+            "pixels",
+            "recurrent",
+            "accelerator",
+            "report",
+        ],
         action="append",
     )
     parser.add_argument("--sb3-steps", type=int, default=500_000)
@@ -752,6 +828,8 @@ def main() -> None:
             section_pixels(args.quick)
         elif name == "recurrent":
             section_recurrent(args.quick)
+        elif name == "accelerator":
+            section_accelerator(args.quick)
         print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
     sys.path.insert(0, str(ROOT))
     from benchmarks.report import write_report
