@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -234,36 +233,56 @@ HPARAM_LIMITS = {
     "cg_damping": (0.0, math.inf),
 }
 
-# Fields that only one kind of run reads: (does this config read it?, when it is read). A field
-# the user sets where it is not read is refused (check_fields_apply), not silently ignored.
-FIELD_SCOPES: dict[str, tuple[Callable[[Config], bool], str]] = {
-    "max_kl": (lambda c: c.objective == "trpo", "objective=trpo"),
-    "cg_damping": (lambda c: c.objective == "trpo", "objective=trpo"),
-    "cg_iters": (lambda c: c.objective == "trpo", "objective=trpo"),
-    "backtracks": (lambda c: c.objective == "trpo", "objective=trpo"),
-    "kl_beta": (
+
+class FieldScope(NamedTuple):
+    """Which runs read a field: those whose config passes `reads`. `needs` says which in words
+    for a refusal, in terms of the Config fields `on`; the refusal shows the run's own values
+    of exactly those fields."""
+
+    reads: Callable[[Config], bool]
+    needs: str
+    on: tuple[str, ...]
+
+
+# Fields that only one kind of run reads. A field the user sets where it is not read is refused
+# (check_fields_apply), not silently ignored.
+FIELD_SCOPES: dict[str, FieldScope] = {
+    "max_kl": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "cg_damping": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "cg_iters": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "backtracks": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "kl_beta": FieldScope(
         lambda c: c.objective in ("kl_fixed", "kl_adaptive"),
         "objective=kl_fixed or kl_adaptive",
+        ("objective",),
     ),
-    "kl_target": (
+    "kl_target": FieldScope(
         lambda c: c.objective == "kl_adaptive" or c.adaptive_lr,
         "objective=kl_adaptive or adaptive_lr=true",
+        ("objective", "adaptive_lr"),
     ),
-    "clip_coef": (
+    "clip_coef": FieldScope(
         lambda c: c.objective == "clip" or c.clip_vloss,
         "objective=clip or clip_vloss=true (the value-clip range)",
+        ("objective", "clip_vloss"),
     ),
-    "anneal_clip": (
+    "anneal_clip": FieldScope(
         lambda c: c.objective == "clip" or c.clip_vloss,
         "objective=clip or clip_vloss=true",
+        ("objective", "clip_vloss"),
     ),
-    "ent_coef": (
+    "ent_coef": FieldScope(
         lambda c: c.objective != "trpo",
-        "a gradient-step objective (trpo has no entropy bonus)",
+        "objective=clip, none, kl_fixed or kl_adaptive (trpo has no entropy bonus)",
+        ("objective",),
     ),
-    "rmsprop_decay": (lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop"),
-    "rmsprop_eps": (lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop"),
-    "core_size": (lambda c: c.core != "none", "core=gru"),
+    "rmsprop_decay": FieldScope(
+        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
+    ),
+    "rmsprop_eps": FieldScope(
+        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
+    ),
+    "core_size": FieldScope(lambda c: c.core != "none", "core=gru", ("core",)),
 }
 
 
@@ -271,7 +290,7 @@ def field_applies(config: Config, name: str) -> bool:
     """Whether a run with this config reads the field `name` (fields outside FIELD_SCOPES are
     read by every run)."""
     scope = FIELD_SCOPES.get(name)
-    return scope is None or scope[0](config)
+    return scope is None or scope.reads(config)
 
 
 def check_fields_apply(config: Config, names: Iterable[str]) -> None:
@@ -280,11 +299,9 @@ def check_fields_apply(config: Config, names: Iterable[str]) -> None:
     Adam."""
     for name in names:
         if not field_applies(config, name):
-            when = FIELD_SCOPES[name][1]
-            # The run's own values of the fields the condition names, e.g. "objective=clip".
-            read = dict.fromkeys(re.findall(r"([a-z_]+)=", when))
-            have = ", ".join(f"{f}={str(getattr(config, f)).lower()}" for f in read)
-            raise ValueError(f"{name} applies only with {when}; this run has {have}")
+            scope = FIELD_SCOPES[name]
+            have = ", ".join(f"{f}={str(getattr(config, f)).lower()}" for f in scope.on)
+            raise ValueError(f"{name} applies only with {scope.needs}; this run has {have}")
 
 
 def check_hparams(hparams: HParams) -> HParams:
