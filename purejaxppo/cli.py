@@ -230,9 +230,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
             for v in values:
                 check_network_fits(config.replace(**{name: v}))
         # A field the user set must be read by the run (by some variant of a static sweep):
-        # a TRPO field on a PPO objective, say, is refused rather than ignored. A preset's own
-        # fields are not checked: they all apply to the preset (tests/test_presets.py), and a
-        # --set that turns one off (core=none on a GRU preset) was asked for.
+        # a TRPO field on a PPO objective, say, is refused rather than ignored.
         variants = [c for _, c in static_variants(config, static)]
         given = [*user_set, *(["total_timesteps"] if args.total_timesteps is not None else [])]
         for name in [*given, *traced, *static]:
@@ -240,7 +238,27 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
                 check_fields_apply(variants[0], [name])  # raises, naming the field
     except ValueError as err:
         raise UsageError(str(err)) from None
+    check_yaml_fields_read(args.config, env, {**cfg_over, **hp_over}, variants)
     return config, hparams, traced, static
+
+
+def check_yaml_fields_read(
+    source: str | None, env: str, fields: dict[str, Any], variants: list[Config]
+) -> None:
+    """A field of a --config preset or YAML file is refused like a --set one when no run reads
+    it. Except one that the file's own settings read and a --set or --sweep turned off
+    (core=none on a GRU preset, objective=clip on a TRPO one): that was asked for."""
+    if source is None:
+        return
+    # The file's settings over the env's defaults, unchecked: the predicates read only the
+    # fields they name, and the file alone need not be a valid Config (a --set may complete it).
+    own = argparse.Namespace(**{**dataclasses.asdict(presets.defaults_for(env)[0]), **fields})
+    for name in fields:
+        if not field_applies(own, name) and not any(field_applies(v, name) for v in variants):
+            try:
+                check_fields_apply(variants[0], [name])
+            except ValueError as err:
+                raise UsageError(f"--config {source}: {err}") from None
 
 
 def check_random_search(sweep: dict[str, Any], samples: int | None) -> None:

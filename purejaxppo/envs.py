@@ -24,6 +24,9 @@ in the first observations, and the query that asks for it; plain `MemoryChain-bs
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -38,10 +41,17 @@ BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
 DEFAULT_BRAX_BACKEND = "positional"
 
 
-def brax_env_names() -> list[str]:
-    from brax import envs
+def brax_envs() -> Any:
+    """The module brax.envs, imported without the lines its import prints to stdout: mujoco's
+    "Failed to import warp" and "Failed to import mujoco_warp" (its optional Warp backend, which
+    no backend here uses) would otherwise come before a refusal's one line or a run's output."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        from brax import envs
+    return envs
 
-    return sorted(envs._envs)
+
+def brax_env_names() -> list[str]:
+    return sorted(brax_envs()._envs)
 
 
 class BraxState(NamedTuple):
@@ -60,8 +70,7 @@ class BraxEnv:
     def __init__(
         self, name: str, backend: str = DEFAULT_BRAX_BACKEND, episode_length: int = 1000
     ) -> None:
-        from brax import envs
-
+        envs = brax_envs()
         if name not in envs._envs:
             raise ValueError(
                 f"unknown brax environment {name!r}; known: {', '.join(brax_env_names())}"
@@ -71,7 +80,13 @@ class BraxEnv:
         if episode_length <= 0:
             raise ValueError(f"episode_length must be positive, got {episode_length}")
         self.name = f"{BRAX_PREFIX}{name}@{backend}"
-        self.env = envs.get_environment(name, backend=backend)
+        with warnings.catch_warnings():
+            # brax's notice that it is no longer maintained, on every system it loads: a fixed
+            # notice, not about this run.
+            warnings.filterwarnings(
+                "ignore", "Brax System, piplines and environments are not actively"
+            )
+            self.env = envs.get_environment(name, backend=backend)
         self.obs_shape = (int(self.env.observation_size),)
         self.discrete = False
         self.action_dim = int(self.env.action_size)

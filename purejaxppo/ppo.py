@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -234,36 +233,56 @@ HPARAM_LIMITS = {
     "cg_damping": (0.0, math.inf),
 }
 
-# Fields that only one kind of run reads: (does this config read it?, when it is read). A field
-# the user sets where it is not read is refused (check_fields_apply), not silently ignored.
-FIELD_SCOPES: dict[str, tuple[Callable[[Config], bool], str]] = {
-    "max_kl": (lambda c: c.objective == "trpo", "objective=trpo"),
-    "cg_damping": (lambda c: c.objective == "trpo", "objective=trpo"),
-    "cg_iters": (lambda c: c.objective == "trpo", "objective=trpo"),
-    "backtracks": (lambda c: c.objective == "trpo", "objective=trpo"),
-    "kl_beta": (
+
+class FieldScope(NamedTuple):
+    """Which runs read a field: those whose config passes `reads`. `needs` says which in words
+    for a refusal, in terms of the Config fields `on`; the refusal shows the run's own values
+    of exactly those fields."""
+
+    reads: Callable[[Config], bool]
+    needs: str
+    on: tuple[str, ...]
+
+
+# Fields that only one kind of run reads. A field the user sets where it is not read is refused
+# (check_fields_apply), not silently ignored.
+FIELD_SCOPES: dict[str, FieldScope] = {
+    "max_kl": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "cg_damping": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "cg_iters": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "backtracks": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "kl_beta": FieldScope(
         lambda c: c.objective in ("kl_fixed", "kl_adaptive"),
         "objective=kl_fixed or kl_adaptive",
+        ("objective",),
     ),
-    "kl_target": (
+    "kl_target": FieldScope(
         lambda c: c.objective == "kl_adaptive" or c.adaptive_lr,
         "objective=kl_adaptive or adaptive_lr=true",
+        ("objective", "adaptive_lr"),
     ),
-    "clip_coef": (
+    "clip_coef": FieldScope(
         lambda c: c.objective == "clip" or c.clip_vloss,
         "objective=clip or clip_vloss=true (the value-clip range)",
+        ("objective", "clip_vloss"),
     ),
-    "anneal_clip": (
+    "anneal_clip": FieldScope(
         lambda c: c.objective == "clip" or c.clip_vloss,
         "objective=clip or clip_vloss=true",
+        ("objective", "clip_vloss"),
     ),
-    "ent_coef": (
+    "ent_coef": FieldScope(
         lambda c: c.objective != "trpo",
-        "a gradient-step objective (trpo has no entropy bonus)",
+        "objective=clip, none, kl_fixed or kl_adaptive (trpo has no entropy bonus)",
+        ("objective",),
     ),
-    "rmsprop_decay": (lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop"),
-    "rmsprop_eps": (lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop"),
-    "core_size": (lambda c: c.core != "none", "core=gru"),
+    "rmsprop_decay": FieldScope(
+        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
+    ),
+    "rmsprop_eps": FieldScope(
+        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
+    ),
+    "core_size": FieldScope(lambda c: c.core != "none", "core=gru", ("core",)),
 }
 
 
@@ -271,7 +290,7 @@ def field_applies(config: Config, name: str) -> bool:
     """Whether a run with this config reads the field `name` (fields outside FIELD_SCOPES are
     read by every run)."""
     scope = FIELD_SCOPES.get(name)
-    return scope is None or scope[0](config)
+    return scope is None or scope.reads(config)
 
 
 def check_fields_apply(config: Config, names: Iterable[str]) -> None:
@@ -280,11 +299,9 @@ def check_fields_apply(config: Config, names: Iterable[str]) -> None:
     Adam."""
     for name in names:
         if not field_applies(config, name):
-            when = FIELD_SCOPES[name][1]
-            # The run's own values of the fields the condition names, e.g. "objective=clip".
-            read = dict.fromkeys(re.findall(r"([a-z_]+)=", when))
-            have = ", ".join(f"{f}={str(getattr(config, f)).lower()}" for f in read)
-            raise ValueError(f"{name} applies only with {when}; this run has {have}")
+            scope = FIELD_SCOPES[name]
+            have = ", ".join(f"{f}={str(getattr(config, f)).lower()}" for f in scope.on)
+            raise ValueError(f"{name} applies only with {scope.needs}; this run has {have}")
 
 
 def check_hparams(hparams: HParams) -> HParams:
@@ -1818,16 +1835,90 @@ def parse_int(text: str) -> int:
     return value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is reported in one line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+# The string fields that take one of a few names: a flag outside them is refused while parsing.
+FIELD_CHOICES = {
+    "network": NETWORKS,
+    "activation": ACTIVATIONS,
+    "core": CORES,
+    "objective": OBJECTIVES,
+    "optimizer": OPTIMIZERS,
+}
+
+
+def field_flag_type(name: str, kind: Any) -> Callable[[str], Any]:
+    """argparse type of the flag of the Config/HParams field `name`: its typed value, or an
+    ArgumentTypeError saying what the flag takes (argparse names the flag). Checks each value
+    alone; how fields fit together (num_minibatches dividing the batch, ...) is Config's."""
+    kind = str(kind)
+    takes: str
+    fits: Callable[[Any], bool]
+    if name in FIELD_CHOICES:
+        takes, fits = f"one of {', '.join(FIELD_CHOICES[name])}", FIELD_CHOICES[name].__contains__
+    elif "tuple" in kind:
+        takes = "positive integers separated by commas, like 64,64"
+        fits = lambda v: bool(v) and min(v) > 0
+    elif "None" in kind:
+        takes, fits = "true, false or auto", lambda v: True
+    elif "bool" in kind:
+        takes, fits = "true or false", lambda v: v is not None
+    elif "int" in kind:
+        takes, fits = "an integer in [1, 2^63)", lambda v: v > 0
+    elif "float" in kind:
+        low, high = HPARAM_LIMITS[name]
+        takes = f"a number >= {low:g}" if high == math.inf else f"a number in [{low:g}, {high:g}]"
+        fits = lambda v: math.isfinite(v) and low <= v <= high
+    else:
+        takes, fits = "a name", lambda v: True
+
+    def parse(text: str) -> Any:
+        try:
+            value = parse_field_value(kind, text)
+            if fits(value):
+                return value
+        except (ValueError, argparse.ArgumentTypeError):
+            pass
+        raise argparse.ArgumentTypeError(f"expected {takes}, got {text!r}")
+
+    return parse
+
+
+def integer_flag(low: int | None) -> Callable[[str], int]:
+    """argparse type: an integer ('1e6' allowed, '2.5' refused) in the 64-bit range, at least
+    `low` when given."""
+    takes = "an integer in [-2^63, 2^63)" if low is None else f"an integer in [{low}, 2^63)"
+
+    def parse(text: str) -> int:
+        try:
+            value = parse_int(text)
+        except ValueError:
+            value = None
+        if value is None or (low is not None and value < low):
+            raise argparse.ArgumentTypeError(f"expected {takes}, got {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description="Train PPO on a gymnax environment; many seeds in one jit(vmap(train)) call.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--num-seeds", type=int, default=1, help="seeds trained in parallel")
-    parser.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    parser.add_argument(
+        "--num-seeds", type=integer_flag(1), default=1, help="seeds trained in parallel"
+    )
+    parser.add_argument("--seed", type=integer_flag(None), default=0, help="base PRNG seed")
     parser.add_argument(
         "--devices",
-        type=int,
+        type=integer_flag(1),
         default=None,
         help="XLA CPU devices to shard the seeds over (default: one per core, unless XLA_FLAGS "
         "or JAX_NUM_CPU_DEVICES chose a count); 1 runs everything on one core",
@@ -1837,7 +1928,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(
                 "--" + f.name.replace("_", "-"),
                 dest=f.name,
-                type=lambda text, k=f.type: parse_field_value(k, text),
+                type=field_flag_type(f.name, f.type),
                 default=argparse.SUPPRESS,
                 help=f"{f.metadata.get('help', '')} (default {f.default!r}, or the env preset)",
             )
@@ -1937,6 +2028,11 @@ def train_seeds(
     state = jax.tree.map(lambda x: x[:num_seeds], state)
     metrics = {k: np.asarray(v)[:num_seeds] for k, v in jax.device_get(metrics).items()}
     finals = final_return(metrics)
+    # A seed whose parameters or losses went non-finite: its returns say nothing about the
+    # settings, so it is named (with the first update where it happened) and left out of the mean.
+    broken = metrics["finite"] == 0
+    diverged = {int(s): int(np.argmax(broken[s])) for s in np.flatnonzero(broken.any(axis=1))}
+    kept = np.isin(np.arange(num_seeds), list(diverged), invert=True)
     steps = config.num_updates * config.batch_size
     summary = {
         "env": config.env,
@@ -1948,8 +2044,9 @@ def train_seeds(
         "steps_per_second": round(num_seeds * steps / run_seconds, 1),
         "final_return": [None if np.isnan(x) else round(float(x), 3) for x in finals],
         "final_return_mean": None
-        if np.all(np.isnan(finals))
-        else round(float(np.nanmean(finals)), 3),
+        if np.all(np.isnan(finals[kept]))
+        else round(float(np.nanmean(finals[kept])), 3),
+        "diverged": [{"seed": s, "update": u} for s, u in sorted(diverged.items())],
     }
     return state, metrics, summary
 
@@ -1957,12 +2054,14 @@ def train_seeds(
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = vars(build_parser().parse_args(argv))
     num_seeds, seed, devices = args.pop("num_seeds"), args.pop("seed"), args.pop("devices")
-    if num_seeds <= 0:
-        raise ValueError(f"--num-seeds must be a positive integer, got {num_seeds}")
-    if devices is not None and devices <= 0:
-        raise ValueError(f"--devices must be a positive integer, got {devices}")
+    env = args.get("env", Config.env)
+    if ":" in env:
+        raise ValueError(
+            f"--env {env}: this file trains gymnax environments by id; brax:, ale: and variant "
+            f"names run through the purejaxppo package (purejaxppo train --env {env})"
+        )
     use_cpu_cores(devices)  # first: building the env (gymnax) starts JAX
-    config, hparams = preset(args.get("env", Config.env))
+    config, hparams = preset(env)
     config_names = {f.name for f in dataclasses.fields(Config)}
     config = config.replace(**{k: v for k, v in args.items() if k in config_names})
     hparams = check_hparams(
@@ -1974,11 +2073,18 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    prog = os.path.basename(sys.argv[0])
     try:
         result = run(argv)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    for bad in result["diverged"]:
+        print(
+            f"{prog}: seed #{bad['seed']} went non-finite at update {bad['update']}; "
+            "left out of final_return_mean",
+            file=sys.stderr,
+        )
     print(json.dumps(result))
 
 

@@ -48,7 +48,7 @@ def test_copied_ppo_py_runs_alone(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result) == {
         "env", "num_seeds", "devices", "total_timesteps", "compile_seconds", "run_seconds",
-        "steps_per_second", "final_return", "final_return_mean",
+        "steps_per_second", "final_return", "final_return_mean", "diverged",
     }  # fmt: skip
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         assert result["devices"] == len(os.sched_getaffinity(0))  # every core by default
@@ -56,6 +56,7 @@ def test_copied_ppo_py_runs_alone(tmp_path):
     assert result["num_seeds"] == 2 and len(result["final_return"]) == 2
     assert result["total_timesteps"] == 256
     assert result["steps_per_second"] > 0 and result["compile_seconds"] > 0
+    assert result["diverged"] == []
 
 
 def test_standalone_cli_rejects_bad_values_with_the_field_name(tmp_path):
