@@ -106,10 +106,16 @@ def newest_saved_record(root: Path) -> tuple[Path, dict[str, Any]] | None:
     checksum: no orbax, no JAX, so it works before a multi-process job starts. The record is
     what the driver saved beside the state ({"update", "settings", ...}); None if no intact
     checkpoint has a readable one."""
+    folders = [
+        root,
+        *root.glob("batch-*"),
+        *root.glob("process-*"),
+        *root.glob("process-*/batch-*"),
+    ]
     steps = [
         step
-        for folder in (root, *root.glob("*"), *root.glob("*/*"))
-        if folder.is_dir() and not folder.is_symlink()
+        for folder in folders
+        if folder.is_dir()
         for step in folder.iterdir()
         if step.name.isdigit() and step.is_dir()
     ]

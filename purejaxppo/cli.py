@@ -102,6 +102,7 @@ def hold_folder(out: Path, flag: str, new_run: bool) -> FolderLock:
             raise UsageError(
                 f"{flag} {out} already holds a run; use --resume {out} or a new folder"
             )
+        check_layout(out, flag)
         check_output_dir(out)
         return lock.acquire()
     except FolderInUse as err:
@@ -115,6 +116,17 @@ def holds_run(out: Path) -> bool:
     """A run (finished, stopped or still starting) has recorded itself in `out`."""
     checkpoints = out / "checkpoints"
     return (out / "config.json").exists() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+def check_layout(out: Path, flag: str) -> None:
+    """Refuse a folder where a run's files would land on something else (a file named
+    checkpoints, a folder named summary.json): training would end in a traceback there."""
+    for name, folder in (("checkpoints", True), ("config.json", False), ("metrics.npz", False),
+                         ("curves.png", False), ("summary.json", False)):  # fmt: skip
+        path = out / name
+        if (path.exists() or path.is_symlink()) and path.is_dir() != folder:
+            what = "a folder" if folder else "a file"
+            raise UsageError(f"{flag} {out}: {path} is not {what}; move it out of the way")
 
 
 def check_not_held(out: Path, flag: str) -> None:
@@ -558,6 +570,7 @@ def check_folder_before_joining(args: argparse.Namespace) -> None:
     if not folder:
         return
     check_not_held(Path(folder), "--resume" if args.resume else "--out")
+    check_layout(Path(folder), "--resume" if args.resume else "--out")
     if not args.resume and holds_run(Path(folder)):
         raise UsageError(
             f"--out {folder} already holds a run; use --resume {folder} or a new folder"
@@ -790,25 +803,35 @@ def check_schedule(schedule: Any) -> dict[str, Any]:
 def check_checkpoint_record(ckpt: Any, record: RunRecord, where: str) -> None:
     """The newest intact checkpoint's own copy of the settings must equal config.json: an
     edited config.json would otherwise evaluate or continue a different network silently."""
-    from purejaxppo.driver import settings_only
-
     good, _ = ckpt.good_steps()
     for step in good:
         try:
             settings = ckpt.read_meta(step)["settings"]
         except Exception:  # unreadable: restore_good will skip it and say why
             continue
-        if settings_only(settings) != settings_only(record.raw):
-            changed = sorted(
-                k
-                for k in set(settings["config"]) | set(record.raw["config"])
-                if settings["config"].get(k) != record.raw["config"].get(k)
-            ) or sorted(k for k in record.raw if settings.get(k) != record.raw.get(k))
-            raise UsageError(
-                f"{where}: config.json differs from checkpoint {step}'s own record of its "
-                f"settings ({', '.join(changed)}); was config.json edited?"
-            )
+        check_same_settings(settings, record, f"checkpoint {step}", where)
         return
+
+
+def check_same_settings(saved: Any, record: RunRecord, source: str, where: str) -> None:
+    """Refuse a config.json whose settings differ from `saved`, the record kept in `source`
+    (a checkpoint); the schedule may differ (a resume may change it)."""
+    from purejaxppo.driver import settings_only
+
+    ours = settings_only(record.raw)
+    theirs = settings_only(saved) if isinstance(saved, dict) else {}
+    if theirs == ours:
+        return
+    config, other = theirs.get("config"), ours.get("config", {})
+    changed = (
+        sorted(k for k in set(config) | set(other) if config.get(k) != other.get(k))
+        if isinstance(config, dict)
+        else []
+    ) or sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    raise UsageError(
+        f"{where}: config.json differs from {source}'s own record of its settings "
+        f"({', '.join(changed)}); was config.json edited?"
+    )
 
 
 def check_resume_flags(args: argparse.Namespace) -> None:
@@ -839,6 +862,13 @@ def resume_train(args: argparse.Namespace) -> int:
     check_not_held(out, "--resume")
     summary = finished_summary(out, record)
     if summary is not None:
+        from purejaxppo.checkpoint import newest_saved_record
+
+        found = newest_saved_record(out / "checkpoints")
+        if found is not None:
+            check_same_settings(
+                found[1].get("settings"), record, f"checkpoint {found[0].name}", where
+            )
         # Nothing to train: the results stay as they are, timings and files untouched.
         print(f"{where}: this run is already complete ({record.config.num_updates} updates); "
               "its results are left as they were", file=sys.stderr)  # fmt: skip
@@ -1268,9 +1298,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train them all as one program",
     )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
-    train.add_argument("--chunk", type=integer, default=None, help="updates per compiled call")
     train.add_argument(
-        "--checkpoint-every", type=integer, default=None, help="updates between saves"
+        "--chunk", type=integer, default=None, help="updates per compiled call, at most"
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=integer,
+        default=None,
+        help="a checkpoint at every multiple of this many updates (and at the end); recorded, "
+        "so --resume goes on with it",
     )
     train.add_argument("--keep", type=integer, default=None, help="checkpoints kept (default 3)")
     train.add_argument(

@@ -2,8 +2,10 @@
 divergence reports and resume. The command line (cli.py) is a thin layer over `run_sweep`.
 
 Folder layout:
-  config.json     resolved settings (Config, base HParams, grid, seeds): what --resume checks
-  checkpoints/    orbax checkpoints, one per --checkpoint-every updates, the last few kept
+  config.json     resolved settings (Config, base HParams, grid, seeds): what --resume checks;
+                  and the schedule (chunk, checkpoint cadence, kept count) a resume goes on with
+  checkpoints/    orbax checkpoints at every multiple of --checkpoint-every updates and at the
+                  end, the last few kept; each also holds the settings and the timings so far
   metrics.npz     every per-update metric as [setting, seed, update], plus env_steps [update]
   summary.json    speeds, final_return per run; per setting its IQM, mean and median with 95%
                   bootstrap intervals over seeds, and a ranking by IQM; diverged runs

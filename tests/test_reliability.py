@@ -372,10 +372,12 @@ def test_resume_of_a_static_sweep_finishes_every_variant(static_sweep, tmp_path,
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 200 KiB tmpfs (needs root, as on CI); unmounted afterwards."""
+    """A 400 KiB tmpfs (needs root, as on CI); unmounted afterwards. A first checkpoint
+    takes 140-230 KiB here (orbax writes 29-52 files, more or fewer from run to run): 200 KiB
+    sometimes held none."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)],
                           capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")

@@ -356,6 +356,14 @@ LOST = {
         ),
         "no intact checkpoint holds its settings",
     ),
+    "checkpoints is a file": (
+        lambda run: shutil.rmtree(run / "checkpoints") or (run / "checkpoints").write_text("x"),
+        "checkpoints is not a folder",
+    ),
+    "summary.json is a folder": (
+        lambda run: (run / "summary.json").mkdir(),
+        "summary.json is not a file",
+    ),
     "an edited schedule": (
         lambda run: (run / "config.json").write_text(
             (run / "config.json").read_text().replace('"keep": 10', '"keep": 0')
@@ -375,6 +383,17 @@ def test_a_record_beyond_repair_is_one_line_exit_2(finished, tmp_path, capsys, c
     code, out, err = run_main(capsys, "train", "--resume", str(run))
     assert code == 2 and words in one_line(err) and out == ""
     assert snapshot(run) == before
+
+
+def test_a_new_run_into_a_folder_where_its_files_cannot_land_is_refused(tmp_path, capsys):
+    for name, make in (("checkpoints", Path.write_text), ("summary.json", Path.mkdir)):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        make(out / name, *(["x"] if make is Path.write_text else []))
+        before = snapshot(out)
+        code, _, err = run_main(capsys, "train", *TINY, "--out", str(out))
+        assert code == 2 and f"{out / name} is not a" in one_line(err)
+        assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == [name]
 
 
 @pytest.mark.integration
