@@ -15,6 +15,7 @@ and reported, so no result is ever computed from damaged state.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -81,6 +82,53 @@ def _drop_closed_loop_callbacks(fallback: Callable[[Any], None]) -> Callable[[An
         fallback(unraisable)
 
     return hook
+
+
+def step_damage(folder: Path) -> str | None:
+    """Why the checkpoint in `folder` (one step) cannot be trusted, or None if its checksum
+    holds."""
+    try:
+        expected = (folder / DIGEST_NAME).read_text().strip()
+    except FileNotFoundError:
+        return "no checksum (its save did not finish)"
+    except OSError as err:
+        return f"checksum unreadable ({err.strerror or err})"
+    try:
+        actual = folder_digest(folder)
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    return None if actual == expected else "checksum mismatch (its files changed after saving)"
+
+
+def newest_saved_record(root: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(step folder, its record) of the newest intact checkpoint anywhere under `root` (a run's
+    checkpoints/, with its batch-B/ and process-P/ folders), read as plain files after the
+    checksum: no orbax, no JAX, so it works before a multi-process job starts. The record is
+    what the driver saved beside the state ({"update", "settings", ...}); None if no intact
+    checkpoint has a readable one."""
+    folders = [
+        root,
+        *root.glob("batch-*"),
+        *root.glob("process-*"),
+        *root.glob("process-*/batch-*"),
+    ]
+    steps = [
+        step
+        for folder in folders
+        if folder.is_dir()
+        for step in folder.iterdir()
+        if step.name.isdigit() and step.is_dir()
+    ]
+    for step in sorted(steps, key=lambda p: int(p.name), reverse=True):
+        if step_damage(step) is not None:
+            continue
+        try:
+            record = json.loads((step / "meta" / "metadata").read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # orbax keeps its JSON there; elsewhere, another step may still do
+        if isinstance(record, dict):
+            return step, record
+    return None
 
 
 class Checkpointer:
@@ -183,18 +231,7 @@ class Checkpointer:
 
     def damage(self, update: int) -> str | None:
         """Why checkpoint `update` cannot be trusted, or None if its checksum holds."""
-        folder = self.step_dir(update)
-        try:
-            expected = (folder / DIGEST_NAME).read_text().strip()
-        except FileNotFoundError:
-            return "no checksum (its save did not finish)"
-        except OSError as err:
-            return f"checksum unreadable ({err.strerror or err})"
-        try:
-            actual = folder_digest(folder)
-        except OSError as err:
-            return f"unreadable ({err.strerror or err})"
-        return None if actual == expected else "checksum mismatch (its files changed after saving)"
+        return step_damage(self.step_dir(update))
 
     def good_steps(self) -> tuple[list[int], list[tuple[int, str]]]:
         """(steps whose checksum holds, newest first; [(step, why)] of the damaged ones)."""
@@ -290,6 +327,24 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+def remove_unfinished_checkpoints(directory: str | Path) -> list[str]:
+    """Delete the temporary folders of checkpoint writes a kill cut short (orbax writes a step
+    into `<step>.orbax-checkpoint-tmp...` and renames it when complete, so such a folder is
+    never a checkpoint); returns their names. For a resume, which holds the run's folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.iterdir()):
+        if UNFINISHED_SUFFIX in path.name and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+            removed.append(path.name)
+    return removed
 
 
 def read_saved_state(directory: str | Path, update: int | None = None) -> Any:

@@ -98,15 +98,41 @@ def hold_folder(out: Path, flag: str, new_run: bool) -> FolderLock:
     lock = FolderLock(out)
     try:
         lock.check()
-        if new_run and (
-            (out / "config.json").exists()
-            or ((out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()))
-        ):
+        if new_run and holds_run(out):
             raise UsageError(
                 f"{flag} {out} already holds a run; use --resume {out} or a new folder"
             )
+        check_layout(out, flag)
         check_output_dir(out)
         return lock.acquire()
+    except FolderInUse as err:
+        raise UsageError(
+            f"{flag} {out}: {err} is training into this folder; wait for it to finish or use "
+            "another folder"
+        ) from None
+
+
+def holds_run(out: Path) -> bool:
+    """A run (finished, stopped or still starting) has recorded itself in `out`."""
+    checkpoints = out / "checkpoints"
+    return (out / "config.json").exists() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+def check_layout(out: Path, flag: str) -> None:
+    """Refuse a folder where a run's files would land on something else (a file named
+    checkpoints, a folder named summary.json): training would end in a traceback there."""
+    for name, folder in (("checkpoints", True), ("config.json", False), ("metrics.npz", False),
+                         ("curves.png", False), ("summary.json", False)):  # fmt: skip
+        path = out / name
+        if (path.exists() or path.is_symlink()) and path.is_dir() != folder:
+            what = "a folder" if folder else "a file"
+            raise UsageError(f"{flag} {out}: {path} is not {what}; move it out of the way")
+
+
+def check_not_held(out: Path, flag: str) -> None:
+    """Refuse `out` while a live run holds it; reads only."""
+    try:
+        FolderLock(out).check()
     except FolderInUse as err:
         raise UsageError(
             f"{flag} {out}: {err} is training into this folder; wait for it to finish or use "
@@ -315,37 +341,296 @@ def check_loggers(args: argparse.Namespace) -> None:
         raise UsageError("--tensorboard needs the tensorboardX package: pip install tensorboardX")
 
 
+# The multi-process settings: args attribute -> (its flag, the variable the flag overrides).
+PROCESS_SETTINGS = {
+    "coordinator": ("--coordinator", "PUREJAXPPO_COORDINATOR"),
+    "num_processes": ("--num-processes", "PUREJAXPPO_NUM_PROCESSES"),
+    "process_id": ("--process-id", "PUREJAXPPO_PROCESS_ID"),
+}
+MAX_PROCESSES = 2**31 - 1  # JAX keeps process counts and ids as 32-bit integers
+
+
+def resolve_process_settings(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> None:
+    """Set args.coordinator (str or None), args.num_processes and args.process_id (ints) from
+    the flags, else from their PUREJAXPPO_* variables, else one process. Every value given
+    either way is checked like a flag, whatever the process count (a variable that a flag
+    overrides too); so is any other PUREJAXPPO_* name (a misspelt variable would otherwise
+    silently train one process alone). args.process_source names where each value came from,
+    as a message shows it ("--process-id 3", "PUREJAXPPO_PROCESS_ID=3")."""
+    environ = dict(os.environ if environ is None else environ)
+    known = sorted(var for _, var in PROCESS_SETTINGS.values())
+    for name in sorted(environ):
+        if name.startswith("PUREJAXPPO_") and name not in known:
+            raise UsageError(
+                f"{name} is set, but purejaxppo reads only {', '.join(known)}; unset it or "
+                "correct its name"
+            )
+    # (name, text) of each value in force, and of each variable a flag overrides.
+    given: dict[str, tuple[str, str] | None] = {}
+    overridden: dict[str, tuple[str, str]] = {}
+    for attr, (flag, var) in PROCESS_SETTINGS.items():
+        flag_text = getattr(args, attr)
+        env = (var, environ[var]) if var in environ else None
+        given[attr] = (flag, flag_text) if flag_text is not None else env
+        if flag_text is not None and env is not None:
+            overridden[attr] = env
+    coordinator = given["coordinator"] and parse_coordinator(*given["coordinator"])
+    count = parse_process_count(*given["num_processes"]) if given["num_processes"] else 1
+    index = parse_process_index(*given["process_id"], count) if given["process_id"] else 0
+    parsers = {"coordinator": parse_coordinator, "num_processes": parse_process_count,
+               "process_id": parse_process_index}  # fmt: skip
+    for attr, (name, text) in overridden.items():  # not in force, but no less an input
+        parsers[attr](name, text)
+    args.coordinator, args.num_processes, args.process_id = coordinator, count, index
+    args.process_source = {
+        attr: shown(*pair) if pair else PROCESS_SETTINGS[attr][0] for attr, pair in given.items()
+    }
+    if count > 1 and coordinator is None:
+        raise UsageError(
+            f"{args.process_source['num_processes']} needs --coordinator HOST:PORT (process 0's "
+            "address), or PUREJAXPPO_COORDINATOR"
+        )
+
+
+def shown(name: str, text: str) -> str:
+    """A value as the user gave it: '--process-id 3' or 'PUREJAXPPO_PROCESS_ID=3'."""
+    return f"{name}={text.strip()}" if name.startswith("PUREJAXPPO_") else f"{name} {text.strip()}"
+
+
+def parse_process_count(name: str, text: str) -> int:
+    allowed = f"an integer in 1..{MAX_PROCESSES} (the number of processes in the job)"
+    value = _digits(name, text, allowed)
+    if not 1 <= value <= MAX_PROCESSES:
+        raise UsageError(f"{name} must be {allowed}, got {text!r}")
+    return value
+
+
+def parse_process_index(name: str, text: str, count: int | None = None) -> int:
+    """This process's index in a job of `count` processes (0..count-1; None: any from 0)."""
+    if count is None:
+        allowed = "an integer from 0 (this process's index in the job)"
+    elif count == 1:
+        allowed = (
+            "0 in a job of one process (a multi-process job gives --num-processes N and "
+            "--coordinator HOST:PORT too)"
+        )
+    else:
+        allowed = f"an integer in 0..{count - 1} (this process's index in a job of {count})"
+    value = _digits(name, text, allowed)
+    if value >= (MAX_PROCESSES if count is None else count):
+        raise UsageError(f"{name} must be {allowed}, got {text!r}")
+    return value
+
+
+def _digits(name: str, text: str, allowed: str) -> int:
+    """A whole number written in ASCII digits (spaces around it allowed), else UsageError."""
+    word = text.strip()
+    if not word:
+        raise UsageError(f"{name} is empty; give {allowed}, or unset it")
+    if not (word.isascii() and word.isdigit()):
+        raise UsageError(f"{name} must be {allowed}, got {text!r}")
+    return int(word)
+
+
+def parse_coordinator(name: str, text: str) -> str:
+    """'HOST:PORT' (HOST a name or IPv4 address, or an IPv6 address in brackets; PORT in
+    1..65535) -> the address, stripped of spaces around it; else UsageError naming `name`."""
+    import ipaddress
+    import re
+
+    word = text.strip()
+    form = "HOST:PORT (process 0's address, e.g. 10.0.0.1:1234)"
+    if not word:
+        raise UsageError(f"{name} is empty; give {form}, or unset it")
+    host, sep, port = word.rpartition(":")
+    if not sep or not host:
+        raise UsageError(f"{name} must be {form}, got {text!r}")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise UsageError(f"{name}: the port must be an integer in 1..65535, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise UsageError(f"{name}: {host} is not an IPv6 address, in {text!r}") from None
+    elif ":" in host:
+        raise UsageError(f"{name}: an IPv6 address goes in brackets ([::1]:1234), got {text!r}")
+    elif not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?", host):
+        raise UsageError(
+            f"{name}: the host must be a name or an IP address (letters, digits, '.', '-'), "
+            f"got {text!r}"
+        )
+    return word
+
+
+def planned_runs(args: argparse.Namespace) -> int | None:
+    """Runs per program (a static sweep's variants each train this many): seeds x settings,
+    from the flags or, for --resume, from config.json; None where that cannot be told yet
+    (the full checks report why later)."""
+    if args.resume:
+        try:
+            raw = json.loads((Path(args.resume) / "config.json").read_text())
+            if "static_sweep" in raw:
+                raw = next(iter(raw["static_sweep"]["variants"].values()))
+            runs = int(raw["num_seeds"]) * len(raw["grid"]["settings"])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, StopIteration):
+            return None
+        return runs if runs > 0 else None
+    sweep = parse_sweep(args.sweep)
+    if args.samples is not None:
+        settings = args.samples
+    else:
+        settings = math.prod(len(v) for k, v in sweep.items() if k in HPARAM_FIELDS)
+    seeds = 1 if args.num_seeds is None else args.num_seeds
+    return seeds * settings if seeds > 0 and settings > 0 else None
+
+
+def check_process_shares(args: argparse.Namespace) -> None:
+    """Each process of a job must get at least one run: a process without one cannot train,
+    and the others would wait for it at the gather."""
+    count = args.num_processes
+    runs = planned_runs(args)
+    if count == 1 or runs is None:
+        return
+
+    def busy(n: int) -> int:
+        """How many of n processes get runs (in shares of ceil(runs / n), as sweep.share_of)."""
+        return -(-runs // -(-runs // n))
+
+    if busy(count) < count:
+        most = next(n for n in range(min(count, runs), 0, -1) if busy(n) == n)
+        raise UsageError(
+            f"{args.process_source['num_processes']}: the {runs} runs of this sweep, in shares "
+            f"of {-(-runs // count)}, leave processes {busy(count)}..{count - 1} without one; use "
+            f"at most {most} processes"
+        )
+
+
+def resolve_coordinator(args: argparse.Namespace) -> None:
+    """The coordinator's host must resolve."""
+    import socket
+
+    host, _, port = args.coordinator.rpartition(":")
+    try:
+        socket.getaddrinfo(host.strip("[]"), int(port))
+    except (OSError, UnicodeError) as err:
+        raise UsageError(
+            f"{args.process_source['coordinator']}: cannot resolve {host} "
+            f"({getattr(err, 'strerror', None) or err})"
+        ) from None
+
+
+def reach_coordinator(args: argparse.Namespace) -> None:
+    """Process 0 must be able to serve on the coordinator's port; the others wait for it."""
+    import errno
+    import socket
+
+    name = args.process_source["coordinator"]
+    host, _, port = args.coordinator.rpartition(":")
+    if args.process_id != 0:
+        wait_for_coordinator(name, host.strip("[]"), int(port))
+        return
+    # JAX's coordination service listens on [::]:PORT; a taken port crashes the process later.
+    for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            probe = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 here: try IPv4
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, int(port)))
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    raise UsageError(
+                        f"{name}: port {port} is already in use here, and process 0 serves the "
+                        "job on it; choose another port"
+                    ) from None
+                continue
+        return
+
+
+COORDINATOR_WAIT_S = 300.0  # as long as JAX's own rendezvous waits
+
+
+def wait_for_coordinator(name: str, host: str, port: int) -> None:
+    """Wait up to COORDINATOR_WAIT_S until process 0's coordinator accepts connections (the
+    processes of a job may start in any order). JAX's client, left to find no coordinator,
+    aborts the process with a C++ stack trace; this says what is missing in one line instead."""
+    import socket
+    import time
+
+    timeout_s = COORDINATOR_WAIT_S
+    deadline = time.monotonic() + timeout_s
+    said = False
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2.0):
+                return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise UsageError(
+                f"{name}: nothing answered there for {timeout_s:.0f} s; start process 0 "
+                "(--process-id 0) with the same --coordinator"
+            )
+        if not said:
+            print(f"waiting for process 0 at {host}:{port}...", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def check_folder_before_joining(args: argparse.Namespace) -> None:
+    """Every process of a job checks the folder, read-only, before the job starts: once it has,
+    process 0 may already hold the folder and write there."""
+    folder = args.resume or args.out
+    if not folder:
+        return
+    check_not_held(Path(folder), "--resume" if args.resume else "--out")
+    check_layout(Path(folder), "--resume" if args.resume else "--out")
+    if not args.resume and holds_run(Path(folder)):
+        raise UsageError(
+            f"--out {folder} already holds a run; use --resume {folder} or a new folder"
+        )
+
+
 def join_job(args: argparse.Namespace) -> None:
     """Join a multi-process job when asked to; checked before anything compiles."""
-    if args.num_processes == 1 and not args.coordinator:
+    if args.num_processes == 1 and args.coordinator is None:
         return
-    if args.num_processes < 1:
-        raise UsageError(f"--num-processes must be positive, got {args.num_processes}")
-    if not args.coordinator:
-        raise UsageError("--num-processes > 1 needs --coordinator HOST:PORT (of process 0)")
-    if not 0 <= args.process_id < args.num_processes:
-        raise UsageError(
-            f"--process-id must be in 0..{args.num_processes - 1}, got {args.process_id}"
-        )
+    resolve_coordinator(args)
+    check_process_shares(args)
+    check_folder_before_joining(args)
+    reach_coordinator(args)  # last: the processes other than 0 wait there for process 0
     from purejaxppo.sweep import init_distributed
 
-    init_distributed(args.coordinator, args.num_processes, args.process_id)
+    try:
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
+    except Exception as err:  # JAX reports a failed rendezvous in several types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise UsageError(
+            f"{args.process_source['coordinator']}: could not join the job ({first})"
+        ) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    resolve_process_settings(args)
+    for name in ("num_seeds", "chunk", "checkpoint_every", "keep", "memory_budget_mb"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     check_loggers(args)
+    if args.resume:
+        check_resume_flags(args)
+    elif not args.out:
+        raise UsageError("--out is required (or --resume DIR)")
     # First: importing the environments (gymnax) already starts a JAX backend.
     join_job(args)
     if args.resume:
         return resume_train(args)
-    if not args.out:
-        raise UsageError("--out is required (or --resume DIR)")
-    if args.num_seeds <= 0:
-        raise UsageError(f"--num-seeds must be a positive integer, got {args.num_seeds}")
-    for name in ("chunk", "checkpoint_every", "keep", "memory_budget_mb"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    args.num_seeds = 1 if args.num_seeds is None else args.num_seeds
+    args.seed = 0 if args.seed is None else args.seed
     config, hparams, traced, static = settings_from_args(args)
     out = Path(args.out)
     if args.process_id != 0:
@@ -375,7 +660,14 @@ def train_into(
     """Train the grid (one subfolder per static variant) into `out`, already checked."""
     import jax
 
-    from purejaxppo.driver import interval_lines, run_sweep, settings_record, write_atomic
+    from purejaxppo.driver import (
+        SCHEDULE,
+        interval_lines,
+        run_sweep,
+        schedule_record,
+        settings_record,
+        write_atomic,
+    )
     from purejaxppo.sweep import make_grid, random_search
 
     if args.samples is not None:
@@ -389,9 +681,12 @@ def train_into(
         sweep = {
             "fields": list(static),
             "variants": {
-                label: settings_record(
-                    cfg, hparams, grid, args.num_seeds, args.seed, jax.local_device_count()
-                )
+                label: {
+                    **settings_record(
+                        cfg, hparams, grid, args.num_seeds, args.seed, jax.local_device_count()
+                    ),
+                    SCHEDULE: schedule_record(args.chunk, args.checkpoint_every, args.keep or 3),
+                }
                 for label, cfg in variants
             },
         }
@@ -449,6 +744,9 @@ class RunRecord(NamedTuple):
     num_seeds: int
     seed: int
     devices: int  # devices per process the run was trained on (its numbers depend on it)
+    # How the run is cut and saved ({chunk, checkpoint_every, keep}; values None where not
+    # given); empty in records written before it was kept. Not a setting: see settings_only.
+    schedule: dict[str, Any] = {}
 
     @property
     def num_runs(self) -> int:
@@ -499,11 +797,25 @@ def check_run_record(raw: Any, where: str) -> RunRecord:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        schedule = check_schedule(raw.get("schedule", {}))
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise UsageError(
             f"{where}: config.json is not a run record of this version ({err})"
         ) from None
-    return RunRecord(raw, config, hparams, fields, settings, num_seeds, seed, devices)
+    return RunRecord(raw, config, hparams, fields, settings, num_seeds, seed, devices, schedule)
+
+
+def check_schedule(schedule: Any) -> dict[str, Any]:
+    """A record's schedule: chunk and checkpoint_every None or an integer >= 1, keep an integer
+    >= 1; raises ValueError naming the field."""
+    if not isinstance(schedule, dict) or set(schedule) - {"chunk", "checkpoint_every", "keep"}:
+        raise ValueError(f"schedule must hold chunk, checkpoint_every and keep, got {schedule!r}")
+    for name, value in schedule.items():
+        if value is None and name != "keep":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"schedule.{name} must be an integer >= 1, got {value!r}")
+    return dict(schedule)
 
 
 def check_checkpoint_record(ckpt: Any, record: RunRecord, where: str) -> None:
@@ -515,37 +827,71 @@ def check_checkpoint_record(ckpt: Any, record: RunRecord, where: str) -> None:
             settings = ckpt.read_meta(step)["settings"]
         except Exception:  # unreadable: restore_good will skip it and say why
             continue
-        if settings != record.raw:
-            changed = sorted(
-                k
-                for k in set(settings["config"]) | set(record.raw["config"])
-                if settings["config"].get(k) != record.raw["config"].get(k)
-            ) or sorted(k for k in record.raw if settings.get(k) != record.raw.get(k))
-            raise UsageError(
-                f"{where}: config.json differs from checkpoint {step}'s own record of its "
-                f"settings ({', '.join(changed)}); was config.json edited?"
-            )
+        check_same_settings(settings, record, f"checkpoint {step}", where)
         return
+
+
+def check_same_settings(saved: Any, record: RunRecord, source: str, where: str) -> None:
+    """Refuse a config.json whose settings differ from `saved`, the record kept in `source`
+    (a checkpoint); the schedule may differ (a resume may change it)."""
+    from purejaxppo.driver import settings_only
+
+    ours = settings_only(record.raw)
+    theirs = settings_only(saved) if isinstance(saved, dict) else {}
+    if theirs == ours:
+        return
+    config, other = theirs.get("config"), ours.get("config", {})
+    changed = (
+        sorted(k for k in set(config) | set(other) if config.get(k) != other.get(k))
+        if isinstance(config, dict)
+        else []
+    ) or sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    raise UsageError(
+        f"{where}: config.json differs from {source}'s own record of its settings "
+        f"({', '.join(changed)}); was config.json edited?"
+    )
+
+
+def check_resume_flags(args: argparse.Namespace) -> None:
+    """--resume takes the run's settings from its folder: a setting given beside it would
+    silently train a different run, so it is refused."""
+    out = Path(args.resume)
+    given = [f"--{n.replace('_', '-')}" for n in ("env", "out", "config") if getattr(args, n)]
+    given += ["--set"] * bool(args.set) + ["--sweep"] * bool(args.sweep)
+    unset = ("samples", "num_seeds", "seed", "total_timesteps")  # None unless given
+    given += [f"--{n.replace('_', '-')}" for n in unset if getattr(args, n) is not None]
+    if given:
+        raise UsageError(
+            f"--resume takes its settings from {out / 'config.json'}; drop {', '.join(given)}"
+        )
 
 
 def resume_train(args: argparse.Namespace) -> int:
     """Continue the sweep in --resume DIR with exactly its recorded settings."""
     out = Path(args.resume)
-    given = [f"--{n.replace('_', '-')}" for n in ("env", "out", "config") if getattr(args, n)]
-    given += ["--set"] * bool(args.set) + ["--sweep"] * bool(args.sweep)
-    given += ["--samples"] * (args.samples is not None)
-    if given or args.total_timesteps is not None:
-        # Settings come from the folder; anything else would silently train a different run.
-        raise UsageError(
-            f"--resume takes its settings from {out / 'config.json'}; "
-            f"drop {', '.join(given) or '--total-timesteps'}"
-        )
     where = f"--resume {out}"
     if (out / "config.json").is_file():
         raw = read_json_record(out / "config.json", where)
         if isinstance(raw, dict) and "static_sweep" in raw:
             return resume_static_sweep(args, out, raw["static_sweep"])
-    record = read_run_record(out, where)
+        record = read_run_record(out, where)
+    else:
+        record = record_from_checkpoints(out, where)
+    check_not_held(out, "--resume")
+    summary = finished_summary(out, record)
+    if summary is not None:
+        from purejaxppo.checkpoint import newest_saved_record
+
+        found = newest_saved_record(out / "checkpoints")
+        if found is not None:
+            check_same_settings(
+                found[1].get("settings"), record, f"checkpoint {found[0].name}", where
+            )
+        # Nothing to train: the results stay as they are, timings and files untouched.
+        print(f"{where}: this run is already complete ({record.config.num_updates} updates); "
+              "its results are left as they were", file=sys.stderr)  # fmt: skip
+        print_results(summary)
+        return 0
     lock = hold_folder(out, "--resume", new_run=False) if args.process_id == 0 else None
     if lock is None:
         check_output_dir(out)
@@ -568,23 +914,32 @@ def resume_static_sweep(args: argparse.Namespace, out: Path, sweep: Any) -> int:
         raise UsageError(
             f"{where}: config.json is not a sweep record of this version ({err})"
         ) from None
+    from purejaxppo.driver import settings_only
+
     records = {label: check_run_record(rec, f"{where}/{label}") for label, rec in variants.items()}
     for label, record in records.items():
         folder = out / label
         if (folder / "config.json").is_file():
-            if read_json_record(folder / "config.json", f"{where}/{label}") != record.raw:
+            on_disk = read_json_record(folder / "config.json", f"{where}/{label}")
+            if not isinstance(on_disk, dict) or settings_only(on_disk) != settings_only(record.raw):
                 raise UsageError(
                     f"{where}/{label}: its config.json differs from the sweep's record in "
                     f"{out / 'config.json'}; was one of them edited?"
                 )
+    check_not_held(out, "--resume")
+    finished = {label: finished_summary(out / label, rec) for label, rec in records.items()}
+    if all(finished.values()) and (out / "summary.json").is_file():
+        for label in records:  # nothing to train, nothing to write
+            print(f"{label}: already complete", file=sys.stderr)
+        return 0
     lock = hold_folder(out, "--resume", new_run=False) if args.process_id == 0 else None
     try:
         results: dict[str, dict[str, Any]] = {}
         for label, record in records.items():
             folder = out / label
-            if variant_finished(folder, record):
+            if finished[label] is not None:
                 print(f"{label}: already complete", file=sys.stderr)
-                results[label] = json.loads((folder / "summary.json").read_text())
+                results[label] = finished[label]
                 continue
             print(f"{label}: {'resuming' if folder.is_dir() else 'starting'}", file=sys.stderr)
             with hold_variant(folder):
@@ -599,18 +954,61 @@ def resume_static_sweep(args: argparse.Namespace, out: Path, sweep: Any) -> int:
             lock.release()
 
 
-def variant_finished(folder: Path, record: RunRecord) -> bool:
-    """A variant is finished when its summary.json (written last) is complete and not marked
-    interrupted."""
+def finished_summary(folder: Path, record: RunRecord) -> dict[str, Any] | None:
+    """The summary of a finished run, or None: its summary.json (written last) is complete, not
+    marked interrupted, for the recorded env and length, with metrics.npz and curves.png (a
+    result file the user deleted is written again by a resume, from the last checkpoint)."""
     try:
         summary = json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    complete = (
         isinstance(summary, dict)
         and "interrupted_at_update" not in summary
+        and summary.get("env") == record.config.env
         and summary.get("total_timesteps") == record.config.num_updates * record.config.batch_size
+        and all((folder / name).is_file() for name in ("metrics.npz", "curves.png"))
     )
+    return summary if complete else None
+
+
+def print_results(summary: dict[str, Any], label: str = "") -> None:
+    """The closing lines of a run: its summary's headline as JSON (stdout), then each
+    setting's final-return interval (stderr)."""
+    from purejaxppo.driver import interval_lines
+
+    print(json.dumps({k: summary[k] for k in SUMMARY_KEYS if k in summary}))
+    try:
+        lines = interval_lines(summary)
+    except (KeyError, TypeError, IndexError):
+        lines = []  # a summary of an older version: its headline is all there is to show
+    for line in lines:
+        print(f"{label}: {line}" if label else line, file=sys.stderr)
+
+
+def record_from_checkpoints(out: Path, where: str) -> RunRecord:
+    """The run record of a folder whose config.json is missing, from the newest intact
+    checkpoint's own copy (the driver writes config.json again when it resumes)."""
+    from purejaxppo.checkpoint import newest_saved_record
+
+    found = newest_saved_record(out / "checkpoints")
+    if found is None or not isinstance(found[1].get("settings"), dict):
+        children = sorted(out.iterdir()) if out.is_dir() else []
+        variants = [p.name for p in children if (p / "config.json").is_file()]
+        if variants:
+            raise UsageError(
+                f"{where}: no config.json there, but {', '.join(variants)} hold runs (the "
+                f"variants of a static sweep?); resume each: --resume {out / variants[0]}"
+            )
+        raise UsageError(
+            f"{where}: no config.json there (not a purejaxppo run folder)"
+            + (", and no intact checkpoint holds its settings" * (out / "checkpoints").is_dir())
+        )
+    step, saved = found
+    record = check_run_record(saved["settings"], f"{where}: checkpoint {step.name}'s record")
+    print(f"{where}: config.json is missing; continuing with checkpoint {step.name}'s own record "
+          "of the settings (written back to config.json)", file=sys.stderr)  # fmt: skip
+    return record
 
 
 def resume_into(
@@ -622,7 +1020,7 @@ def resume_into(
 ) -> int:
     """Continue the sweep recorded in `out` (already checked and held)."""
     from purejaxppo.checkpoint import Checkpointer
-    from purejaxppo.driver import interval_lines, run_sweep
+    from purejaxppo.driver import run_sweep
     from purejaxppo.sweep import Grid
 
     check_device_count(record, f"--resume {out}")
@@ -632,9 +1030,13 @@ def resume_into(
         check_checkpoint_record(ckpt, record, f"--resume {out}")
         ckpt.close()
     grid = Grid(record.grid_fields, record.grid_settings)
+    # The run goes on as it was cut and saved, unless a flag says otherwise now.
+    recorded = record.schedule
     summary = run_sweep(
         out, record.config, record.hparams, grid, record.num_seeds, record.seed,
-        chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
+        chunk=args.chunk or recorded.get("chunk"),
+        checkpoint_every=args.checkpoint_every or recorded.get("checkpoint_every"),
+        keep=args.keep or recorded.get("keep") or 3,
         resume=True, tensorboard=args.tensorboard, wandb=args.wandb,
         memory_budget=args.memory_budget_mb and int(args.memory_budget_mb * 2**20),
     )  # fmt: skip
@@ -643,15 +1045,20 @@ def resume_into(
     if results is not None:
         results[label] = summary
     if summary:
-        print(json.dumps({k: summary[k] for k in SUMMARY_KEYS}))
-        for line in interval_lines(summary):
-            print(f"{label}: {line}" if label else line, file=sys.stderr)
+        print_results(summary, label)
     return 0
 
 
 def recorded_devices(folder: Path) -> int | None:
     """The device count in a run (or static sweep) folder's config.json, read without JAX;
     None if there is no readable record (the full reader reports that later)."""
+    if not (folder / "config.json").exists():
+        from purejaxppo.checkpoint import newest_saved_record
+
+        found = newest_saved_record(folder / "checkpoints")  # a lost config.json: see resume
+        raw = found[1].get("settings") if found else None
+        devices = raw.get("devices", 1) if isinstance(raw, dict) else None
+        return devices if isinstance(devices, int) and not isinstance(devices, bool) else None
     try:
         raw = json.loads((folder / "config.json").read_text())
         if "static_sweep" in raw:
@@ -879,9 +1286,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     train = sub.add_parser("train", help="train a grid of settings x seeds")
     train.add_argument("--env", help="gymnax id or brax:NAME[@BACKEND]")
-    train.add_argument("--num-seeds", type=integer, default=1, help="seeds per setting")
+    train.add_argument("--num-seeds", type=integer, default=None, help="seeds per setting (1)")
     train.add_argument("--total-timesteps", type=integer, default=None, help="env steps per run")
-    train.add_argument("--seed", type=integer, default=0, help="base PRNG seed")
+    train.add_argument("--seed", type=integer, default=None, help="base PRNG seed (0)")
     train.add_argument("--out", help="output folder")
     train.add_argument("--config", help=f"preset ({', '.join(presets.preset_names())}) or YAML")
     train.add_argument(
@@ -909,9 +1316,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train them all as one program",
     )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
-    train.add_argument("--chunk", type=integer, default=None, help="updates per compiled call")
     train.add_argument(
-        "--checkpoint-every", type=integer, default=None, help="updates between saves"
+        "--chunk", type=integer, default=None, help="updates per compiled call, at most"
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=integer,
+        default=None,
+        help="a checkpoint at every multiple of this many updates (and at the end); recorded, "
+        "so --resume goes on with it",
     )
     train.add_argument("--keep", type=integer, default=None, help="checkpoints kept (default 3)")
     train.add_argument(
@@ -921,23 +1334,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory the sweep may use (default: half of what is free); a larger sweep runs "
         "in batches of runs",
     )
+    # Read as text and checked in cmd_train with their PUREJAXPPO_* variables.
     train.add_argument(
         "--coordinator",
-        default=os.environ.get("PUREJAXPPO_COORDINATOR"),
         help="host:port of process 0 for a multi-process (multi-host) job "
         "[env PUREJAXPPO_COORDINATOR]",
     )
     train.add_argument(
         "--num-processes",
-        type=integer,
-        default=os.environ.get("PUREJAXPPO_NUM_PROCESSES", "1"),
-        help="processes in the job [env PUREJAXPPO_NUM_PROCESSES]",
+        help="processes in the job (1) [env PUREJAXPPO_NUM_PROCESSES]",
     )
     train.add_argument(
         "--process-id",
-        type=integer,
-        default=os.environ.get("PUREJAXPPO_PROCESS_ID", "0"),
-        help="this process's index, 0..num-processes-1 [env PUREJAXPPO_PROCESS_ID]",
+        help="this process's index, 0..num-processes-1 (0) [env PUREJAXPPO_PROCESS_ID]",
     )
     train.add_argument(
         "--devices",

@@ -2,8 +2,10 @@
 divergence reports and resume. The command line (cli.py) is a thin layer over `run_sweep`.
 
 Folder layout:
-  config.json     resolved settings (Config, base HParams, grid, seeds): what --resume checks
-  checkpoints/    orbax checkpoints, one per --checkpoint-every updates, the last few kept
+  config.json     resolved settings (Config, base HParams, grid, seeds): what --resume checks;
+                  and the schedule (chunk, checkpoint cadence, kept count) a resume goes on with
+  checkpoints/    orbax checkpoints at every multiple of --checkpoint-every updates and at the
+                  end, the last few kept; each also holds the settings and the timings so far
   metrics.npz     every per-update metric as [setting, seed, update], plus env_steps [update]
   summary.json    speeds, final_return per run; per setting its IQM, mean and median with 95%
                   bootstrap intervals over seeds, and a ranking by IQM; diverged runs
@@ -13,6 +15,7 @@ Folder layout:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -30,14 +33,14 @@ import jax
 import numpy as np
 
 from purejaxppo import stats
-from purejaxppo.checkpoint import Checkpointer
+from purejaxppo.checkpoint import Checkpointer, remove_unfinished_checkpoints
 from purejaxppo.errors import DiskFull, is_disk_full
 from purejaxppo.ppo import Config, HParams, final_return
 from purejaxppo.sweep import (
     Grid,
     Runner,
     Runs,
-    chunks,
+    aligned_chunks,
     estimate_run_bytes,
     gather_runs,
     host_bytes_per_run,
@@ -77,6 +80,22 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+RESULT_FILES = ("config.json", "metrics.npz", "curves.png", "summary.json")
+
+
+def remove_unfinished_writes(out: Path, log: Callable[[str], None]) -> None:
+    """Delete the temporary files of result writes a kill cut short (write_atomic's
+    `.NAME.XXXXXXXX`); called by a resume, which holds the folder."""
+    removed = []
+    for name in RESULT_FILES:
+        for path in out.glob(f".{name}.*"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+    if removed:
+        log(f"removed {len(removed)} unfinished write(s) left by a kill: {', '.join(removed)}")
+
+
 def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -100,15 +119,67 @@ def settings_record(
     }
 
 
+# config.json's record of how a run is cut and saved: not a setting (it changes no result, and
+# --resume may change it), so records are compared without it (see settings_only).
+SCHEDULE = "schedule"
+
+
+def schedule_record(chunk: int | None, checkpoint_every: int | None, keep: int) -> dict[str, Any]:
+    """What a resume keeps unless told otherwise: the --chunk asked for (None: automatic), the
+    checkpoint cadence (None: at the end only) and how many checkpoints are kept."""
+    return {"chunk": chunk, "checkpoint_every": checkpoint_every, "keep": keep}
+
+
+def settings_only(record: dict[str, Any]) -> dict[str, Any]:
+    """A run record without its schedule: equal ones mean the same run."""
+    return {k: v for k, v in record.items() if k != SCHEDULE}
+
+
 def default_chunk(num_updates: int, checkpoint_every: int | None) -> int:
     """About 20 progress reports; a divisor of num_updates when one is near, so the last chunk
-    needs no extra compile. Never longer than the checkpoint interval."""
+    needs no extra compile. Never longer than the checkpoint interval, and a divisor of it when
+    one is near, so that each interval runs one compiled length (see aligned_chunks)."""
     target = max(1, math.ceil(num_updates / 20))
     divisors = [d for d in range(target, 2 * target + 1) if num_updates % d == 0]
     chunk = divisors[0] if divisors else target
     if checkpoint_every:
-        chunk = min(chunk, checkpoint_every)
+        if chunk >= checkpoint_every:
+            return checkpoint_every
+        near = range(-(-target // 2), 2 * target + 1)
+        fits = [d for d in near if checkpoint_every % d == 0]
+        if fits:
+            chunk = min(fits, key=lambda d: abs(d - target))
     return max(1, chunk)
+
+
+@dataclasses.dataclass
+class Timing:
+    """Seconds compiling and training, and env steps trained, summed over a run's sessions:
+    each checkpoint records the totals so far, and a resume adds its own to the newest totals
+    it restored, so a resumed run reports the whole run's timings, not its last session's."""
+
+    compile: float = 0.0
+    run: float = 0.0
+    steps: int = 0
+    earlier: tuple[float, float, int] = (0.0, 0.0, 0)
+
+    def carry_over(self, record: Any) -> None:
+        """Take a restored checkpoint's totals as the earlier sessions' (the newest of several
+        restored batches: each one's totals include the batches before it)."""
+        try:
+            earlier = (float(record["compile"]), float(record["run"]), int(record["steps"]))
+        except (KeyError, TypeError, ValueError):
+            return  # a checkpoint of an older version: its timings are not known
+        if earlier[2] >= self.earlier[2]:
+            self.earlier = earlier
+
+    def totals(self) -> dict[str, Any]:
+        compile_s, run_s, steps = self.earlier
+        return {
+            "compile": compile_s + self.compile,
+            "run": run_s + self.run,
+            "steps": steps + self.steps,
+        }
 
 
 class Interrupt:
@@ -234,7 +305,9 @@ def run_sweep(
     num_runs = runs.keys.shape[0]
     first_run, end_run, share = process_share(num_runs)
     local_runs = end_run - first_run
-    chunk = chunk or default_chunk(config.num_updates, checkpoint_every)
+    record[SCHEDULE] = schedule_record(chunk, checkpoint_every, keep)
+    chunk = min(chunk or default_chunk(config.num_updates, checkpoint_every),
+                checkpoint_every or config.num_updates)  # fmt: skip
     budget = memory_budget or available_memory_bytes() // 2
     per_block, block_bytes, compile_seconds = plan_memory(
         runner, config, local_runs, chunk, budget, num_runs
@@ -247,8 +320,18 @@ def run_sweep(
         f"MiB (measured) beside the {process_rss_bytes() / 2**20:.0f} MiB this process holds, "
         f"of {budget / 2**20:.0f} MiB"
     )
+    log(
+        (
+            f"a checkpoint every {checkpoint_every} updates (at each multiple) and at the end"
+            if checkpoint_every
+            else "a checkpoint at the end only (--checkpoint-every N saves every N updates)"
+        )
+        + f", the newest {keep} kept; {chunk} updates per compiled call at most"
+    )
     out.mkdir(parents=True, exist_ok=True)
     if pid == 0:
+        if resume:
+            remove_unfinished_writes(out, log)
         write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
     blocks = [(lo, min(lo + per_block, end_run)) for lo in range(first_run, end_run, per_block)]
     if len(blocks) > 1:
@@ -262,7 +345,7 @@ def run_sweep(
         record,
     )  # fmt: skip
     diverged: dict[int, int] = {}
-    timing = {"compile": compile_seconds, "run": 0.0, "steps": 0}
+    timing = Timing(compile=compile_seconds)
     histories = []
     interrupted = False
     ckpt_root = out / "checkpoints" / (f"process-{pid}" if pcount > 1 else "")
@@ -289,15 +372,16 @@ def run_sweep(
             f"purejaxppo train --resume {out}")  # fmt: skip
         return {"interrupted_at_update": int(histories[-1]["finite"].shape[1])}
     history = {k: np.concatenate([h[k] for h in histories], axis=0) for k in histories[0]}
+    totals = timing.totals()
     if pcount > 1:
         # One gather for everything: each collective needs its peers within gloo's deadline.
         per_run = np.tile(
-            [timing["compile"], timing["run"], timing["steps"] / max(local_runs, 1)],
+            [totals["compile"], totals["run"], totals["steps"] / max(local_runs, 1)],
             (local_runs, 1),
         )
         history = gather_runs({**history, "_timing": per_run}, share, num_runs)
         times = history.pop("_timing")  # float32 (JAX without x64): plenty for timings
-        timing = {
+        totals = {
             "compile": float(times[:, 0].max()),
             "run": float(times[:, 1].max()),
             "steps": int(times[:, 2].astype(np.float64).sum()),
@@ -313,7 +397,7 @@ def run_sweep(
 
     summary = write_results(
         out, config, grid, num_seeds, history, runs, diverged,
-        timing["compile"], timing["run"], timing["steps"], runner.num_devices,
+        totals["compile"], totals["run"], totals["steps"], runner.num_devices,
     )  # fmt: skip
     if interrupted:
         summary["interrupted_at_update"] = int(history["finite"].shape[1])
@@ -418,7 +502,7 @@ def train_block(
     resume: bool,
     record: dict[str, Any],
     diverged: dict[int, int],
-    timing: dict[str, float],
+    timing: Timing,
     interrupt: Interrupt,
     sinks: Sinks | None,
     log: Callable[[str], None],
@@ -426,6 +510,11 @@ def train_block(
     """Train one block to the end (or to an interrupt), checkpointing as it goes."""
     n = block.count
     hp = runner.place(block.runs.hparams)
+    if resume:
+        removed = remove_unfinished_checkpoints(block.ckpt_dir)
+        if removed:
+            log(f"{block.label}removed {len(removed)} unfinished checkpoint write(s) left by a "
+                f"kill in {block.ckpt_dir}: {', '.join(removed)}")  # fmt: skip
     ckpt = Checkpointer(block.ckpt_dir, max_to_keep=keep, process_local=jax.process_count() > 1)
     history: dict[str, np.ndarray] = {}
     start = 0
@@ -434,6 +523,7 @@ def train_block(
             runner.abstract_state(block.runs.keys, block.runs.hparams)
         )
         start = int(meta["update"])
+        timing.carry_over(meta.get("timing"))
         if skipped:
             aside = ckpt.set_aside([step for step, _ in skipped])
             for step, why in skipped:
@@ -447,21 +537,22 @@ def train_block(
             log(f"{block.label}the emulators cannot be checkpointed: every game restarts")
         _note_divergence(history, 0, diverged, block.offset)
     else:
+        if resume:
+            log(f"{block.label}no checkpoint in {block.ckpt_dir}: training starts at update 0")
         t0 = time.perf_counter()
         state = jax.block_until_ready(runner.init(block.runs.keys, block.runs.hparams))
-        timing["compile"] += time.perf_counter() - t0
+        timing.compile += time.perf_counter() - t0
 
-    since_ckpt = 0
     interrupted = False
-    for first, length in chunks(start, config.num_updates, chunk):
+    for first, length in aligned_chunks(start, config.num_updates, chunk, checkpoint_every):
         t0 = time.perf_counter()
-        runner.compile(block.runs.keys.shape[0], length)  # the shorter last chunk, if any
-        timing["compile"] += time.perf_counter() - t0
+        runner.compile(block.runs.keys.shape[0], length)  # a shorter piece, if any
+        timing.compile += time.perf_counter() - t0
         t0 = time.perf_counter()
         state, metrics = runner.advance(state, hp, length)
         elapsed = time.perf_counter() - t0
-        timing["run"] += elapsed
-        timing["steps"] += length * config.batch_size * n
+        timing.run += elapsed
+        timing.steps += length * config.batch_size * n
         metrics = {k: v[:n] for k, v in metrics.items()}
         history = (
             metrics
@@ -474,13 +565,13 @@ def train_block(
             who = _describe(r, block.runs, grid, block.offset)
             log(f"run {who} went non-finite at update {update}")
         done = first + length
-        since_ckpt += length
         sps = length * config.batch_size * n / elapsed
         log(block.label + progress_line(done, config.num_updates, config.batch_size, sps, history))
         finished = done == config.num_updates
-        if (checkpoint_every and since_ckpt >= checkpoint_every) or finished or interrupt.requested:
-            ckpt.save(done, state, history, {"update": done, "settings": record})
-            since_ckpt = 0
+        on_cadence = checkpoint_every is not None and done % checkpoint_every == 0
+        if on_cadence or finished or interrupt.requested:
+            meta = {"update": done, "settings": record, "timing": timing.totals()}
+            ckpt.save(done, state, history, meta)
         if interrupt.requested and not finished:
             interrupted = True
             break

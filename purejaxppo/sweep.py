@@ -404,6 +404,24 @@ def chunks(start: int, total: int, chunk: int) -> Iterator[tuple[int, int]]:
         u += n
 
 
+def aligned_chunks(
+    start: int, total: int, chunk: int, every: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """(first update, length) pairs covering [start, total) in pieces of at most `chunk`, cut
+    at every multiple of `every` (checkpoints fall exactly there) and laid from each multiple,
+    so the lengths are few (chunk, the remainder of `every`, the end's): each is one compile.
+    A start off that grid (a resume after an interrupt) first runs to its next point."""
+    u = start
+    while u < total:
+        base = u // every * every if every else 0
+        end = base + ((u - base) // chunk + 1) * chunk
+        if every:
+            end = min(end, base + every)
+        end = min(end, total)
+        yield u, end - u
+        u = end
+
+
 def train_runs(
     config: Config,
     runs: Runs,
@@ -442,7 +460,12 @@ def init_distributed(coordinator: str, num_processes: int, process_id: int) -> N
 
 def process_share(num_runs: int) -> tuple[int, int, int]:
     """(first run, end, share) of this process: runs are split in equal contiguous shares."""
-    count, index = jax.process_count(), jax.process_index()
+    return share_of(num_runs, jax.process_count(), jax.process_index())
+
+
+def share_of(num_runs: int, count: int, index: int) -> tuple[int, int, int]:
+    """(first run, end, share) of process `index` of `count`; the last ones may get fewer runs,
+    or none (checked before a job starts: see cli.check_process_shares)."""
     share = -(-num_runs // count)
     lo = min(num_runs, index * share)
     return lo, min(num_runs, lo + share), share
