@@ -157,11 +157,13 @@ class Sinks:
     ) -> None:  # fmt: skip
         self.grid, self.num_seeds, self.batch_size = grid, num_seeds, batch_size
         self.writers = []
+        # Unique names, so that two settings never share an event folder or a key.
+        self.labels = stats.setting_labels(grid.fields, grid.settings, sep=",")
+        self.labels = [label or "default" for label in self.labels]
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            for setting in grid.settings:
-                label = ",".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
+            for label in self.labels:
                 self.writers.append(SummaryWriter(str(out / "tensorboard" / label)))
         self.wandb_run = None
         if wandb:
@@ -185,8 +187,7 @@ class Sinks:
                         writer.add_scalar(k, float(v[h, i]), step)
             if self.wandb_run is not None:
                 row = {}
-                for h, setting in enumerate(self.grid.settings):
-                    label = ",".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
+                for h, label in enumerate(self.labels):
                     row.update({f"{label}/{k}": float(v[h, i]) for k, v in means.items()})
                 self.wandb_run.log(row, step=step)
 
@@ -505,8 +506,7 @@ def _note_divergence(
 
 
 def _describe(r: int, runs: Any, grid: Grid, offset: int = 0) -> str:
-    setting = grid.settings[int(runs.setting[r])]
-    text = ", ".join(f"{k}={v:g}" for k, v in setting.items())
+    text = stats.setting_labels(grid.fields, grid.settings)[int(runs.setting[r])]
     return f"#{offset + r} (seed {int(runs.seed[r])}{', ' + text if text else ''})"
 
 
@@ -631,10 +631,10 @@ def interval_lines(summary: dict[str, Any], most: int = 10) -> list[str]:
     """The console's closing lines: each setting's final-return IQM [95% interval], best
     first (the first `most` of them)."""
     settings = summary["per_setting"]
+    labels = stats.setting_labels(summary["grid"]["fields"], summary["grid"]["settings"])
     lines = []
     for h in summary["ranking"][:most]:
-        s = settings[h]
-        label = ", ".join(f"{k}={s[k]:g}" for k in summary["grid"]["fields"])
+        s, label = settings[h], labels[h]
         if s["final_return_iqm"] is None:
             text = "no finite runs"
         else:
@@ -662,10 +662,11 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5 if grid.size > 1 else 7, 4.2), dpi=110)
-    for h, setting in enumerate(grid.settings):
+    labels = stats.setting_labels(grid.fields, grid.settings)
+    for h, label in enumerate(labels):
         # Updates in which no episode ended carry NaN; fill forward so the curve is continuous.
         r = stats.forward_fill(returns[h])
-        label = ", ".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
+        label = label or "default"
         with warnings.catch_warnings():  # updates before any episode ended are all NaN
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(r, axis=0)
