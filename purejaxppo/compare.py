@@ -208,6 +208,13 @@ def parse_normalize(items: Sequence[str]) -> dict[str, tuple[float, float]]:
             raise CompareError(f"--normalize expects ENV=LOW:HIGH (numbers), got {item!r}")
         if hi == lo:
             raise CompareError(f"--normalize {env}: LOW and HIGH must differ, got {item!r}")
+        if hi < lo:  # a higher return would score lower: the ranking would silently invert
+            raise CompareError(
+                f"--normalize {env}: LOW must be below HIGH (LOW scores 0, e.g. a random "
+                f"policy's return; HIGH scores 1, e.g. the task's top score), got {item!r}"
+            )
+        if env in out:
+            raise CompareError(f"--normalize names {env} twice")
         out[env] = (lo, hi)
     return out
 
@@ -474,9 +481,9 @@ def _finish(fig: Any, ax: Any, plt: Any, xlabel: str, ylabel: str, title: str) -
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> list[str]:
-    """compare.json, compare.md, compare_profile.png and compare_curves.png, each atomic; the
-    names never clash with a run folder's own files."""
-    from purejaxppo.driver import write_atomic
+    """compare.json, compare.md, compare_profile.png and compare_curves.png, all replaced or
+    none (a full disk leaves the previous ones); the names never clash with a run folder's."""
+    from purejaxppo.driver import write_together
 
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -485,6 +492,5 @@ def write_outputs(out: Path, result: dict[str, Any]) -> list[str]:
         "compare_profile.png": plot_profile(result),
         "compare_curves.png": plot_curves(result),
     }
-    for name, data in files.items():
-        write_atomic(out / name, data)
+    write_together({out / name: data for name, data in files.items()})
     return list(files)

@@ -13,6 +13,7 @@ Folder layout:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -64,6 +65,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = _write_beside(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_beside(path: Path, data: bytes) -> Path:
+    """`data` in a new temporary file beside `path`, on disk; removed again if that fails."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
@@ -71,10 +82,30 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def write_together(files: dict[Path, bytes]) -> None:
+    """Write several files so that all of them change or none does: each is written beside its
+    path first, then all are renamed into place (a rename needs no space). A full disk raises
+    DiskFull naming the file that did not fit."""
+    written: dict[Path, Path] = {}
+    try:
+        for path, data in files.items():
+            try:
+                written[path] = _write_beside(path, data)
+            except OSError as err:
+                if is_disk_full(err):
+                    raise DiskFull(f"disk full: {path} was not written") from None
+                raise
+        for path, tmp in written.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in written.values():
+            tmp.unlink(missing_ok=True)
 
 
 def current_umask() -> int:
@@ -132,6 +163,35 @@ class Interrupt:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[None]:
+    """Ctrl-C (SIGINT) in the block raises KeyboardInterrupt, also one that came while Python ran
+    a garbage-collection callback (JAX has one), which swallows any exception raised in it and
+    prints a traceback: the handler sets a flag too, checked when the block ends, and that
+    traceback is not printed."""
+    requested = False
+    report = sys.unraisablehook
+
+    def handle(signum: int, frame: Any) -> None:
+        nonlocal requested
+        requested = True
+        raise KeyboardInterrupt
+
+    def unraisable(info: Any) -> None:
+        if not (requested and info.exc_type is KeyboardInterrupt):
+            report(info)
+
+    old = signal.signal(signal.SIGINT, handle)
+    sys.unraisablehook = unraisable
+    try:
+        yield
+        if requested:
+            raise KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGINT, old)
+        sys.unraisablehook = report
 
 
 def progress_line(
@@ -231,15 +291,18 @@ def run_sweep(
         def log(text: str) -> None:
             quiet_log(f"[process {pid}/{pcount}] {text}")
 
-    runs = layout_runs(hparams, grid, num_seeds, seed)
-    num_runs = runs.keys.shape[0]
+    num_runs = grid.size * num_seeds
     first_run, end_run, share = process_share(num_runs)
     local_runs = end_run - first_run
     chunk = chunk or default_chunk(config.num_updates, checkpoint_every)
     budget = memory_budget or available_memory_bytes() // 2
-    per_block, block_bytes, compile_seconds = plan_memory(
-        runner, config, local_runs, chunk, budget, num_runs
-    )
+    # The planner first: it refuses a sweep too large for memory (a huge --num-seeds) in one
+    # line, before anything holds an array per run. It compiles: Ctrl-C stops it at once.
+    with stop_on_interrupt():
+        per_block, block_bytes, compile_seconds = plan_memory(
+            runner, config, local_runs, chunk, budget, num_runs
+        )
+    runs = layout_runs(hparams, grid, num_seeds, seed)
     log(
         f"{config.env}: {grid.size} setting(s) x {num_seeds} seed(s) = {num_runs} runs"
         + (f" (runs {first_run}..{end_run - 1} here)" if pcount > 1 else "")
