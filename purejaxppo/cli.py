@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from purejaxppo import presets
-from purejaxppo.errors import DiskFull, NoGoodCheckpoint
+from purejaxppo.errors import DiskFull, NoGoodCheckpoint, is_disk_full, path_problem, shown
 from purejaxppo.ppo import (
     Config,
     HParams,
@@ -46,6 +46,19 @@ HPARAM_FIELDS = {f.name: f for f in dataclasses.fields(HParams)}
 
 class UsageError(Exception):
     """A problem with the command line: reported in one line, exit code 2."""
+
+
+# Bytes a run folder's path leaves for what training writes inside it, the deepest being an
+# orbax checkpoint being written (checkpoints/process-N/batch-N/STEP.orbax-checkpoint-tmp-TIME/
+# history/ocdbt.process_0/d/HASH, about 150) and TensorBoard's events (tensorboard/LABEL/...).
+RUN_ROOM = 512
+
+
+def check_path(path: str | Path, flag: str, room: int = 0) -> None:
+    """Refuse, in one line, a path the OS would refuse (see errors.path_problem)."""
+    problem = path_problem(path, room)
+    if problem:
+        raise UsageError(f"{flag} {shown(path)}: path too long: {problem}")
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -231,6 +244,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
     hp_over: dict[str, Any] = {}
     env = args.env
     if args.config:
+        check_path(args.config, "--config")
         try:
             preset_env, cfg_over, hp_over = presets.load_preset(args.config)
         except ValueError as err:
@@ -287,8 +301,14 @@ def check_yaml_fields_read(
                 raise UsageError(f"--config {source}: {err}") from None
 
 
+# Settings in one run (a grid's or a random search's): each is a row of summary.json with its
+# own bootstrap intervals, and an entry of `compare`.
+MAX_SETTINGS = 65536
+
+
 def check_random_search(sweep: dict[str, Any], samples: int | None) -> None:
-    """A random search (--samples N with a distribution in --sweep) draws traced fields only."""
+    """A random search (--samples N with a distribution in --sweep) draws traced fields only;
+    a grid or a search has at most MAX_SETTINGS settings (refused before any is made)."""
     from purejaxppo.sweep import Draw
 
     draws = [k for k, v in sweep.items() if isinstance(v, Draw)]
@@ -298,9 +318,16 @@ def check_random_search(sweep: dict[str, Any], samples: int | None) -> None:
                 f"--sweep {draws[0]}={sweep[draws[0]]} is a random search: give --samples N "
                 "(how many settings to draw)"
             )
+        for kind, fields in (("settings", HPARAM_FIELDS), ("static variants", CONFIG_FIELDS)):
+            sizes = [len(v) for k, v in sweep.items() if k in fields]
+            if math.prod(sizes) > MAX_SETTINGS:
+                raise UsageError(
+                    f"--sweep makes {' x '.join(map(str, sizes))} = {math.prod(sizes)} {kind}; "
+                    f"at most {MAX_SETTINGS} in one run"
+                )
         return
-    if samples <= 0:
-        raise UsageError(f"--samples must be a positive integer, got {samples}")
+    if not 1 <= samples <= MAX_SETTINGS:
+        raise UsageError(f"--samples must be in 1..{MAX_SETTINGS}, got {samples}")
     if not draws:
         raise UsageError(
             "--samples draws settings from a --sweep FIELD=uniform:LOW:HIGH (or loguniform); "
@@ -385,7 +412,8 @@ def resolve_process_settings(
         parsers[attr](name, text)
     args.coordinator, args.num_processes, args.process_id = coordinator, count, index
     args.process_source = {
-        attr: shown(*pair) if pair else PROCESS_SETTINGS[attr][0] for attr, pair in given.items()
+        attr: shown_setting(*pair) if pair else PROCESS_SETTINGS[attr][0]
+        for attr, pair in given.items()
     }
     if count > 1 and coordinator is None:
         raise UsageError(
@@ -394,7 +422,7 @@ def resolve_process_settings(
         )
 
 
-def shown(name: str, text: str) -> str:
+def shown_setting(name: str, text: str) -> str:
     """A value as the user gave it: '--process-id 3' or 'PUREJAXPPO_PROCESS_ID=3'."""
     return f"{name}={text.strip()}" if name.startswith("PUREJAXPPO_") else f"{name} {text.strip()}"
 
@@ -631,22 +659,50 @@ def cmd_train(args: argparse.Namespace) -> int:
         return resume_train(args)
     args.num_seeds = 1 if args.num_seeds is None else args.num_seeds
     args.seed = 0 if args.seed is None else args.seed
-    config, hparams, traced, static = settings_from_args(args)
     out = Path(args.out)
+    check_path(out, "--out", RUN_ROOM)
+    config, hparams, traced, static = settings_from_args(args)
+    for label, _ in static_variants(config, static):
+        check_path(out / label, "--out", RUN_ROOM)  # a static sweep's variant folder
     if args.process_id != 0:
         # Process 0 holds the folder; the others only add their own checkpoints to it.
         check_output_dir(out)
         return train_into(args, out, config, hparams, traced, static)
-    existed = out.exists()
+    created = outermost_missing(out)
     lock = hold_folder(out, "--out", new_run=True)
     try:
         return train_into(args, out, config, hparams, traced, static)
     finally:
         lock.release()
-        if not existed and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
-            # Refused before writing anything (e.g. too large for memory): leave no trace.
-            (out / LOCK_NAME).unlink(missing_ok=True)
-            out.rmdir()
+        if created is not None:
+            # Refused or stopped before writing anything (too large for memory, Ctrl-C while
+            # compiling): leave no trace, the folders this command made included.
+            remove_unused(out, created)
+
+
+def outermost_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (None if it exists)."""
+    missing = None
+    for part in [folder, *folder.parents]:
+        if part.exists():
+            break
+        missing = part
+    return missing
+
+
+def remove_unused(out: Path, created: Path) -> None:
+    """Remove `out` if it holds only its lock, then each folder above it up to `created`
+    while it is empty."""
+    if not out.is_dir() or {p.name for p in out.iterdir()} - {LOCK_NAME}:
+        return
+    (out / LOCK_NAME).unlink(missing_ok=True)
+    folder = out
+    while True:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        if folder == created or folder.exists():
+            return
+        folder = folder.parent
 
 
 def train_into(
@@ -694,12 +750,22 @@ def train_into(
     results = {}
     for label, cfg in variants:
         folder = out / label if label else out
-        with hold_variant(folder if label and args.process_id == 0 else None):
-            summary = run_sweep(
-                folder, cfg, hparams, grid, args.num_seeds, args.seed,
-                chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
-                tensorboard=args.tensorboard, wandb=args.wandb, memory_budget=budget,
-            )  # fmt: skip
+        try:
+            with hold_variant(folder if label and args.process_id == 0 else None):
+                summary = run_sweep(
+                    folder, cfg, hparams, grid, args.num_seeds, args.seed,
+                    chunk=args.chunk, checkpoint_every=args.checkpoint_every,
+                    keep=args.keep or 3, tensorboard=args.tensorboard, wandb=args.wandb,
+                    memory_budget=budget,
+                )  # fmt: skip
+        except BaseException:
+            if label and not results and args.process_id == 0:
+                # The first variant was refused or stopped before it wrote anything: the
+                # sweep's record goes too, so that the same command can simply run again.
+                remove_unused(folder, folder)
+                if not folder.exists():
+                    (out / "config.json").unlink(missing_ok=True)
+            raise
         results[label] = summary
         if "interrupted_at_update" in summary:
             return 130
@@ -870,6 +936,7 @@ def resume_train(args: argparse.Namespace) -> int:
     """Continue the sweep in --resume DIR with exactly its recorded settings."""
     out = Path(args.resume)
     where = f"--resume {out}"
+    check_path(out, "--resume", RUN_ROOM)
     if (out / "config.json").is_file():
         raw = read_json_record(out / "config.json", where)
         if isinstance(raw, dict) and "static_sweep" in raw:
@@ -917,6 +984,8 @@ def resume_static_sweep(args: argparse.Namespace, out: Path, sweep: Any) -> int:
     from purejaxppo.driver import settings_only
 
     records = {label: check_run_record(rec, f"{where}/{label}") for label, rec in variants.items()}
+    for label in records:
+        check_path(out / label, "--resume", RUN_ROOM)
     for label, record in records.items():
         folder = out / label
         if (folder / "config.json").is_file():
@@ -1114,22 +1183,27 @@ def check_device_count(record: RunRecord, where: str) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Restore the latest checkpoint of a run folder and evaluate every run deterministically."""
     out = Path(args.dir)
+    check_path(out, "eval", RUN_ROOM)
     if args.episodes <= 0:
         raise UsageError(f"--episodes must be a positive integer, got {args.episodes}")
+    if args.render is None and args.render_run is not None:
+        raise UsageError("--render-run chooses the run --render draws; give --render OUT.gif")
     record = read_run_record(out, str(out))
     config, num_runs = record.config, record.num_runs
-    if args.render:
+    gif = None if args.render is None else Path(args.render)
+    if gif is not None:
         # A positions-only variant draws as its full task (the hiding is in the observation).
         drawn = config.env.removesuffix(":positions-only")
         if drawn not in RENDERABLE:
             raise UsageError(
                 f"--render: gymnax draws only {', '.join(RENDERABLE)}; {config.env} is not one"
             )
-        if not str(args.render).lower().endswith(".gif"):
+        if not gif.name.lower().endswith(".gif"):
             raise UsageError(
-                f"--render writes a GIF: give a path ending in .gif, not {args.render}"
+                f"--render writes a GIF: give a path ending in .gif, not {args.render!r}"
             )
-        if not 0 <= args.render_run < num_runs:
+        check_path(gif, "--render", room=64)  # its temporary name beside it, .purejaxppo-...
+        if not 0 <= (args.render_run or 0) < num_runs:
             raise UsageError(f"--render-run must be in 0..{num_runs - 1}, got {args.render_run}")
         import importlib.util
 
@@ -1138,6 +1212,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"--render of {config.env} needs pygame (gymnax draws it through gymnasium): "
                 "pip install 'purejaxppo[render]'"
             )
+    check_eval_outputs(out, gif)
 
     import jax
 
@@ -1191,22 +1266,82 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     from purejaxppo.driver import write_atomic
 
-    if args.render:
-        run = args.render_run
-        frames = render_episode(
-            config, env, jax.tree.map(lambda x: x[run], state.params),
-            jax.tree.map(lambda x: x[run], state.norm), jax.random.key(args.seed), args.render,
-        )  # fmt: skip
-        result["render"] = {"path": str(args.render), "run": run, "frames": frames}
-        print(f"rendered run {run}: {frames} frames to {args.render}", file=sys.stderr)
-    print(json.dumps(result))  # first: a folder that cannot be written loses nothing
+    # Both outputs were checked writable before anything ran; a disk that fills meanwhile
+    # still loses no result: they are printed whatever is written.
+    failed = []
+    if gif is not None:
+        run = args.render_run or 0
+        try:
+            frames = render_atomic(
+                config, env, jax.tree.map(lambda x: x[run], state.params),
+                jax.tree.map(lambda x: x[run], state.norm), jax.random.key(args.seed), gif,
+            )  # fmt: skip
+            result["render"] = {"path": str(gif), "run": run, "frames": frames}
+            print(f"rendered run {run}: {frames} frames to {gif}", file=sys.stderr)
+        except (OSError, DiskFull) as err:
+            failed.append(f"{gif} not written ({why_not_written(err)})")
+    print(json.dumps(result))
     try:
         write_atomic(out / "eval.json", json.dumps(result, indent=2).encode())
-    except OSError as err:
-        print(f"purejaxppo: error: {out / 'eval.json'} not written ({err.strerror or err}); "
-              "the results are printed above", file=sys.stderr)  # fmt: skip
+    except (OSError, DiskFull) as err:
+        failed.append(f"{out / 'eval.json'} not written ({why_not_written(err)})")
+    if failed:
+        print(f"purejaxppo: error: {'; '.join(failed)}; the results are printed above",
+              file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+def why_not_written(err: OSError | DiskFull) -> str:
+    if isinstance(err, DiskFull) or is_disk_full(err):
+        return "disk full"
+    return str(err.strerror or err)
+
+
+def check_eval_outputs(out: Path, gif: Path | None) -> None:
+    """eval.json (beside the run's checkpoints) and the --render GIF must be writable: checked
+    before anything runs, so that an evaluation never ends unable to keep what it found."""
+    try:
+        probe_write(out)
+    except OSError as err:
+        raise UsageError(
+            f"{out}: cannot write eval.json there ({err.strerror or err}); evaluate a copy of "
+            "the folder in a place you can write"
+        ) from None
+    if gif is None:
+        return
+    if gif.is_dir():
+        raise UsageError(f"--render {gif} is a folder; give a file name ending in .gif")
+    if not gif.parent.is_dir():
+        raise UsageError(f"--render {gif}: there is no folder {gif.parent}; create it first")
+    try:
+        probe_write(gif.parent)
+    except OSError as err:
+        raise UsageError(
+            f"--render {gif}: cannot write in {gif.parent} ({err.strerror or err})"
+        ) from None
+
+
+def probe_write(folder: Path) -> None:
+    """Create and remove a uniquely named file in `folder`; raises OSError if it cannot."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        pass
+
+
+def render_atomic(config: Config, env: Any, params: Any, norm: Any, key: Any, gif: Path) -> int:
+    """render_episode into a temporary file beside `gif`, renamed into place when complete:
+    a failure leaves no partial GIF (and any earlier one as it was)."""
+    from purejaxppo.driver import current_umask
+
+    fd, tmp = tempfile.mkstemp(dir=gif.parent, prefix=".purejaxppo-render-", suffix=".gif")
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
+    os.close(fd)
+    try:
+        frames = render_episode(config, env, params, norm, key, tmp)
+        os.replace(tmp, gif)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return frames
 
 
 RENDERABLE = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
@@ -1216,6 +1351,10 @@ RENDERABLE = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
 
 def render_episode(config: Config, env: Any, params: Any, norm: Any, key: Any, path: str) -> int:
     """One deterministic episode of a gymnax env drawn by gymnax's visualizer into a GIF."""
+    # Classic control draws each frame off screen through pygame, which otherwise opens the
+    # sound card and the display once per frame, printing two errors each time on a server.
+    for name in ("SDL_AUDIODRIVER", "SDL_VIDEODRIVER"):
+        os.environ.setdefault(name, "dummy")
     import jax
     import jax.numpy as jnp
     from gymnax.visualize import Visualizer
@@ -1368,7 +1507,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices", type=integer, default=None, help="must equal the run's recorded count"
     )
     ev.add_argument("--render", metavar="OUT.gif", help="draw one episode (gymnax envs)")
-    ev.add_argument("--render-run", type=integer, default=0, help="which run --render draws")
+    ev.add_argument(
+        "--render-run", type=integer, default=None, help="which run --render draws (default 0)"
+    )
     ev.set_defaults(func=cmd_eval)
 
     cmp = sub.add_parser(
@@ -1409,8 +1550,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Interval estimates across run folders; every refusal is one line before any writing."""
     from purejaxppo import compare
 
-    if args.reps <= 0:
-        raise UsageError(f"--reps must be a positive integer, got {args.reps}")
+    if not 1 <= args.reps <= MAX_REPS:
+        raise UsageError(f"--reps must be in 1..{MAX_REPS}, got {args.reps}")
+    for text in args.runs:
+        check_path(compare.parse_run_arg(text)[1], "compare", room=16)  # /summary.json
+    if args.out:
+        check_path(args.out, "--out", room=64)  # /.compare_profile.png.XXXXXXXX (written first)
     try:
         normalize = compare.parse_normalize(args.normalize)
         entries = compare.gather_entries(args.runs)
@@ -1421,21 +1566,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except compare.CompareError as err:
         raise UsageError(str(err)) from None
     print(compare.table_markdown(result), end="")
-    if args.out:
-        out = Path(args.out)
-        names = compare.write_outputs(out, result)
-        print(f"written to {out.resolve()}: {', '.join(names)}", file=sys.stderr)
-    else:
+    if not args.out:
         print("(--out DIR writes this with compare.json and the plots)", file=sys.stderr)
+        return 0
+    out = Path(args.out)
+    try:
+        names = compare.write_outputs(out, result)
+    except (OSError, DiskFull) as err:
+        print(f"purejaxppo: error: {out}: compare's files not written ({why_not_written(err)}); "
+              "none of them changed, and the table is printed above", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"written to {out.resolve()}: {', '.join(names)}", file=sys.stderr)
     return 0
+
+
+# Bootstrap replicates: the arrays are replicates x runs of an entry; at this bound an entry of
+# 1024 runs peaks at 5.0 GB and 18 s for its interval and one improvement (measured here).
+MAX_REPS = 100_000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         choose_devices(args)  # first: JAX starts with the first env or array
         return args.func(args)
+    except KeyboardInterrupt:
+        # Ctrl-C outside training (which checkpoints and stops by itself): while compiling,
+        # restoring or evaluating. A second Ctrl-C during training comes here too.
+        print(f"purejaxppo: interrupted; {next_step(args)}", file=sys.stderr)
+        return 130
     except UsageError as err:
         print(f"purejaxppo: error: {err}", file=sys.stderr)
         return 2
@@ -1446,11 +1607,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"purejaxppo: error: {err}", file=sys.stderr)
         return 2
     except DiskFull as err:
-        print(f"purejaxppo: error: {err}; free some space, then --resume", file=sys.stderr)
+        print(f"purejaxppo: error: {err}; free some space, then {next_step(args)}",
+              file=sys.stderr)  # fmt: skip
         sys.stdout.flush()
         sys.stderr.flush()
         # Exit now: orbax's writer threads would print their own failures during teardown.
         os._exit(1)
+
+
+def next_step(args: argparse.Namespace | None) -> str:
+    """How to go on after a command stopped part way: a training folder that holds a run
+    continues with --resume; anything else (eval, compare, a run that wrote nothing) runs again."""
+    if args is not None and args.command == "train":
+        folder = args.resume or args.out
+        if folder and (Path(folder) / "config.json").is_file():
+            return f"continue with: purejaxppo train --resume {folder}"
+    return "run the command again"
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import io
 import json
 import math
 import warnings
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -109,33 +111,28 @@ def read_folder(label: str, folder: Path) -> list[tuple[str, TaskRuns]]:
             np.float64,
         )
         diverged = {(int(d["setting"]), int(d["seed"])) for d in summary["diverged"]}
+        if finals.ndim != 2 or len(settings) != finals.shape[0]:
+            raise ValueError(f"final_return is {finals.shape}, for {len(settings)} settings")
+        labels = stats.setting_labels(fields, settings)
     except CompareError:
         raise
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CompareError(f"{where}: summary.json is not a run summary ({err})") from None
-    path = folder / "metrics.npz"
-    if not path.is_file():
-        raise CompareError(f"{where}: no metrics.npz there (not a finished purejaxppo run)")
-    try:
-        with np.load(path) as metrics:
-            returns = np.asarray(metrics["episode_return"], np.float64)
-            steps = np.asarray(metrics["env_steps"], np.int64)
-    except (OSError, KeyError, ValueError) as err:
-        raise CompareError(f"{where}: metrics.npz is unreadable ({err})") from None
-    if returns.shape[:2] != finals.shape or returns.shape[2] != steps.size:
+    returns, steps = read_metrics(folder / "metrics.npz", where)
+    if returns.ndim != 3 or returns.shape[:2] != finals.shape or returns.shape[2] != steps.size:
         raise CompareError(f"{where}: metrics.npz and summary.json disagree in shape")
     curves = stats.forward_fill(returns)
     with warnings.catch_warnings():  # a run in which no episode ever ended: all NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         auc = np.nanmean(curves, axis=-1)
     out = []
-    for h, setting in enumerate(settings):
+    for h in range(len(settings)):
         keep = np.array(
             [(h, s) not in diverged and np.isfinite(finals[h, s]) for s in range(finals.shape[1])]
         )
         name = label
         if len(settings) > 1:
-            name += " " + ", ".join(f"{k}={setting[k]:g}" for k in fields)
+            name += " " + labels[h]
         out.append(
             (
                 name,
@@ -152,6 +149,27 @@ def read_folder(label: str, folder: Path) -> list[tuple[str, TaskRuns]]:
             )
         )
     return out
+
+
+def read_metrics(path: Path, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(episode_return [H, S, U], env_steps [U]) of a metrics.npz; a truncated or damaged file
+    is refused in one line. An .npz is a zip archive, whose members carry a CRC-32 each: it is
+    checked, so damage inside the data is found too, not only in the archive's directory."""
+    if not path.is_file():
+        raise CompareError(f"{where}: no metrics.npz there (not a finished purejaxppo run)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise ValueError(f"{bad} fails its CRC check")
+        with np.load(path) as metrics:
+            returns = np.asarray(metrics["episode_return"], np.float64)
+            steps = np.asarray(metrics["env_steps"], np.int64)
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+        raise CompareError(
+            f"{where}: metrics.npz is damaged or not a run's metrics ({err})"
+        ) from None
+    return returns, steps
 
 
 def gather_entries(runs: Sequence[str]) -> list[Entry]:
@@ -190,6 +208,13 @@ def parse_normalize(items: Sequence[str]) -> dict[str, tuple[float, float]]:
             raise CompareError(f"--normalize expects ENV=LOW:HIGH (numbers), got {item!r}")
         if hi == lo:
             raise CompareError(f"--normalize {env}: LOW and HIGH must differ, got {item!r}")
+        if hi < lo:  # a higher return would score lower: the ranking would silently invert
+            raise CompareError(
+                f"--normalize {env}: LOW must be below HIGH (LOW scores 0, e.g. a random "
+                f"policy's return; HIGH scores 1, e.g. the task's top score), got {item!r}"
+            )
+        if env in out:
+            raise CompareError(f"--normalize names {env} twice")
         out[env] = (lo, hi)
     return out
 
@@ -456,9 +481,9 @@ def _finish(fig: Any, ax: Any, plt: Any, xlabel: str, ylabel: str, title: str) -
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> list[str]:
-    """compare.json, compare.md, compare_profile.png and compare_curves.png, each atomic; the
-    names never clash with a run folder's own files."""
-    from purejaxppo.driver import write_atomic
+    """compare.json, compare.md, compare_profile.png and compare_curves.png, all replaced or
+    none (a full disk leaves the previous ones); the names never clash with a run folder's."""
+    from purejaxppo.driver import write_together
 
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -467,6 +492,5 @@ def write_outputs(out: Path, result: dict[str, Any]) -> list[str]:
         "compare_profile.png": plot_profile(result),
         "compare_curves.png": plot_curves(result),
     }
-    for name, data in files.items():
-        write_atomic(out / name, data)
+    write_together({out / name: data for name, data in files.items()})
     return list(files)

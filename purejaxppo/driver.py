@@ -15,6 +15,7 @@ Folder layout:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -67,6 +68,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = _write_beside(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_beside(path: Path, data: bytes) -> Path:
+    """`data` in a new temporary file beside `path`, on disk; removed again if that fails."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
@@ -74,10 +85,30 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def write_together(files: dict[Path, bytes]) -> None:
+    """Write several files so that all of them change or none does: each is written beside its
+    path first, then all are renamed into place (a rename needs no space). A full disk raises
+    DiskFull naming the file that did not fit."""
+    written: dict[Path, Path] = {}
+    try:
+        for path, data in files.items():
+            try:
+                written[path] = _write_beside(path, data)
+            except OSError as err:
+                if is_disk_full(err):
+                    raise DiskFull(f"disk full: {path} was not written") from None
+                raise
+        for path, tmp in written.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in written.values():
+            tmp.unlink(missing_ok=True)
 
 
 RESULT_FILES = ("config.json", "metrics.npz", "curves.png", "summary.json")
@@ -205,6 +236,35 @@ class Interrupt:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[None]:
+    """Ctrl-C (SIGINT) in the block raises KeyboardInterrupt, also one that came while Python ran
+    a garbage-collection callback (JAX has one), which swallows any exception raised in it and
+    prints a traceback: the handler sets a flag too, checked when the block ends, and that
+    traceback is not printed."""
+    requested = False
+    report = sys.unraisablehook
+
+    def handle(signum: int, frame: Any) -> None:
+        nonlocal requested
+        requested = True
+        raise KeyboardInterrupt
+
+    def unraisable(info: Any) -> None:
+        if not (requested and info.exc_type is KeyboardInterrupt):
+            report(info)
+
+    old = signal.signal(signal.SIGINT, handle)
+    sys.unraisablehook = unraisable
+    try:
+        yield
+        if requested:
+            raise KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGINT, old)
+        sys.unraisablehook = report
+
+
 def progress_line(
     done: int, total: int, batch_size: int, sps: float, metrics: dict[str, np.ndarray]
 ) -> str:
@@ -228,11 +288,13 @@ class Sinks:
     ) -> None:  # fmt: skip
         self.grid, self.num_seeds, self.batch_size = grid, num_seeds, batch_size
         self.writers = []
+        # Unique names, so that two settings never share an event folder or a key.
+        self.labels = stats.setting_labels(grid.fields, grid.settings, sep=",")
+        self.labels = [label or "default" for label in self.labels]
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            for setting in grid.settings:
-                label = ",".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
+            for label in self.labels:
                 self.writers.append(SummaryWriter(str(out / "tensorboard" / label)))
         self.wandb_run = None
         if wandb:
@@ -256,8 +318,7 @@ class Sinks:
                         writer.add_scalar(k, float(v[h, i]), step)
             if self.wandb_run is not None:
                 row = {}
-                for h, setting in enumerate(self.grid.settings):
-                    label = ",".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
+                for h, label in enumerate(self.labels):
                     row.update({f"{label}/{k}": float(v[h, i]) for k, v in means.items()})
                 self.wandb_run.log(row, step=step)
 
@@ -301,17 +362,20 @@ def run_sweep(
         def log(text: str) -> None:
             quiet_log(f"[process {pid}/{pcount}] {text}")
 
-    runs = layout_runs(hparams, grid, num_seeds, seed)
-    num_runs = runs.keys.shape[0]
+    num_runs = grid.size * num_seeds
     first_run, end_run, share = process_share(num_runs)
     local_runs = end_run - first_run
     record[SCHEDULE] = schedule_record(chunk, checkpoint_every, keep)
     chunk = min(chunk or default_chunk(config.num_updates, checkpoint_every),
                 checkpoint_every or config.num_updates)  # fmt: skip
     budget = memory_budget or available_memory_bytes() // 2
-    per_block, block_bytes, compile_seconds = plan_memory(
-        runner, config, local_runs, chunk, budget, num_runs
-    )
+    # The planner first: it refuses a sweep too large for memory (a huge --num-seeds) in one
+    # line, before anything holds an array per run. It compiles: Ctrl-C stops it at once.
+    with stop_on_interrupt():
+        per_block, block_bytes, compile_seconds = plan_memory(
+            runner, config, local_runs, chunk, budget, num_runs
+        )
+    runs = layout_runs(hparams, grid, num_seeds, seed)
     log(
         f"{config.env}: {grid.size} setting(s) x {num_seeds} seed(s) = {num_runs} runs"
         + (f" (runs {first_run}..{end_run - 1} here)" if pcount > 1 else "")
@@ -596,8 +660,7 @@ def _note_divergence(
 
 
 def _describe(r: int, runs: Any, grid: Grid, offset: int = 0) -> str:
-    setting = grid.settings[int(runs.setting[r])]
-    text = ", ".join(f"{k}={v:g}" for k, v in setting.items())
+    text = stats.setting_labels(grid.fields, grid.settings)[int(runs.setting[r])]
     return f"#{offset + r} (seed {int(runs.seed[r])}{', ' + text if text else ''})"
 
 
@@ -722,10 +785,10 @@ def interval_lines(summary: dict[str, Any], most: int = 10) -> list[str]:
     """The console's closing lines: each setting's final-return IQM [95% interval], best
     first (the first `most` of them)."""
     settings = summary["per_setting"]
+    labels = stats.setting_labels(summary["grid"]["fields"], summary["grid"]["settings"])
     lines = []
     for h in summary["ranking"][:most]:
-        s = settings[h]
-        label = ", ".join(f"{k}={s[k]:g}" for k in summary["grid"]["fields"])
+        s, label = settings[h], labels[h]
         if s["final_return_iqm"] is None:
             text = "no finite runs"
         else:
@@ -753,10 +816,11 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5 if grid.size > 1 else 7, 4.2), dpi=110)
-    for h, setting in enumerate(grid.settings):
+    labels = stats.setting_labels(grid.fields, grid.settings)
+    for h, label in enumerate(labels):
         # Updates in which no episode ended carry NaN; fill forward so the curve is continuous.
         r = stats.forward_fill(returns[h])
-        label = ", ".join(f"{k}={v:g}" for k, v in setting.items()) or "default"
+        label = label or "default"
         with warnings.catch_warnings():  # updates before any episode ended are all NaN
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(r, axis=0)

@@ -22,6 +22,7 @@ is a weighted sum over the runs sorted once, with no sort per replicate: 2000 re
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -255,3 +256,40 @@ def one_aggregate(p: Pooled, name: str) -> np.ndarray:
     if name == "iqm":
         return trimmed_mean(p)
     return p.task_means.mean(-1) if name == "mean" else weighted_median(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Naming settings.
+# ---------------------------------------------------------------------------------------------
+
+
+def setting_labels(
+    fields: Sequence[str], settings: Sequence[dict[str, float]], sep: str = ", "
+) -> list[str]:
+    """'field=value' text of each setting of a grid or random search, unique by construction:
+    values print at 6 significant digits; settings that differ but would read alike (two draws
+    of a random search can agree in 6 digits) print at more, up to the shortest text that
+    round-trips; a setting equal to another (a search drawing a listed value twice) ends in
+    '#' and its index."""
+
+    def text(setting: dict[str, float], digits: int | None) -> str:
+        return sep.join(
+            f"{k}={setting[k]:.{digits}g}" if digits else f"{k}={float(setting[k])!r}"
+            for k in fields
+        )
+
+    keys = [tuple(float(s[k]) for k in fields) for s in settings]
+    labels = [text(s, 6) for s in settings]
+    for digits in (8, 10, 12, None):
+        shared: dict[str, set[tuple[float, ...]]] = {}
+        for label, key in zip(labels, keys, strict=True):
+            shared.setdefault(label, set()).add(key)
+        clash = {label for label, held in shared.items() if len(held) > 1}
+        if not clash:
+            break
+        labels = [
+            text(s, digits) if label in clash else label
+            for label, s in zip(labels, settings, strict=True)
+        ]
+    count = Counter(labels)
+    return [f"{label} #{h}" if count[label] > 1 else label for h, label in enumerate(labels)]

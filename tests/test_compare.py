@@ -181,7 +181,7 @@ def test_compare_refuses_what_cannot_be_compared(tmp_path, capsys):
         ([a, "--normalize", "CartPole-v1=1:1"], "LOW and HIGH must differ"),
         ([a, "--normalize", "CartPole-v1"], "--normalize expects ENV=LOW:HIGH"),
         ([a, "--metric", "best"], "invalid choice: 'best'"),
-        ([a, "--reps", "0"], "--reps must be a positive integer"),
+        ([a, "--reps", "0"], "--reps must be in 1..100000"),
     ]
     for argv, message in cases:
         assert cli(["compare", *argv]) == 2, argv
