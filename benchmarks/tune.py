@@ -381,6 +381,9 @@ class Job(NamedTuple):
     num_seeds: int
     seed: int
     steps: int
+    # Each candidate's values of the family's traced fields, in grid order (run_sweep jobs: the
+    # grid holds only the fields in which the candidates differ); None: the grid's settings.
+    settings: tuple[dict[str, float], ...] | None = None
 
 
 def cli_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -505,6 +508,7 @@ def group_jobs(
     from purejaxppo.sweep import HPARAM_NAMES, Grid
 
     seed = STAGE_SEEDS[stage]
+    traced = [item.split("=")[0] for item in family.space]
     jobs = []
     for task in family.tasks:
         groups: dict[Any, list[tuple[str, Any]]] = {}
@@ -518,6 +522,7 @@ def group_jobs(
             fields = tuple(f for f in HPARAM_NAMES if len({float(getattr(h, f)) for h in hps}) > 1)
             grid = Grid(fields, tuple({f: float(getattr(h, f)) for f in fields} for h in hps))
             folder = runs / stage_dir(family, stage, steps) / label(names) / task_label(task)
+            settings = tuple({f: float(getattr(h, f)) for f in traced} for h in hps)
             jobs.append(
                 Job(
                     folder,
@@ -530,6 +535,7 @@ def group_jobs(
                     num_seeds,
                     seed,
                     steps,
+                    settings,
                 )
             )
     return jobs
@@ -822,7 +828,7 @@ def settings_scores(results: Sequence[Result], scale: Scale, tasks: Sequence[str
     where every task of `tasks` is finished for it, its normalized aggregates."""
     rows: dict[str, dict[str, Any]] = {}
     for r in results:
-        grid_settings = expected_grid_settings(r.job)
+        grid_settings = candidate_settings(r.job)
         for h, name in enumerate(r.job.names):
             row = rows.setdefault(
                 name,
@@ -853,9 +859,10 @@ def settings_scores(results: Sequence[Result], scale: Scale, tasks: Sequence[str
     return out
 
 
-def expected_grid_settings(job: Job) -> list[dict[str, float]]:
-    if job.sweep is not None:
-        return list(job.sweep[2].settings)
+def candidate_settings(job: Job) -> list[dict[str, float]]:
+    """Each grid setting's values of the family's traced fields."""
+    if job.settings is not None:
+        return list(job.settings)
     recorded = json.loads((job.folder / "config.json").read_text())
     return list(recorded["grid"]["settings"])
 
@@ -1072,6 +1079,8 @@ def confirm_table(
         for h, name in enumerate(r.job.names):
             x = r.finals[h]
             per[name][r.job.task] = x[np.isfinite(x)]
+    not_run = [n for n in names if not per[n]]
+    names = [n for n in names if per[n]]
     tasks = [
         t
         for t in family.tasks
@@ -1080,6 +1089,7 @@ def confirm_table(
     table: dict[str, Any] = {
         "tasks": tasks,
         "tasks_missing": [t for t in family.tasks if t not in tasks],
+        "not_run": not_run,
         "candidates": {},
     }
     for i, name in enumerate(names):
@@ -1244,7 +1254,11 @@ def stage_cost(folders: Sequence[Path]) -> dict[str, Any]:
             continue
         count += 1
         per[cost["machine"]] = per.get(cost["machine"], 0.0) + cost["device_seconds"]
-    return {"folders": count, "device_minutes": {m: round(s / 60, 1) for m, s in per.items()}}
+    return {
+        "folders": count,
+        "device_seconds": {m: round(s, 1) for m, s in per.items()},
+        "device_minutes": {m: round(s / 60, 1) for m, s in per.items()},
+    }
 
 
 def cli_command(job: Job) -> str:
@@ -1309,6 +1323,7 @@ def build_record(
             "steps_per_run": family.steps,
             "budget_scale": opts.budget,
             "draws_per_static": num_draws(family, opts.budget),
+            "finalists": opts.finalists,
         },
         "seeds": {
             stage: {"prng_seed": STAGE_SEEDS[stage], "seeds": STAGE_NUM_SEEDS[stage]}
@@ -1347,7 +1362,14 @@ def build_record(
             "rows": [frows[i] for i in rank(frows)],
         }
     if winner:
-        record["winner"] = {**winner, "set": winner_set(family, winner)}
+        sets = setting_argv(family, winner["static"], winner["setting"])
+        resolved = {}
+        for task in family.tasks:
+            config, hparams, _ = resolve_argv(("--env", task, *sets))
+            resolved[task] = json.loads(
+                json.dumps({"config": vars(config), "hparams": vars(hparams)})
+            )
+        record["winner"] = {**winner, "set": " ".join(sets[1:]), "resolved_over_today": resolved}
     if confirm is not None:
         record["confirm"] = {
             "steps_per_run": cjobs[0].steps if cjobs else None,
@@ -1357,11 +1379,6 @@ def build_record(
             **confirm,
         }
     return record
-
-
-def winner_set(family: Family, winner: dict) -> str:
-    """The winner as `--set` assignments over the task's preset, ready to become a preset."""
-    return " ".join(setting_argv(family, winner["static"], winner["setting"])[1:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1493,6 +1510,8 @@ def markdown(record: dict[str, Any]) -> str:
     c = record["confirm"]
     if c:
         lines += ["", f"### Confirmation: {c['steps_per_run']:,} steps, fresh seeds", ""]
+        if c["not_run"]:
+            lines += [f"Not run (yet): {', '.join(c['not_run'])}.", ""]
         if c["tasks_missing"]:
             lines.append(
                 f"Not (yet) finished by every candidate: {', '.join(c['tasks_missing'])}; "

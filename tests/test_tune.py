@@ -40,6 +40,7 @@ def fake_result(static, task, names, finals, folder=Path("/nowhere")):
         2,
         100,
         1000,
+        grid.settings,
     )
     finals = np.asarray(finals, np.float64)
     return tune.Result(job, finals, 1, np.arange(1), np.zeros((*finals.shape, 1)), finals)
@@ -176,6 +177,29 @@ def test_incomplete_static_is_reported_apart_and_references_are_fixed_once(tmp_p
     assert ranking["static_comparison"]["A"]["programs"]["half"]["best_setting_mean"] == 8.0
 
 
+def test_a_finalist_keeps_every_traced_field_its_program_shares(tmp_path):
+    # Two finalists with the same gamma: the program's grid varies only what differs, but each
+    # finalist's setting (what a winner is taken from) keeps gamma.
+    space = dict(
+        learning_rate=1e-3,
+        clip_coef=0.2,
+        ent_coef=0.01,
+        gae_lambda=0.9,
+        vf_coef=0.5,
+        gamma=0.995,
+        max_grad_norm=1.0,
+    )
+    finalists = [
+        {"name": "e4-1", "static": "e4", "setting": space},
+        {"name": "e4-2", "static": "e4", "setting": {**space, "learning_rate": 2e-3}},
+    ]
+    jobs = tune.finalist_jobs(tune.CLASSIC, finalists, tmp_path)
+    assert len(jobs) == 3 and {j.static for j in jobs} == {"e4"}
+    config, hparams, grid = jobs[0].sweep
+    assert grid.fields == ("learning_rate",) and float(hparams.gamma) == 0.995
+    assert tune.candidate_settings(jobs[0]) == [f["setting"] for f in finalists]
+
+
 def test_brax_family_has_table_1_tasks_on_the_objectives_backends():
     from benchmarks.objectives import PROTOCOLS
 
@@ -207,7 +231,17 @@ TINY = dict(
     statics={"e4": ("num_envs=4",)},
     space=("learning_rate=loguniform:1e-4:1e-2", "clip_coef=uniform:0.1:0.3"),
     draws=4,
-    anchors={"previous": ()},
+    # An anchor of the winner's shape: it trains in the winner's program (one compile).
+    anchors={
+        "anchor": (
+            "--set",
+            "num_steps=16",
+            "update_epochs=1",
+            "num_minibatches=2",
+            "hidden_sizes=8",
+            "learning_rate=0.001",
+        )
+    },
     random={},
     random_source="measured",
     reference={"CartPole-v1": 500.0},
@@ -230,7 +264,12 @@ def test_the_whole_pipeline_then_a_second_run_trains_nothing(tmp_path, monkeypat
     assert saved["winner"] == record["winner"]
     assert (tmp_path / "out" / "tune_tiny.md").read_text().startswith("## Tuning the tiny")
     assert (tmp_path / "out" / "tune_tiny.png").is_file()
-    assert record["budget"] == {"steps_per_run": 2048, "budget_scale": 1.0, "draws_per_static": 4}
+    assert record["budget"] == {
+        "steps_per_run": 2048,
+        "budget_scale": 1.0,
+        "draws_per_static": 4,
+        "finalists": 2,
+    }
     assert record["seeds"]["confirm"] == {"prng_seed": 300, "seeds": 8}
     assert record["search_space"] == list(TINY["space"])
     random = record["random"]["CartPole-v1"]
@@ -244,19 +283,20 @@ def test_the_whole_pipeline_then_a_second_run_trains_nothing(tmp_path, monkeypat
     assert record["winner"]["set"].startswith("num_envs=4 num_steps=16")
     confirm = record["confirm"]
     assert confirm["tasks"] == ["CartPole-v1"] and confirm["tasks_missing"] == []
-    assert set(confirm["candidates"]) == {"winner", "previous"}
+    assert set(confirm["candidates"]) == {"winner", "anchor"}
+    assert confirm["folders"] == [str(tmp_path / "runs/tiny/confirm/winner+anchor/CartPole-v1")]
     for row in confirm["candidates"].values():
         assert row["per_task"]["CartPole-v1"]["runs"] == 8
         low, point, high = row["normalized"]["iqm"][1], *row["normalized"]["iqm"][::2]
         assert low <= point <= high
-    p = confirm["p_winner_over"]["previous"]
+    p = confirm["p_winner_over"]["anchor"]
     assert 0 <= p[1] <= p[0] <= p[2] <= 1
     for stage in ("random", "coarse", "finalists", "confirm"):
         assert record["cost"][stage]["folders"] >= 1
-        assert sum(record["cost"][stage]["device_minutes"].values()) > 0
+        assert sum(record["cost"][stage]["device_seconds"].values()) > 0
 
     folders = sorted(p.parent for p in (tmp_path / "runs").rglob("metrics.npz"))
-    assert len(folders) == 1 + 1 + 1 + 2  # random, coarse, finalists, winner's and anchor's
+    assert len(folders) == 4  # random, coarse, finalists, confirm
     before = {f: (f / "metrics.npz").stat().st_mtime_ns for f in folders}
     log.clear()
     again = tune.tune_family(family, opts, log.append)
