@@ -77,15 +77,16 @@ def episode_mean(returns: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
-def final_window(metrics: dict[str, np.ndarray], fraction: float = 0.05) -> np.ndarray:
-    """Per seed: mean return of episodes ending in the last `fraction` of updates, widened until
-    every seed has one (Freeway's 2500-step episodes all end together, so a short window can
-    hold none)."""
-    r, c = metrics["episode_return"][0], metrics["episodes"][0]
+def final_window(metrics: dict[str, np.ndarray], fraction: float = 0.05) -> tuple[np.ndarray, int]:
+    """Per run: mean return of episodes ending in the last `fraction` of updates, widened until
+    every run has one (Freeway's 2500-step episodes all end together, so a short window can
+    hold none). Metrics are [..., updates] (a run folder's [setting, seed, update]); returns the
+    [...] final returns and the window in updates."""
+    r, c = metrics["episode_return"], metrics["episodes"]
     window = max(1, int(np.ceil(fraction * r.shape[-1])))
-    while window < r.shape[-1] and np.any(c[:, -window:].sum(-1) == 0):
+    while window < r.shape[-1] and np.any(c[..., -window:].sum(-1) == 0):
         window += 1
-    return episode_mean(r[:, -window:], c[:, -window:]), window
+    return episode_mean(r[..., -window:], c[..., -window:]), window
 
 
 def summarize(jobs: list[dict[str, Any]], steps: dict[str, int], seeds: int) -> dict[str, Any]:
@@ -93,6 +94,7 @@ def summarize(jobs: list[dict[str, Any]], steps: dict[str, int], seeds: int) -> 
     for job in jobs:
         m = job["metrics"]
         finals, window = final_window(m)
+        finals = finals[0]  # the one setting's seeds
         s = job["summary"]
         row = rows.setdefault(job["game"], {})
         row[job["network"]] = {
