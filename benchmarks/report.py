@@ -567,7 +567,8 @@ def write_report() -> Path:
         "`python benchmarks/minatar.py` (MinAtar games, CNN vs MLP),",
         "`python benchmarks/algorithms.py --part atari|mujoco` (PPO vs A2C, VPG, TRPO),",
         "`python benchmarks/stats_cost.py` (what the interval statistics cost),",
-        "`python benchmarks/update_cost.py` (what PPO's update costs over the bare passes) and",
+        "`python benchmarks/update_cost.py` (what PPO's update costs over the bare passes),",
+        "`python benchmarks/tune.py` (each family's defaults chosen by our own sweeps) and",
         "`python benchmarks/atari.py --part speed|learn` (real Atari through ale-py);",
         "each rebuilds this file from `benchmarks/results/`. Absolute figures drift on shared",
         "machines; the ratios are measured within one process.",
@@ -599,6 +600,8 @@ def write_report() -> Path:
         part = RESULTS / f"{name}.md"
         if part.exists():
             lines += [part.read_text().rstrip(), ""]
+    for part in sorted(RESULTS.glob("tune_*.md")):  # benchmarks/tune.py, one per family
+        lines += [part.read_text().rstrip(), ""]
     path = ROOT / "BENCHMARKS.md"
     path.write_text("\n".join(lines))
     print(f"wrote {path.relative_to(ROOT)}")
