@@ -1121,7 +1121,11 @@ def resume_into(
 def recorded_devices(folder: Path) -> int | None:
     """The device count in a run (or static sweep) folder's config.json, read without JAX;
     None if there is no readable record (the full reader reports that later)."""
-    if not (folder / "config.json").exists():
+    try:
+        exists = (folder / "config.json").exists()
+    except OSError:  # a path the OS refuses (too long): the path check names it, in one line
+        return None
+    if not exists:
         from purejaxppo.checkpoint import newest_saved_record
 
         found = newest_saved_record(folder / "checkpoints")  # a lost config.json: see resume
