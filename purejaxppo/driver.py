@@ -135,8 +135,10 @@ def default_chunk(num_updates: int, checkpoint_every: int | None) -> int:
     """About 20 progress reports; a divisor of num_updates when one is near, so the last chunk
     needs no extra compile. Never longer than the checkpoint interval."""
     target = max(1, math.ceil(num_updates / 20))
-    divisors = [d for d in range(target, 2 * target + 1) if num_updates % d == 0]
-    chunk = divisors[0] if divisors else target
+    # The first divisor at or above the target, among 2^20 candidates at most: a search over
+    # all of [target, 2 target] took days for a run of 10^18 steps (before its refusal).
+    near = range(target, min(2 * target, target + 2**20) + 1)
+    chunk = next((d for d in near if num_updates % d == 0), target)
     if checkpoint_every:
         chunk = min(chunk, checkpoint_every)
     return max(1, chunk)
@@ -294,7 +296,8 @@ def run_sweep(
     num_runs = grid.size * num_seeds
     first_run, end_run, share = process_share(num_runs)
     local_runs = end_run - first_run
-    chunk = chunk or default_chunk(config.num_updates, checkpoint_every)
+    # Never longer than the run: the planner compiles a program of `chunk` updates.
+    chunk = min(chunk or default_chunk(config.num_updates, checkpoint_every), config.num_updates)
     budget = memory_budget or available_memory_bytes() // 2
     # The planner first: it refuses a sweep too large for memory (a huge --num-seeds) in one
     # line, before anything holds an array per run. It compiles: Ctrl-C stops it at once.
