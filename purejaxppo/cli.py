@@ -680,6 +680,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             remove_unused(out, created)
 
 
+def memory_budget(args: argparse.Namespace) -> int | None:
+    """--memory-budget-mb in bytes (at least one: a budget under a byte is refused by the
+    planner, not read as no budget)."""
+    if args.memory_budget_mb is None:
+        return None
+    return max(1, int(args.memory_budget_mb * 2**20))
+
+
 def outermost_missing(folder: Path) -> Path | None:
     """The outermost folder of `folder`'s path that does not exist yet (None if it exists)."""
     missing = None
@@ -731,7 +739,7 @@ def train_into(
     else:
         grid = make_grid(traced)
     variants = static_variants(config, static)
-    budget = args.memory_budget_mb and int(args.memory_budget_mb * 2**20)
+    budget = memory_budget(args)
     if static and args.process_id == 0:
         # The whole sweep, recorded before any variant trains: --resume OUT finishes them all.
         sweep = {
@@ -1107,7 +1115,7 @@ def resume_into(
         checkpoint_every=args.checkpoint_every or recorded.get("checkpoint_every"),
         keep=args.keep or recorded.get("keep") or 3,
         resume=True, tensorboard=args.tensorboard, wandb=args.wandb,
-        memory_budget=args.memory_budget_mb and int(args.memory_budget_mb * 2**20),
+        memory_budget=memory_budget(args),
     )  # fmt: skip
     if "interrupted_at_update" in summary:
         return 130
@@ -1142,6 +1150,11 @@ def recorded_devices(folder: Path) -> int | None:
     return devices if isinstance(devices, int) and not isinstance(devices, bool) else None
 
 
+# XLA CPU devices: each costs start-up time and memory (4096 took 23 s and 640 MB to start
+# here, a million would not start in hours).
+MAX_CPU_DEVICES = 1024
+
+
 def choose_devices(args: argparse.Namespace) -> None:
     """Set the XLA CPU device count before JAX starts: one per core by default (or the count
     XLA_FLAGS / JAX_NUM_CPU_DEVICES chose), --devices N to override; a resumed or evaluated run
@@ -1151,6 +1164,8 @@ def choose_devices(args: argparse.Namespace) -> None:
     devices = args.devices
     if devices is not None and devices <= 0:
         raise UsageError(f"--devices must be a positive integer, got {devices}")
+    if devices is not None and devices > MAX_CPU_DEVICES:
+        raise UsageError(f"--devices must be in 1..{MAX_CPU_DEVICES}, got {devices}")
     folder = args.resume if args.command == "train" else args.dir
     recorded = recorded_devices(Path(folder)) if folder else None
     if recorded is not None and recorded > 0:
@@ -1188,8 +1203,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Restore the latest checkpoint of a run folder and evaluate every run deterministically."""
     out = Path(args.dir)
     check_path(out, "eval", RUN_ROOM)
-    if args.episodes <= 0:
-        raise UsageError(f"--episodes must be a positive integer, got {args.episodes}")
+    if not 1 <= args.episodes <= MAX_EPISODES:
+        raise UsageError(f"--episodes must be in 1..{MAX_EPISODES}, got {args.episodes}")
     if args.render is None and args.render_run is not None:
         raise UsageError("--render-run chooses the run --render draws; give --render OUT.gif")
     record = read_run_record(out, str(out))
@@ -1241,15 +1256,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{meta['update']}", file=sys.stderr)  # fmt: skip
     n = runs.keys.shape[0]
     keys = jax.random.split(jax.random.key(args.seed), n)
-    returns = jax.jit(
-        jax.vmap(lambda p, nm, k: evaluate(config, p, nm, k, args.episodes, env)),
-        compiler_options=compiler_options(),
-    )(
+    inputs = (
         jax.tree.map(lambda x: x[:n], state.params),
         jax.tree.map(lambda x: x[:n], state.norm),
         keys,
     )
-    returns = np.asarray(returns)
+    evaluate_runs = (
+        jax.jit(
+            jax.vmap(lambda p, nm, k: evaluate(config, p, nm, k, args.episodes, env)),
+            compiler_options=compiler_options(),
+        )
+        .lower(*inputs)
+        .compile()
+    )
+    check_eval_fits(evaluate_runs, n, args.episodes)
+    returns = np.asarray(evaluate_runs(*inputs))
     # A run that went non-finite in training is evaluated and listed, but left out of the mean.
     diverged = np.asarray(history["finite"][:n] == 0).any(axis=1)
     result = {
@@ -1294,6 +1315,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+# Episodes per run: every episode of every run is played at once, in one compiled program.
+MAX_EPISODES = 1_000_000
+
+
+def check_eval_fits(compiled: Any, runs: int, episodes: int) -> None:
+    """Refuse, before it runs, an evaluation whose program needs more memory than is free (all
+    runs x episodes are played at once); XLA's own buffer assignment says how much."""
+    from purejaxppo.sweep import available_memory_bytes, program_bytes
+
+    need, free = program_bytes(compiled), available_memory_bytes()
+    if need > free:
+        raise UsageError(
+            f"--episodes {episodes}: {runs} runs x {episodes} episodes are played at once and "
+            f"need {need / 2**20:,.0f} MiB, more than the {free / 2**20:,.0f} MiB free; give "
+            "fewer --episodes"
+        )
 
 
 def why_not_written(err: OSError | DiskFull) -> str:

@@ -127,8 +127,13 @@ def read_folder(label: str, folder: Path) -> list[tuple[str, TaskRuns]]:
         auc = np.nanmean(curves, axis=-1)
     out = []
     for h in range(len(settings)):
+        # A run scores on both metrics or is left out (an AUC of NaN: no episode ever ended,
+        # possible only where summary.json and metrics.npz disagree).
         keep = np.array(
-            [(h, s) not in diverged and np.isfinite(finals[h, s]) for s in range(finals.shape[1])]
+            [
+                (h, s) not in diverged and np.isfinite(finals[h, s]) and np.isfinite(auc[h, s])
+                for s in range(finals.shape[1])
+            ]
         )
         name = label
         if len(settings) > 1:
