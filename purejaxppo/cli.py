@@ -967,6 +967,7 @@ def resume_train(args: argparse.Namespace) -> int:
               "its results are left as they were", file=sys.stderr)  # fmt: skip
         print_results(summary)
         return 0
+    check_resumable(args, out, record)
     lock = hold_folder(out, "--resume", new_run=False) if args.process_id == 0 else None
     if lock is None:
         check_output_dir(out)
@@ -1009,6 +1010,9 @@ def resume_static_sweep(args: argparse.Namespace, out: Path, sweep: Any) -> int:
         for label in records:  # nothing to train, nothing to write
             print(f"{label}: already complete", file=sys.stderr)
         return 0
+    for label, record in records.items():
+        if finished[label] is None and (out / label).is_dir():
+            check_resumable(args, out / label, record)
     lock = hold_folder(out, "--resume", new_run=False) if args.process_id == 0 else None
     try:
         results: dict[str, dict[str, Any]] = {}
@@ -1088,6 +1092,21 @@ def record_from_checkpoints(out: Path, where: str) -> RunRecord:
     return record
 
 
+def check_resumable(args: argparse.Namespace, out: Path, record: RunRecord) -> None:
+    """What --resume checks before it holds the folder (reading only): the device count, and
+    that the checkpoints are intact and hold the settings of config.json."""
+    from purejaxppo.checkpoint import Checkpointer
+
+    check_device_count(record, f"--resume {out}")
+    if args.num_processes == 1 and (out / "checkpoints").is_dir():
+        ckpt = Checkpointer(out / "checkpoints")
+        try:
+            ckpt.require_intact()
+            check_checkpoint_record(ckpt, record, f"--resume {out}")
+        finally:
+            ckpt.close()
+
+
 def resume_into(
     args: argparse.Namespace,
     out: Path,
@@ -1095,17 +1114,10 @@ def resume_into(
     results: dict[str, dict[str, Any]] | None = None,
     label: str = "",
 ) -> int:
-    """Continue the sweep recorded in `out` (already checked and held)."""
-    from purejaxppo.checkpoint import Checkpointer
+    """Continue the sweep recorded in `out` (already checked, see check_resumable, and held)."""
     from purejaxppo.driver import run_sweep
     from purejaxppo.sweep import Grid
 
-    check_device_count(record, f"--resume {out}")
-    if args.num_processes == 1 and (out / "checkpoints").is_dir():
-        ckpt = Checkpointer(out / "checkpoints")
-        ckpt.require_intact()
-        check_checkpoint_record(ckpt, record, f"--resume {out}")
-        ckpt.close()
     grid = Grid(record.grid_fields, record.grid_settings)
     # The run goes on as it was cut and saved, unless a flag says otherwise now.
     recorded = record.schedule

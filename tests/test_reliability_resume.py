@@ -364,6 +364,12 @@ LOST = {
         lambda run: (run / "summary.json").mkdir(),
         "summary.json is not a file",
     ),
+    "an edited setting (a lock file was written before the refusal)": (
+        lambda run: (run / "config.json").write_text(
+            (run / "config.json").read_text().replace('"tanh"', '"relu"')
+        ),
+        "differs from checkpoint 6's own record of its settings (activation)",
+    ),
     "an edited schedule": (
         lambda run: (run / "config.json").write_text(
             (run / "config.json").read_text().replace('"keep": 10', '"keep": 0')
