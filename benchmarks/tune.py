@@ -1204,9 +1204,12 @@ def tune_family(family: Family, opts: Options, log: Callable[[str], None] = prin
     cands = confirm_candidates(family, winner, anchors) if winner else []
     cjobs = confirm_jobs(family, cands, opts.runs, steps) if cands else []
     if "confirm" in train:
-        # The winner's program first: a session that ends early has the comparison that
-        # matters most on every task before the slower anchors.
-        for job in sorted(cjobs, key=lambda j: "winner" not in j.names):
+        # The winner's program first, the coarse tasks (the quicker ones) first within it: a
+        # session that ends early has the comparison that matters most on the most tasks.
+        def order(job: Job) -> tuple[bool, bool]:
+            return "winner" not in job.names, job.task not in family.coarse_tasks
+
+        for job in sorted(cjobs, key=order):
             run_job(job, log)
     results["confirm"] = [r for r in map(load_result, cjobs) if r is not None]
     refs = references(family, opts.runs, results)
