@@ -417,6 +417,7 @@ def expected_record(job: Job) -> dict[str, Any]:
     record = settings_record(config, hparams, grid, job.num_seeds, job.seed, 1)
     record = json.loads(json.dumps(record))
     record.pop("devices")
+    record.pop("schedule", None)
     return record
 
 
@@ -587,7 +588,8 @@ def job_state(job: Job) -> str:
         recorded = json.loads((job.folder / "config.json").read_text())
     except (OSError, ValueError) as err:
         raise TuneError(f"{job.folder}: config.json is unreadable ({err})") from None
-    recorded = {k: v for k, v in recorded.items() if k != "devices"}
+    # The device count and the checkpoint schedule do not change what a run learns.
+    recorded = {k: v for k, v in recorded.items() if k not in ("devices", "schedule")}
     expected = expected_record(job)
     if not same_record(recorded, expected):
         differ = sorted(
