@@ -105,7 +105,7 @@ def test_stage_seeds_never_overlap():
     assert not keys["confirm"] & earlier
 
 
-def test_minatar_coarse_jobs_are_the_commands_the_gpu_ran(tmp_path):
+def test_minatar_coarse_jobs_run_the_cheapest_program_first(tmp_path):
     jobs = tune.coarse_jobs(tune.MINATAR, tmp_path, 1.0)
     assert [(j.static, j.folder.relative_to(tmp_path).as_posix()) for j in jobs[:3]] == [
         ("mlp", "minatar/coarse/mlp/Breakout"),
@@ -115,10 +115,11 @@ def test_minatar_coarse_jobs_are_the_commands_the_gpu_ran(tmp_path):
     argv = " ".join(jobs[0].argv)
     assert "--num-seeds 2 --total-timesteps 1000000 --seed 100" in argv
     assert (
-        "--samples 192 --sweep learning_rate=loguniform:1e-4:1e-2 clip_coef=uniform:0.1:0.3 "
-        "ent_coef=loguniform:0.001:0.05 gae_lambda=uniform:0.8:0.99 vf_coef=uniform:0.25:1.0 "
-        "gamma=0.97,0.99,0.995 max_grad_norm=0.5,1.0,2.0" in argv
+        "--samples 192 --sweep learning_rate=loguniform:0.0015:0.015 clip_coef=uniform:0.1:0.3 "
+        "ent_coef=loguniform:0.003:0.03 gae_lambda=uniform:0.8:0.97 vf_coef=uniform:0.25:1.0 "
+        "gamma=0.99,0.995 max_grad_norm=0.5,1.0" in argv
     )
+    assert [j.static for j in jobs[3::3]] == ["mlp256", "cnn"]
     assert len(jobs) == 9 and len(jobs[0].names) == 192
     assert len(tune.coarse_jobs(tune.MINATAR, tmp_path, 0.5)[0].names) == 96
 
