@@ -422,6 +422,23 @@ def resolve_process_settings(
         )
 
 
+def check_process_environment(command: str, environ: dict[str, str] | None = None) -> None:
+    """The PUREJAXPPO_* variables for a command that runs in one process (eval, compare): each
+    is checked as train checks it, and one asking for more than one process is refused (these
+    commands would otherwise ignore it silently)."""
+    args = argparse.Namespace(**dict.fromkeys(PROCESS_SETTINGS))
+    env = dict(os.environ if environ is None else environ)
+    count_var = PROCESS_SETTINGS["num_processes"][1]
+    if count_var in env:
+        count = parse_process_count(count_var, env[count_var])
+        if count > 1:
+            raise UsageError(
+                f"{shown_setting(count_var, env[count_var])}: {command} runs in one process; "
+                f"unset {count_var} or set it to 1"
+            )
+    resolve_process_settings(args, env)
+
+
 def shown_setting(name: str, text: str) -> str:
     """A value as the user gave it: '--process-id 3' or 'PUREJAXPPO_PROCESS_ID=3'."""
     return f"{name}={text.strip()}" if name.startswith("PUREJAXPPO_") else f"{name} {text.strip()}"
@@ -1213,6 +1230,7 @@ def check_device_count(record: RunRecord, where: str) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Restore the latest checkpoint of a run folder and evaluate every run deterministically."""
+    check_process_environment("eval")
     out = Path(args.dir)
     check_path(out, "eval", RUN_ROOM)
     if not 1 <= args.episodes <= MAX_EPISODES:
@@ -1605,6 +1623,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Interval estimates across run folders; every refusal is one line before any writing."""
     from purejaxppo import compare
 
+    check_process_environment("compare")
     if not 1 <= args.reps <= MAX_REPS:
         raise UsageError(f"--reps must be in 1..{MAX_REPS}, got {args.reps}")
     for text in args.runs:

@@ -522,3 +522,29 @@ def jax_leaves(tree):
     import jax
 
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"PUREJAXPPO_PROCESS_ID": "-1"}, "PUREJAXPPO_PROCESS_ID"),
+        ({"PUREJAXPPO_NUM_PROCESSES": "2"}, "runs in one process"),
+        ({"PUREJAXPPO_COORDINATOR": "junk"}, "PUREJAXPPO_COORDINATOR"),
+        ({"PUREJAXPPO_PROCESSID": "0"}, "PUREJAXPPO_PROCESSID is set"),
+    ],
+)
+@pytest.mark.parametrize("command", ["eval", "compare"])
+def test_eval_and_compare_check_the_process_variables(
+    tmp_path, monkeypatch, capsys, command, env, expected
+):
+    # eval and compare run in one process; a junk PUREJAXPPO_* value is refused, not ignored,
+    # before any folder is read or written.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "cmp"
+    argv = [command, str(tmp_path / "missing")]
+    argv += ["--out", str(out)] if command == "compare" else []
+    code, out_text, err = run_main(capsys, *argv)
+    lines = (out_text + err).strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0], err
+    assert not out.exists() and sorted(tmp_path.iterdir()) == []
