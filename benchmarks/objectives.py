@@ -46,6 +46,7 @@ import numpy as np
 from purejaxppo import stats
 from purejaxppo.envs import make_env
 from purejaxppo.ppo import Config, HParams, check_hparams, make_train
+from purejaxppo.presets import load_preset
 
 # ---------------------------------------------------------------------------------------------
 # The paper's settings and numbers.
@@ -128,30 +129,11 @@ EPISODE_LENGTH = 1000  # brax's default time limit, as the paper's MuJoCo tasks
 #   - advantages are standardized per minibatch (ppo1: per rollout).
 #   - vf_coef 0.5: actor and critic share no parameters and Adam is invariant to a loss scale,
 #     so it hardly matters.
-BASE_CONFIG = dict(
-    num_envs=1,
-    num_steps=2048,
-    update_epochs=10,
-    num_minibatches=32,
-    hidden_sizes=(64, 64),
-    activation="tanh",
-    norm_adv=True,
-    clip_vloss=False,
-    anneal_lr=False,
-    normalize_obs=True,
-    normalize_reward=True,
-)
-BASE_HPARAMS = HParams(
-    learning_rate=3e-4,
-    gamma=0.99,
-    gae_lambda=0.95,
-    clip_coef=0.2,  # unused by none, kl_fixed and kl_adaptive (value clipping is off)
-    ent_coef=0.0,
-    vf_coef=0.5,
-    max_grad_norm=1e9,
-    kl_beta=1.0,
-    kl_target=0.01,
-)
+# The settings are the `ppo-mujoco` preset's (one definition); the KL fields are the penalty
+# settings' starting points.
+_, _PAPER_CONFIG, _PAPER_HPARAMS = load_preset("ppo-mujoco")
+BASE_CONFIG = {k: v for k, v in _PAPER_CONFIG.items() if k != "total_timesteps"}
+BASE_HPARAMS = HParams(**_PAPER_HPARAMS, kl_beta=1.0, kl_target=0.01)
 
 ROLLOUT = BASE_CONFIG["num_envs"] * BASE_CONFIG["num_steps"]  # 2048 steps per update
 # 1M rounded up to whole rollouts: the paper's code stops at the first rollout past 1M steps.

@@ -17,9 +17,9 @@ Sections (each writes benchmarks/results/<section>.json; then BENCHMARKS.md is r
 - peers: Stable-Baselines3 PPO on CartPole and brax's own PPO on inverted_pendulum, each in its
   own virtualenv (benchmarks/peers), beside our trainer on the same task and hyperparameters.
 - sweep: a 1024-seed CartPole sweep through the `purejaxppo train` command, its peak RSS.
-- pixels: Breakout-MinAtar with its preset (the paper's Atari settings) at 8 and 16 seeds, the
-  minatar_cnn torso and the MLP, each against its rollout-only reference in the same process,
-  compile apart from run.
+- pixels: Breakout-MinAtar with the minatar-paper preset (the paper's Atari settings) at 8 and
+  16 seeds, the minatar_cnn torso and the MLP, each against its rollout-only reference in the
+  same process, compile apart from run.
 - recurrent: the gru-cartpole preset (CartPole with positions only) with its GRU core against
   the same settings without a core, 16 seeds, fresh processes alternated; compile apart.
 - accelerator: on a GPU or TPU (refused on the CPU), the scaling, pixels and recurrent points at
@@ -183,13 +183,15 @@ def worker_scaling(num_seeds: int, num_envs: int, updates: int, repeats: int) ->
 
 
 def worker_pixels(num_seeds: int, network: str, updates: int, repeats: int) -> dict[str, Any]:
-    """Breakout-MinAtar's preset with the given torso: trainer vs rollout-only reference."""
+    """Breakout-MinAtar with the minatar-paper preset (8 actors) and the given torso: trainer vs
+    rollout-only reference."""
     import jax
 
     from purejaxppo.driver import peak_rss_mb
-    from purejaxppo.ppo import make_train, make_trainer, preset
+    from purejaxppo.ppo import make_train, make_trainer
+    from purejaxppo.presets import preset_settings
 
-    config, hparams = preset("Breakout-MinAtar")
+    config, hparams = preset_settings("minatar-paper", "Breakout-MinAtar")
     changes = (
         {"network": network}
         if network == "minatar_cnn"
@@ -541,13 +543,11 @@ def worker_ours(preset: str, num_seeds: int) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from purejaxppo.cli import resolve
     from purejaxppo.envs import make_env
     from purejaxppo.ppo import evaluate, train_seeds
-    from purejaxppo.presets import load_preset
+    from purejaxppo.presets import preset_settings
 
-    env_name, config_fields, hparam_fields = load_preset(preset)
-    config, hparams = resolve(env_name, {**config_fields, **hparam_fields})
+    config, hparams = preset_settings(preset)
     env = make_env(config.env)
     state, metrics, summary = train_seeds(config, hparams, num_seeds, 0, env)
     if config.env.startswith("brax:"):
@@ -736,7 +736,8 @@ def section_peers(sb3_steps: int, brax_steps: int) -> None:
     from benchmarks.peers.runner import run_peer
 
     rows = []
-    ours = launch({"kind": "ours", "preset": "cartpole", "num_seeds": 1})
+    # PureJaxRL's CartPole settings: the hyperparameters the SB3 script mirrors.
+    ours = launch({"kind": "ours", "preset": "purejaxrl-cartpole", "num_seeds": 1})
     sb3 = run_peer("sb3", ["--total-timesteps", str(sb3_steps)])
     rows.append({"task": "CartPole-v1", "ours": ours, "peer": sb3})
     print(f"CartPole: ours {ours['steps_per_second']} steps/s vs SB3 {sb3['steps_per_second']}")

@@ -71,7 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.minatar import RANDOM_STEPS, episode_mean, final_window  # noqa: E402
+from benchmarks.minatar import GYMNAX_PPO, RANDOM_STEPS, episode_mean, final_window  # noqa: E402
 from purejaxppo import stats  # noqa: E402
 
 STAGES = ("coarse", "finalists", "confirm", "report")
@@ -101,13 +101,21 @@ class Family(NamedTuple):
     statics: dict[str, tuple[str, ...]]  # static program -> its own `--set` assignments
     space: tuple[str, ...]  # `--sweep` items of the random search, in draw order
     draws: int  # random draws per static program at --budget 1
-    anchors: dict[str, tuple[str, ...]]  # name -> `train` arguments over the task's preset
+    anchors: dict[str, tuple[str, ...]]  # name -> `train` arguments (complete settings)
     random: dict[str, float]  # published random-policy scores; tasks left out are measured
     random_source: str
     reference: dict[str, float]  # stated references; tasks left out are measured (fixed once)
     reference_source: str
     peers: dict[str, str]  # anchors tune.py does not train, and why
     notes: str = ""
+    # Published scores shown beside the confirmation as a reference (not trained here), and
+    # where they come from with their budget.
+    published: dict[str, float] = {}
+    published_source: str = ""
+    # `train` arguments every search job starts from, before its statics and base: the settings
+    # the search was run over, by name, so that shipping its winner as the task's preset does
+    # not change what a recorded folder's arguments resolve to.
+    start: tuple[str, ...] = ()
 
 
 MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
@@ -124,18 +132,8 @@ MINATAR_SPACE = (
     "gamma=0.99,0.995",
     "max_grad_norm=0.5,1.0",
 )
-PUREJAXRL_MINATAR = (
-    "--set",
-    "network=mlp",
-    "activation=relu",
-    "num_envs=64",
-    "update_epochs=4",
-    "num_minibatches=8",
-    "learning_rate=0.005",
-    "anneal_clip=false",
-    "clip_coef=0.2",
-    "vf_coef=0.5",
-)
+PUREJAXRL_MINATAR = ("--config", "purejaxrl-minatar")
+MINATAR_PAPER = ("--config", "minatar-paper")  # the MinAtar default until 2026-12
 
 MINATAR = Family(
     name="minatar",
@@ -157,7 +155,7 @@ MINATAR = Family(
     },
     space=MINATAR_SPACE,
     draws=192,
-    anchors={"purejaxrl": PUREJAXRL_MINATAR, "previous": ()},
+    anchors={"purejaxrl": PUREJAXRL_MINATAR, "previous": MINATAR_PAPER},
     random={
         "Asterix-MinAtar": 0.52,
         "Breakout-MinAtar": 0.42,
@@ -174,8 +172,12 @@ MINATAR = Family(
     notes="Coarse tasks leave out Freeway and Seaquest, which gymnax steps slowly. Every static "
     "program starts from the game's preset (anneal_lr on, clip_vloss on, minatar_cnn unless "
     "the static says mlp) with the base fields over it. Anchors: `purejaxrl` = the settings "
-    "PureJaxRL publishes for MinAtar run through our trainer; `previous` = the preset as it "
-    "is today (the PPO paper's Atari Table 5).",
+    "PureJaxRL publishes for MinAtar run through our trainer (preset purejaxrl-minatar); "
+    "`previous` = the preset until 2026-12 (minatar-paper: the PPO paper's Atari Table 5).",
+    start=MINATAR_PAPER,
+    published={f"{game}-MinAtar": score for game, score in GYMNAX_PPO.items()},
+    published_source="gymnax's README, PPO with an MLP after 10M steps (10x this budget; "
+    "its own seeds and window)",
 )
 
 CLASSIC = Family(
@@ -201,7 +203,7 @@ CLASSIC = Family(
         "max_grad_norm=0.5,1.0,2.0",
     ),
     draws=8,
-    anchors={"previous": ()},
+    anchors={"previous": ("--config", "purejaxrl-cartpole")},
     random={},
     random_source="measured: the task's preset with learning rate 0 (the initial policy), "
     "51,200 steps x 8 seeds, mean of every episode",
@@ -211,11 +213,28 @@ CLASSIC = Family(
     peers={},
     notes="The three discrete tasks share one setting, at 500k steps. The coarse search runs "
     "on Acrobot and MountainCar (CartPole, solved by most settings, is checked from the "
-    "finalists on); 8 draws per program fit a shared 2-core CPU. Anchor `previous` = today's "
-    "default (purejaxppo.presets.defaults_for: PureJaxRL's CartPole settings, the Config "
-    "defaults).",
+    "finalists on); 8 draws per program fit a shared 2-core CPU. Anchor `previous` = the "
+    "default until 2026-12 (preset purejaxrl-cartpole: PureJaxRL's CartPole settings, the "
+    "Config defaults).",
+    start=("--config", "purejaxrl-cartpole"),
 )
 
+# The Pendulum-v1 preset until 2026-12, every field its successor sets.
+PENDULUM_PREVIOUS = (
+    "--set",
+    "num_envs=16",
+    "num_steps=256",
+    "update_epochs=10",
+    "num_minibatches=8",
+    "anneal_lr=true",
+    "learning_rate=0.001",
+    "gamma=0.95",
+    "gae_lambda=0.95",
+    "clip_coef=0.2",
+    "ent_coef=0",
+    "vf_coef=0.5",
+    "max_grad_norm=0.5",
+)
 PENDULUM = Family(
     name="pendulum",
     tasks=("Pendulum-v1",),
@@ -232,7 +251,7 @@ PENDULUM = Family(
         "max_grad_norm=0.5,1.0,2.0",
     ),
     draws=4,
-    anchors={"previous": ()},
+    anchors={"previous": PENDULUM_PREVIOUS},
     random={},
     random_source=CLASSIC.random_source,
     reference={},
@@ -241,7 +260,8 @@ PENDULUM = Family(
     notes="Pendulum has its own setting at 1M steps; no entropy bonus (a Gaussian policy). "
     "Static programs: today's shape (16 x 256, 10 epochs of 8 minibatches) and the same with "
     "4 epochs; 4 draws per program fit a shared 2-core CPU (--budget scales them). Anchor "
-    "`previous` = today's Pendulum-v1 preset.",
+    "`previous` = the Pendulum-v1 preset until 2026-12 (10 epochs, Adam 1e-3, gamma 0.95).",
+    start=PENDULUM_PREVIOUS,
 )
 
 # The PPO paper's Table 1 tasks with the backends of benchmarks/objectives.py's full protocol
@@ -437,6 +457,7 @@ def random_job(family: Family, task: str, runs: Path) -> Job:
         str(seed),
         "--total-timesteps",
         str(RANDOM_STEPS),
+        *family.start,
         "--set",
         "learning_rate=0",
     )
@@ -470,6 +491,7 @@ def coarse_jobs(family: Family, runs: Path, budget: float) -> list[Job]:
                 str(family.steps),
                 "--seed",
                 str(seed),
+                *family.start,
                 "--set",
                 *sets,
                 *family.base,
@@ -496,7 +518,7 @@ class Candidate(NamedTuple):
 def setting_argv(family: Family, static: str, setting: dict[str, float]) -> tuple[str, ...]:
     """`--set` arguments for one traced setting of a static program."""
     traced = [f"{k}={v!r}" for k, v in setting.items()]
-    return ("--set", *family.statics[static], *family.base, *traced)
+    return (*family.start, "--set", *family.statics[static], *family.base, *traced)
 
 
 def group_jobs(
@@ -1343,6 +1365,7 @@ def build_record(
         "statics": {k: list(v) for k, v in family.statics.items()},
         "anchors": {k: list(v) for k, v in family.anchors.items()},
         "peers_not_trained": family.peers,
+        "published": {"scores": family.published, "source": family.published_source},
         "scoring": {
             "final": "mean return of the episodes ending in the last 5% of updates, widened "
             "until every run of the folder has one (benchmarks/minatar.py final_window)",
@@ -1544,6 +1567,11 @@ def markdown(record: dict[str, Any]) -> str:
                 + " | ".join(cells)
                 + f" | {p} |"
             )
+        published = record.get("published", {}).get("scores")
+        if published:
+            cells = [str(published.get(t, "-")) for t in record["tasks"]]
+            lines.append("| published (reference) | - | " + " | ".join(cells) + " | - |")
+            lines += ["", f"Published: {record['published']['source']}."]
         if record.get("curves"):
             lines += ["", f"![{fam} confirmation curves](benchmarks/results/{record['curves']})"]
     lines += ["", "Cost (device-minutes: CPU core-minutes or GPU-minutes, per machine):", ""]

@@ -1,4 +1,10 @@
-"""Shipped defaults per environment: the standalone trainer's gymnax presets plus brax ones."""
+"""Shipped settings: each environment's defaults and the named presets of `--config NAME`.
+
+One definition each. An environment's defaults live in code (the standalone trainer's gymnax
+presets in ppo.py, the brax ones here, real Atari's in `atari.yaml`); a named preset that stands
+for an environment's defaults (`cartpole`, `pendulum`, `brax-inverted-pendulum`) is read from
+that code. Every other named preset is one YAML file in purejaxppo/presets/.
+"""
 
 from __future__ import annotations
 
@@ -20,23 +26,47 @@ BRAX_DEFAULT: tuple[dict[str, Any], dict[str, Any]] = (
     dict(learning_rate=3e-4, ent_coef=0.0),
 )
 
+# Named presets that are an environment's shipped defaults: name -> env.
+ENV_DEFAULT_PRESETS = {
+    "cartpole": "CartPole-v1",
+    "pendulum": "Pendulum-v1",
+    "brax-inverted-pendulum": "brax:inverted_pendulum",
+}
 
-def defaults_for(env: str) -> tuple[Config, HParams]:
-    """The Config and HParams a run of `env` starts from before the user's overrides."""
+
+def default_fields(env: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Config fields, HParams fields) the shipped defaults of `env` set; copies."""
     if env.startswith("brax:"):
         cfg, hp = BRAX_DEFAULT
     elif env.startswith("ale:"):
         _, cfg, hp = load_preset("atari")  # the paper's Atari settings, for every game
     else:
         cfg, hp = GYMNAX_PRESETS.get(env, ({}, {}))
+    return dict(cfg), dict(hp)
+
+
+def defaults_for(env: str) -> tuple[Config, HParams]:
+    """The Config and HParams a run of `env` starts from before the user's overrides."""
+    cfg, hp = default_fields(env)
     return Config(env=env, **cfg), HParams(**hp)
 
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
+def preset_settings(name: str, env: str | None = None) -> tuple[Config, HParams]:
+    """A named preset's Config and HParams on `env` (default: the preset's own env), over that
+    env's shipped defaults as `train --config NAME --env ENV` starts from them."""
+    preset_env, cfg, hp = load_preset(name)
+    env = env or preset_env
+    if env is None:
+        raise ValueError(f"preset {name!r} names no environment: pass one")
+    config, hparams = defaults_for(env)
+    return config.replace(**cfg), hparams.replace(**hp)
+
+
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return sorted({*ENV_DEFAULT_PRESETS, *(p.stem for p in PRESET_DIR.glob("*.yaml"))})
 
 
 def load_preset(name_or_path: str) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
@@ -44,6 +74,9 @@ def load_preset(name_or_path: str) -> tuple[str | None, dict[str, Any], dict[str
 
     The YAML has optional keys `env`, `config` (Config fields) and `hparams` (HParams fields).
     """
+    if name_or_path in ENV_DEFAULT_PRESETS:
+        env = ENV_DEFAULT_PRESETS[name_or_path]
+        return (env, *default_fields(env))
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.yaml"

@@ -325,12 +325,12 @@ def test_minatar_from_the_command_line_checkpoint_eval_and_render(tmp_path, caps
     from purejaxppo.cli import main
 
     out = tmp_path / "run"
-    argv = ["train", "--env", "Breakout-MinAtar", "--num-seeds", "2", "--total-timesteps", "96",
-            "--checkpoint-every", "2", "--out", str(out), "--set", "num_envs=4", "num_steps=8",
-            "num_minibatches=2", "conv_channels=4"]  # fmt: skip
+    argv = ["train", "--env", "Breakout-MinAtar", "--config", "minatar-paper", "--num-seeds", "2",
+            "--total-timesteps", "96", "--checkpoint-every", "2", "--out", str(out), "--set",
+            "num_envs=4", "num_steps=8", "num_minibatches=2", "conv_channels=4"]  # fmt: skip
     assert main(argv) == 0
     record = json.loads((out / "config.json").read_text())["config"]
-    # The MinAtar preset (the paper's Atari settings) under the user's overrides.
+    # The paper's Atari settings with the conv torso under the user's overrides.
     assert record["network"] == "minatar_cnn" and record["anneal_clip"] is True
     assert record["update_epochs"] == 3 and record["conv_channels"] == 4
     gif = tmp_path / "episode.gif"

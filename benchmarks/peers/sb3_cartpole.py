@@ -1,4 +1,5 @@
-"""Stable-Baselines3 PPO on gymnasium CartPole-v1 with purejaxppo's CartPole hyperparameters.
+"""Stable-Baselines3 PPO on gymnasium CartPole-v1 with PureJaxRL's CartPole hyperparameters
+(purejaxppo's `purejaxrl-cartpole` preset).
 
 Runs in its own venv (requirements-sb3.txt); prints one JSON line on stdout:
 
