@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -98,86 +99,9 @@ class Config:
     normalize_reward: bool | None = _field(None, "scale rewards by running return std (None: auto)")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.env, str) or not self.env:
-            raise ValueError(f"Config.env must be a non-empty string, got {self.env!r}")
-        if ":" not in self.env and self.env not in gymnax_env_names():
-            raise ValueError(
-                f"Config.env: unknown environment {self.env!r}; known gymnax environments: "
-                f"{', '.join(gymnax_env_names())} (brax environments are named 'brax:NAME')"
-            )
-        for name in (
-            "num_envs",
-            "num_steps",
-            "total_timesteps",
-            "update_epochs",
-            "num_minibatches",
-            "conv_channels",
-            "core_size",
-            "cg_iters",
-            "backtracks",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Config.{name} must be a positive integer, got {value!r}")
-        if self.batch_size % self.num_minibatches:
-            raise ValueError(
-                f"Config.num_minibatches={self.num_minibatches} must divide the rollout batch "
-                f"num_envs * num_steps = {self.batch_size}"
-            )
-        if self.total_timesteps < self.batch_size:
-            raise ValueError(
-                f"Config.total_timesteps={self.total_timesteps} is smaller than one rollout "
-                f"(num_envs * num_steps = {self.batch_size})"
-            )
-        sizes = tuple(self.hidden_sizes)
-        if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in sizes):
-            raise ValueError(
-                f"Config.hidden_sizes must be a non-empty tuple of positive integers, "
-                f"got {self.hidden_sizes!r}"
-            )
-        object.__setattr__(self, "hidden_sizes", sizes)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"Config.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
-            )
-        if self.network not in NETWORKS:
-            raise ValueError(f"Config.network must be one of {NETWORKS}, got {self.network!r}")
-        if self.core not in CORES:
-            raise ValueError(f"Config.core must be one of {CORES}, got {self.core!r}")
-        if self.core != "none" and self.num_envs % self.num_minibatches:
-            raise ValueError(
-                f"Config.num_minibatches={self.num_minibatches} must divide num_envs="
-                f"{self.num_envs} with core={self.core!r} (a recurrent minibatch is a group of "
-                "whole environment sequences)"
-            )
-        if self.objective not in OBJECTIVES:
-            raise ValueError(
-                f"Config.objective must be one of {OBJECTIVES}, got {self.objective!r}"
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"Config.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
-            )
-        if self.objective == "trpo" and self.network != "mlp":
-            raise ValueError(
-                f"Config.objective='trpo' needs network='mlp' (separate policy and value "
-                f"torsos: the value fit must not move the policy), got {self.network!r}"
-            )
-        if self.objective == "trpo" and self.adaptive_lr:
-            raise ValueError(
-                "Config.adaptive_lr applies to gradient steps on the policy; objective='trpo' "
-                "sizes its own step from max_kl"
-            )
-        for name in ("norm_adv", "clip_vloss", "anneal_lr", "anneal_clip", "adaptive_lr"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"Config.{name} must be true or false, got {getattr(self, name)!r}"
-                )
-        for name in ("normalize_obs", "normalize_reward"):
-            if getattr(self, name) not in (None, True, False):
-                raise ValueError(
-                    f"Config.{name} must be true, false or null (auto), got {getattr(self, name)!r}"
-                )
+        check_config(self)
+        # A list from YAML or JSON becomes a tuple, so the config stays hashable.
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
 
     @property
     def batch_size(self) -> int:
@@ -193,6 +117,72 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+POSITIVE_INT_FIELDS = (
+    "num_envs",
+    "num_steps",
+    "total_timesteps",
+    "update_epochs",
+    "num_minibatches",
+    "conv_channels",
+    "core_size",
+    "cg_iters",
+    "backtracks",
+)
+
+
+def check_config(config: Config) -> None:
+    """Raise a ValueError naming the field if a Config cannot train (Config.__post_init__ calls
+    it, so nothing compiles first): an unknown env, a size that is not positive or does not
+    divide evenly, a name outside its choices, a non-boolean flag; then the extensions' checks."""
+    if not isinstance(config.env, str) or not config.env:
+        raise ValueError(f"Config.env must be a non-empty string, got {config.env!r}")
+    if ":" not in config.env and config.env not in gymnax_env_names():
+        raise ValueError(
+            f"Config.env: unknown environment {config.env!r}; known gymnax environments: "
+            f"{', '.join(gymnax_env_names())} (brax environments are named 'brax:NAME')"
+        )
+    check_sizes(config)
+    for name, choices in FIELD_CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise ValueError(
+                f"Config.{name} must be one of {choices}, got {getattr(config, name)!r}"
+            )
+    for name in ("norm_adv", "clip_vloss", "anneal_lr", "anneal_clip", "adaptive_lr"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"Config.{name} must be true or false, got {getattr(config, name)!r}")
+    for name in ("normalize_obs", "normalize_reward"):
+        if getattr(config, name) not in (None, True, False):
+            raise ValueError(
+                f"Config.{name} must be true, false or null (auto), got {getattr(config, name)!r}"
+            )
+    check_recurrent_config(config)
+    check_trpo_config(config)
+
+
+def check_sizes(config: Config) -> None:
+    """The loop counts and widths: positive integers, minibatches that divide the rollout."""
+    for name in POSITIVE_INT_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"Config.{name} must be a positive integer, got {value!r}")
+    if config.batch_size % config.num_minibatches:
+        raise ValueError(
+            f"Config.num_minibatches={config.num_minibatches} must divide the rollout batch "
+            f"num_envs * num_steps = {config.batch_size}"
+        )
+    if config.total_timesteps < config.batch_size:
+        raise ValueError(
+            f"Config.total_timesteps={config.total_timesteps} is smaller than one rollout "
+            f"(num_envs * num_steps = {config.batch_size})"
+        )
+    sizes = tuple(config.hidden_sizes)
+    if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in sizes):
+        raise ValueError(
+            f"Config.hidden_sizes must be a non-empty tuple of positive integers, "
+            f"got {config.hidden_sizes!r}"
+        )
 
 
 @struct.dataclass
@@ -484,6 +474,18 @@ class Normalizer(NamedTuple):
     obs: RunningStat
     ret: RunningStat  # variance of the discounted return, for reward scaling
     ret_acc: jax.Array  # [N] running discounted return per environment
+
+
+def scale_reward(
+    norm: Normalizer, reward: jax.Array, done: jax.Array, gamma: jax.Array | float
+) -> tuple[jax.Array, RunningStat, jax.Array]:
+    """Reward scaling: reward [N] divided by the running std of the discounted return, clipped
+    to +-REWARD_CLIP. Returns (scaled reward, updated return statistics, the per-env discounted
+    return, restarted where an episode ended)."""
+    ret_acc = norm.ret_acc * gamma + reward
+    ret_stat = norm.ret.update(ret_acc)
+    scaled = jnp.clip(reward / jnp.sqrt(ret_stat.var + NORM_EPS), -REWARD_CLIP, REWARD_CLIP)
+    return scaled, ret_stat, jnp.where(done, 0.0, ret_acc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -971,37 +973,22 @@ def rollout(
         obs = normalize_obs(obs_stat, carry.obs) if use_obs_norm else carry.obs
         dist, value, hidden = network.apply(params, obs, carry.hidden)
         action = dist_sample(env.discrete, dist, act_key)
-        log_prob = dist_log_prob(env.discrete, dist, action)
         # The Gaussian sample is kept unclipped for the log-prob; only the env sees the clip.
         env_action = action if env.discrete else jnp.clip(action, low, high)
         out = jax.vmap(env.step)(
             jax.random.split(env_key, config.num_envs), carry.state, env_action
         )
         done = out.terminated | out.truncated
-        # The episode statistics: the raw score, counted until the game ends, over real steps.
-        ended = done if out.episode_end is None else out.episode_end
-        score = out.reward if out.score is None else out.score
-        if out.valid is None:
-            ep_return, ep_length = carry.ep_return + score, carry.ep_length + 1
-        else:
-            ep_return = carry.ep_return + score * out.valid
-            ep_length = carry.ep_length + out.valid.astype(jnp.int32)
-        ret_acc = norm.ret_acc
-        ret_stat = norm.ret
-        reward = out.reward
+        ep_return, ep_length = count_episode_step(carry, out)
         if use_rew_norm:
-            ret_acc = ret_acc * hparams.gamma + out.reward
-            ret_stat = ret_stat.update(ret_acc)
-            reward = jnp.clip(
-                out.reward / jnp.sqrt(ret_stat.var + NORM_EPS), -REWARD_CLIP, REWARD_CLIP
-            )
-            ret_acc = jnp.where(done, 0.0, ret_acc)
+            reward, ret_stat, ret_acc = scale_reward(norm, out.reward, done, hparams.gamma)
+        else:
+            reward, ret_stat, ret_acc = out.reward, norm.ret, norm.ret_acc
         final_obs = normalize_obs(obs_stat, out.final_obs) if use_obs_norm else out.final_obs
-
         transition = Transition(
             obs=obs,
             action=action,
-            log_prob=log_prob,
+            log_prob=dist_log_prob(env.discrete, dist, action),
             dist=dist,
             value=value,
             reward=reward,
@@ -1015,6 +1002,9 @@ def rollout(
             valid=out.valid,
             episode_end=out.episode_end,
         )
+        # The episode statistics restart where the game ended; the core's memory where any
+        # episode (a lost life too) did.
+        ended = done if out.episode_end is None else out.episode_end
         new_carry = EnvCarry(
             state=out.state,
             obs=out.obs,
@@ -1027,6 +1017,15 @@ def rollout(
     keys = jax.random.split(key, config.num_steps)
     (carry, norm), traj = jax.lax.scan(step, (carry, norm), keys)
     return carry, norm, traj
+
+
+def count_episode_step(carry: EnvCarry, out: Step) -> tuple[jax.Array, jax.Array]:
+    """The running episodes' raw score and length [N] after this step, counting real steps
+    only (Step.valid) and the game's score (Step.score), not the reward learning sees."""
+    score = out.reward if out.score is None else out.score
+    if out.valid is None:
+        return carry.ep_return + score, carry.ep_length + 1
+    return carry.ep_return + score * out.valid, carry.ep_length + out.valid.astype(jnp.int32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1164,6 +1163,28 @@ def adapt_kl_beta(kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | floa
     return jnp.where(kl > kl_target * 1.5, kl_beta * 2.0, kl_beta)
 
 
+def measure_kl_and_adapt(
+    parts: Parts,
+    params: Any,
+    batch: Batch,
+    stats: dict[str, jax.Array],
+    kl_beta: jax.Array,
+    lr_scale: jax.Array,
+    hparams: HParams,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The after_epochs hook of the KL penalties and of adaptive_lr: the exact mean KL[pi_old,
+    pi] over the whole batch between the rollout's policy and the updated one, from which
+    kl_adaptive sets the next beta (paper section 4) and adaptive_lr the next step size."""
+    config, env, network, _ = parts
+    new_dist = batch_policy(network, params, batch)
+    kl = masked_mean(dist_kl(env.discrete, batch.dist, new_dist), batch.valid)
+    if config.objective == "kl_adaptive":
+        kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
+    if config.adaptive_lr:
+        lr_scale = adapt_lr_scale(lr_scale, kl, hparams.kl_target)
+    return kl, kl_beta, lr_scale
+
+
 class Batch(NamedTuple):
     """Update data: fields [B] (shuffled steps), or for a recurrent core [T, B] whole
     sequences with `done` [T, B] and `hidden`, the core's state before step 0 (leaves [B, H])."""
@@ -1257,6 +1278,16 @@ def sequence_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) ->
     return seqs._replace(hidden=hidden)
 
 
+def check_recurrent_config(config: Config) -> None:
+    """A recurrent minibatch is a group of whole environment sequences: M must divide N."""
+    if config.core != "none" and config.num_envs % config.num_minibatches:
+        raise ValueError(
+            f"Config.num_minibatches={config.num_minibatches} must divide num_envs="
+            f"{config.num_envs} with core={config.core!r} (a recurrent minibatch is a group of "
+            "whole environment sequences)"
+        )
+
+
 def ppo_loss(
     params: Any,
     network: ActorCritic,
@@ -1332,22 +1363,38 @@ def fisher_vector_product(
     return lambda v: jax.jvp(kl_grad, (theta,), (v,))[1] + damping * v
 
 
-def line_search_choice(
-    improvement: jax.Array, kl: jax.Array, max_kl: jax.Array | float
-) -> tuple[jax.Array, jax.Array]:
-    """The backtracking line search's pick among candidate steps ordered largest first
-    (fractions 1, 1/2, 1/4, ... of the full step): the first whose surrogate improves (> 0) and
-    whose mean KL from the old policy is at most 1.5 max_kl (the slack OpenAI baselines' TRPO
-    allows over the quadratic model). Returns (index, accepted); with no candidate accepted the
-    policy keeps its parameters."""
-    ok = step_acceptable(improvement, kl, max_kl)
-    return jnp.argmax(ok), jnp.any(ok)
-
-
 def step_acceptable(improvement: jax.Array, kl: jax.Array, max_kl: jax.Array | float) -> jax.Array:
-    """The line search's test of one candidate step: the surrogate improves and the mean KL
-    stays within 1.5 max_kl (both finite)."""
+    """The line search's test of one candidate step: the surrogate improves (> 0) and the mean
+    KL from the old policy stays within 1.5 max_kl (the slack OpenAI baselines' TRPO allows over
+    the quadratic model), both finite."""
     return (improvement > 0) & (kl <= 1.5 * max_kl) & jnp.isfinite(improvement) & jnp.isfinite(kl)
+
+
+def backtracking_line_search(
+    candidate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    max_kl: jax.Array | float,
+    backtracks: int,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Try candidate steps k = 0, 1, ..., backtracks - 1 (fractions 1, 1/2, 1/4, ... of the full
+    step, largest first); candidate(k) -> (surrogate improvement, mean KL), float32 scalars. Stops
+    at the first step_acceptable one, so the usual case evaluates one candidate. Returns (k,
+    accepted, improvement, kl) of the last candidate tried; with none accepted the policy keeps
+    its parameters."""
+
+    def untried(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        tried, accepted, _, _ = c
+        return (tried < backtracks) & ~accepted
+
+    def try_step(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
+        tried, _, _, _ = c
+        gain, kl = candidate(tried)
+        return tried + 1, step_acceptable(gain, kl, max_kl), gain, kl
+
+    zero = jnp.zeros((), jnp.float32)
+    tried, accepted, gain, kl = jax.lax.while_loop(
+        untried, try_step, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), zero, zero)
+    )
+    return tried - 1, accepted, gain, kl
 
 
 def trpo_policy_step(
@@ -1358,12 +1405,12 @@ def trpo_policy_step(
     hparams: HParams,
     config: Config,
 ) -> tuple[Any, dict[str, jax.Array]]:
-    """One TRPO step of the policy on the whole batch. g is the gradient of the surrogate
-    E[r A] at the old policy; s ~= F^-1 g by conjugate gradient, F v computed as the
-    Hessian-vector product of the mean KL[pi_old, pi] (forward-over-reverse, no matrix), plus
+    """TRPO's policy_step hook: one step of the policy on the whole batch. g is the gradient of
+    the surrogate E[r A] at the old policy; s ~= F^-1 g by conjugate gradient, F v computed as
+    the Hessian-vector product of the mean KL[pi_old, pi] (forward-over-reverse, no matrix), plus
     cg_damping v; the step s sqrt(2 max_kl / s.F s) reaches KL = max_kl in the quadratic model;
-    then the line search. The critic's parameters get a zero gradient and a zero Fisher block,
-    so the step leaves them as they are."""
+    then the backtracking line search. The critic's parameters get a zero gradient and a zero
+    Fisher block, so the step leaves them as they are."""
     flat, unravel = ravel_pytree(params)
     adv, w = batch.advantages, batch.valid
     if config.norm_adv:
@@ -1386,23 +1433,12 @@ def trpo_policy_step(
         jnp.sqrt(2.0 * hparams.max_kl / jnp.maximum(jnp.vdot(s, fisher_vector(s)), 1e-12)) * s
     )
 
-    # The line search, largest step first, evaluating candidates only until one passes (the
-    # first usually does): line_search_choice's rule, one candidate at a time.
-    def untried(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
-        k, accepted, _, _ = c
-        return (k < config.backtracks) & ~accepted
-
-    def try_step(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
-        k, _, _, _ = c
+    def candidate(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         theta = flat + 0.5 ** k.astype(jnp.float32) * full_step
-        gain, kl = surrogate(theta) - old, mean_kl(theta)
-        return k + 1, step_acceptable(gain, kl, hparams.max_kl), gain, kl
+        return surrogate(theta) - old, mean_kl(theta)
 
-    zero = jnp.zeros((), jnp.float32)
-    k, accepted, gain, kl = jax.lax.while_loop(
-        untried, try_step, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), zero, zero)
-    )
-    new = jnp.where(accepted, flat + 0.5 ** (k - 1).astype(jnp.float32) * full_step, flat)
+    k, accepted, gain, kl = backtracking_line_search(candidate, hparams.max_kl, config.backtracks)
+    new = jnp.where(accepted, flat + 0.5 ** k.astype(jnp.float32) * full_step, flat)
     stats = {
         "policy_loss": -(old + jnp.where(accepted, gain, 0.0)),
         "entropy": masked_mean(dist_entropy(discrete, dist(new)), w),
@@ -1411,6 +1447,20 @@ def trpo_policy_step(
         "clip_fraction": jnp.zeros((), jnp.float32),  # TRPO clips nothing
     }
     return unravel(new), stats
+
+
+def check_trpo_config(config: Config) -> None:
+    """TRPO needs separate policy and value torsos and sizes its own step."""
+    if config.objective == "trpo" and config.network != "mlp":
+        raise ValueError(
+            f"Config.objective='trpo' needs network='mlp' (separate policy and value "
+            f"torsos: the value fit must not move the policy), got {config.network!r}"
+        )
+    if config.objective == "trpo" and config.adaptive_lr:
+        raise ValueError(
+            "Config.adaptive_lr applies to gradient steps on the policy; objective='trpo' "
+            "sizes its own step from max_kl"
+        )
 
 
 def value_fit_loss(
@@ -1474,7 +1524,8 @@ def current_clip(config: Config, hparams: HParams, update: jax.Array) -> jax.Arr
 
 
 # ---------------------------------------------------------------------------------------------
-# make_train: init, one PPO update, and the scanned loop.
+# The update: rollout -> bootstrap -> advantages -> epochs of minibatch steps -> metrics. Where an
+# extension changes it, it does so through one of three hooks, chosen once from the config.
 # ---------------------------------------------------------------------------------------------
 
 METRIC_NAMES = (
@@ -1493,6 +1544,272 @@ METRIC_NAMES = (
     "kl",
     "finite",
 )
+
+
+class Hooks(NamedTuple):
+    """Where an update differs between objectives and cores; choose_hooks picks each once.
+
+    minibatches(batch, perm, M) -> [M, ...]: PPO shuffles steps (step_minibatches); a recurrent
+      core shuffles whole environment sequences (sequence_minibatches). `shuffle_size` is what
+      perm permutes: B steps or N environments.
+    policy_step(params, network, discrete, batch, hparams, config) -> (params, stats): a policy
+      step on the whole batch before the epochs; PPO's does nothing, TRPO's is its natural step.
+    loss(params, network, config, discrete, minibatch, hparams, kl_beta) -> (loss, stats): what
+      the epochs' gradient steps minimize: ppo_loss, or TRPO's value_fit_loss.
+    after_epochs(parts, params, batch, stats, kl_beta, lr_scale, hparams) -> (kl, kl_beta,
+      lr_scale): the KL reported for the update and the coefficients the next update uses.
+    """
+
+    shuffle_size: int
+    minibatches: Callable[[Batch, jax.Array, int], Batch]
+    policy_step: Callable[..., tuple[Any, dict[str, jax.Array]]]
+    loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+    after_epochs: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
+
+
+def choose_hooks(config: Config) -> Hooks:
+    """PPO's hooks, or an extension's (the sections after make_train) where the config asks."""
+    if config.core == "none":
+        shuffle_size, minibatches = config.batch_size, step_minibatches
+    else:
+        shuffle_size, minibatches = config.num_envs, sequence_minibatches
+    if config.objective == "trpo":
+        policy_step, loss = trpo_policy_step, value_fit_loss
+    else:
+        policy_step, loss = no_policy_step, ppo_loss
+    adapts = config.objective in ("kl_adaptive", "kl_fixed") or config.adaptive_lr
+    after_epochs = measure_kl_and_adapt if adapts else keep_coefficients
+    return Hooks(shuffle_size, minibatches, policy_step, loss, after_epochs)
+
+
+def step_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
+    """A Batch of [B] steps in the order of perm [B], cut into minibatches: [M, B / M, ...]."""
+    return jax.tree.map(lambda x: x[perm].reshape((num_minibatches, -1) + x.shape[1:]), batch)
+
+
+def no_policy_step(
+    params: Any,
+    network: ActorCritic,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    config: Config,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """PPO's policy learns inside the epochs, with the value: nothing happens before them."""
+    return params, {}
+
+
+class Parts(NamedTuple):
+    """What every update reads besides its state and hyperparameters: fixed for a trainer."""
+
+    config: Config
+    env: Env
+    network: ActorCritic
+    hooks: Hooks
+
+
+def keep_coefficients(
+    parts: Parts,
+    params: Any,
+    batch: Batch,
+    stats: dict[str, jax.Array],
+    kl_beta: jax.Array,
+    lr_scale: jax.Array,
+    hparams: HParams,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The clipped objective adapts nothing; the update's KL is the epochs' mean approx_kl."""
+    return stats["approx_kl"], kl_beta, lr_scale
+
+
+def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> TrainState:
+    """A fresh TrainState: orthogonal network, optimizer state, N reset envs, empty statistics."""
+    config, env, network, _ = parts
+    net_key, env_key, run_key = jax.random.split(key, 3)
+    params = network.init(
+        net_key, jnp.zeros((1, *env.obs_shape), jnp.float32), initial_hidden(config, (1,))
+    )
+    opt_state = make_optimizer(config, hparams).init(params)
+    obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, config.num_envs))
+    carry = EnvCarry(
+        state=env_state,
+        obs=obs,
+        ep_return=jnp.zeros(config.num_envs, jnp.float32),
+        ep_length=jnp.zeros(config.num_envs, jnp.int32),
+        hidden=initial_hidden(config, (config.num_envs,)),
+    )
+    norm = Normalizer(
+        obs=RunningStat.create(env.obs_shape),
+        ret=RunningStat.create(()),
+        ret_acc=jnp.zeros(config.num_envs, jnp.float32),
+    )
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        env=carry,
+        norm=norm,
+        kl_beta=jnp.asarray(hparams.kl_beta, jnp.float32),
+        lr_scale=jnp.ones((), jnp.float32),
+        key=run_key,
+        update=jnp.zeros((), jnp.int32),
+    )
+
+
+def bootstrap_values(network: ActorCritic, params: Any, traj: Transition) -> jax.Array:
+    """V of every step's true next state [T, N], in one batched pass: V(obs_{t+1}) unless the
+    episode ended at t, where it is V of the final observation (what a time limit bootstraps
+    from), seen by a core from its state after step t, before the episode-end reset."""
+    next_values, _ = network.apply(
+        params, traj.final_obs, traj.next_hidden, method=ActorCritic.value
+    )
+    return next_values
+
+
+def estimate_advantages(
+    traj: Transition, next_values: jax.Array, hparams: HParams
+) -> tuple[jax.Array, jax.Array]:
+    """The rollout's (advantages, value targets), both [T, N]: GAE (PPO paper eq. 11-12)."""
+    return compute_gae(
+        traj.reward,
+        traj.value,
+        next_values,
+        traj.terminated,
+        traj.truncated,
+        hparams.gamma,
+        hparams.gae_lambda,
+        traj.valid,
+    )
+
+
+def learn(
+    parts: Parts,
+    params: Any,
+    opt_state: Any,
+    data: Batch,
+    hparams: HParams,
+    kl_beta: jax.Array,
+    lr_scale: jax.Array,
+    key: jax.Array,
+) -> tuple[Any, Any, dict[str, jax.Array]]:
+    """K = update_epochs epochs of num_minibatches gradient steps each on one rollout's Batch
+    (PPO paper, Algorithm 1). Returns (params, opt_state, stats averaged over every step)."""
+    config, env, network, hooks = parts
+    optimizer = make_optimizer(config, hparams)
+    grad_fn = jax.grad(hooks.loss, has_aux=True)
+
+    def minibatch_step(c: tuple[Any, Any], mb: Batch):
+        params, opt_state = c
+        grads, stats = grad_fn(params, network, config, env.discrete, mb, hparams, kl_beta)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        if config.adaptive_lr:
+            updates = jax.tree.map(lambda u: u * lr_scale, updates)
+        return (optax.apply_updates(params, updates), opt_state), stats
+
+    def epoch(c: tuple[Any, Any], perm: jax.Array):
+        return jax.lax.scan(
+            minibatch_step, c, hooks.minibatches(data, perm, config.num_minibatches)
+        )
+
+    # Every epoch's shuffle drawn at once.
+    perms = random_permutations(key, config.update_epochs, hooks.shuffle_size)
+    (params, opt_state), stats = jax.lax.scan(epoch, (params, opt_state), perms)
+    return params, opt_state, jax.tree.map(jnp.mean, stats)
+
+
+def update(
+    parts: Parts, state: TrainState, hparams: HParams
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One PPO iteration: collect T steps of N envs, estimate advantages, then K epochs of
+    minibatch steps. Returns the next TrainState and this update's metrics (scalars)."""
+    config, env, network, hooks = parts
+    key, rollout_key, epoch_key = jax.random.split(state.key, 3)
+    carry, norm, traj = rollout(
+        config, env, network, state.params, state.env, state.norm, rollout_key, hparams
+    )
+    next_values = bootstrap_values(network, state.params, traj)
+    advantages, returns = estimate_advantages(traj, next_values, hparams)
+    data = update_batch(config, traj, advantages, returns, state.env.hidden)
+    # The clip range in force for this update (annealed with the paper's alpha if asked).
+    clip_hparams = hparams.replace(clip_coef=current_clip(config, hparams, state.update))
+    params, policy_stats = hooks.policy_step(
+        state.params, network, env.discrete, data, hparams, config
+    )
+    params, opt_state, stats = learn(
+        parts, params, state.opt_state, data, clip_hparams, state.kl_beta, state.lr_scale, epoch_key
+    )
+    stats = {**stats, **policy_stats}
+    kl, kl_beta, lr_scale = hooks.after_epochs(
+        parts, params, data, stats, state.kl_beta, state.lr_scale, hparams
+    )
+    new_state = TrainState(
+        params=params,
+        opt_state=opt_state,
+        env=carry,
+        norm=norm,
+        kl_beta=kl_beta,
+        lr_scale=lr_scale,
+        key=key,
+        update=state.update + 1,
+    )
+    metrics = update_metrics(
+        config, hparams, state, new_state, traj, returns, stats, kl, clip_hparams.clip_coef
+    )
+    return new_state, metrics
+
+
+def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
+    """Mean return and length of the episodes that ended in this rollout (NaN if none did),
+    and their count. An env that tells the game's end apart (Step.episode_end) counts games,
+    not lost lives."""
+    done = traj.terminated | traj.truncated
+    if traj.episode_end is not None:
+        done = traj.episode_end
+    episodes = done.sum()
+    denom = jnp.maximum(episodes, 1)
+    nan = jnp.asarray(jnp.nan, jnp.float32)
+    return {
+        "episode_return": jnp.where(
+            episodes > 0, jnp.sum(jnp.where(done, traj.ep_return, 0.0)) / denom, nan
+        ),
+        "episode_length": jnp.where(
+            episodes > 0, jnp.sum(jnp.where(done, traj.ep_length, 0)) / denom, nan
+        ),
+        "episodes": episodes.astype(jnp.int32),
+    }
+
+
+def update_metrics(
+    config: Config,
+    hparams: HParams,
+    state: TrainState,
+    new_state: TrainState,
+    traj: Transition,
+    returns: jax.Array,
+    stats: dict[str, jax.Array],
+    kl: jax.Array,
+    clip_coef: jax.Array,
+) -> dict[str, jax.Array]:
+    """The METRIC_NAMES of one update, each a scalar (reduced here, inside the scan)."""
+    resid_var = masked_var(returns - traj.value, traj.valid)
+    returns_var = masked_var(returns, traj.valid)
+    checked = (new_state.params, stats, new_state.kl_beta)
+    return {
+        **episode_metrics(traj),
+        **stats,
+        "explained_variance": 1.0 - resid_var / (returns_var + 1e-8),
+        "learning_rate": current_lr(config, hparams, state.update) * state.lr_scale,
+        "clip_coef": clip_coef,
+        "kl_beta": state.kl_beta,
+        "kl": kl,
+        # 1 while every parameter and loss of this run is finite; a diverged run shows 0.
+        "finite": jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(checked)])
+        ).astype(jnp.int32),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# make_train: the update scanned num_updates times from a fresh state.
+# ---------------------------------------------------------------------------------------------
 
 
 class Trainer(NamedTuple):
@@ -1515,157 +1832,14 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             )
         env = GymnaxEnv(config.env)
     network = make_network(config, env)
-
-    def init(key: jax.Array, hparams: HParams) -> TrainState:
-        net_key, env_key, run_key = jax.random.split(key, 3)
-        params = network.init(
-            net_key, jnp.zeros((1, *env.obs_shape), jnp.float32), initial_hidden(config, (1,))
-        )
-        opt_state = make_optimizer(config, hparams).init(params)
-        obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, config.num_envs))
-        carry = EnvCarry(
-            state=env_state,
-            obs=obs,
-            ep_return=jnp.zeros(config.num_envs, jnp.float32),
-            ep_length=jnp.zeros(config.num_envs, jnp.int32),
-            hidden=initial_hidden(config, (config.num_envs,)),
-        )
-        norm = Normalizer(
-            obs=RunningStat.create(env.obs_shape),
-            ret=RunningStat.create(()),
-            ret_acc=jnp.zeros(config.num_envs, jnp.float32),
-        )
-        return TrainState(
-            params=params,
-            opt_state=opt_state,
-            env=carry,
-            norm=norm,
-            kl_beta=jnp.asarray(hparams.kl_beta, jnp.float32),
-            lr_scale=jnp.ones((), jnp.float32),
-            key=run_key,
-            update=jnp.zeros((), jnp.int32),
-        )
-
-    def update(state: TrainState, hparams: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
-        key, rollout_key, epoch_key = jax.random.split(state.key, 3)
-        carry, norm, traj = rollout(
-            config, env, network, state.params, state.env, state.norm, rollout_key, hparams
-        )
-        # V of every true next state in one batched pass: equals V(obs_{t+1}) unless the episode
-        # ended at t, when it is V of the final observation (what a time limit bootstraps from),
-        # seen by a core from its state after step t, before the episode-end reset.
-        next_values, _ = network.apply(
-            state.params, traj.final_obs, traj.next_hidden, method=ActorCritic.value
-        )
-        advantages, returns = compute_gae(
-            traj.reward,
-            traj.value,
-            next_values,
-            traj.terminated,
-            traj.truncated,
-            hparams.gamma,
-            hparams.gae_lambda,
-            traj.valid,
-        )
-        data = update_batch(config, traj, advantages, returns, state.env.hidden)
-        optimizer = make_optimizer(config, hparams)
-        # The clip range in force for this update (annealed with the paper's alpha if asked).
-        clip_hparams = hparams.replace(clip_coef=current_clip(config, hparams, state.update))
-        params = state.params
-        if config.objective == "trpo":
-            # The policy's natural-gradient step on the whole batch, then the value fit below.
-            params, trpo_stats = trpo_policy_step(
-                params, network, env.discrete, data, hparams, config
-            )
-            grad_fn = jax.grad(value_fit_loss, has_aux=True)
-        else:
-            grad_fn = jax.grad(ppo_loss, has_aux=True)
-
-        def minibatch_step(c: tuple[Any, Any], mb: Batch):
-            params, opt_state = c
-            grads, stats = grad_fn(
-                params, network, config, env.discrete, mb, clip_hparams, state.kl_beta
-            )
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            if config.adaptive_lr:
-                updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
-            return (optax.apply_updates(params, updates), opt_state), stats
-
-        def epoch(c: tuple[Any, Any], perm: jax.Array):
-            if config.core == "none":
-                shuffled = jax.tree.map(
-                    lambda x: x[perm].reshape((config.num_minibatches, -1) + x.shape[1:]), data
-                )
-            else:
-                shuffled = sequence_minibatches(data, perm, config.num_minibatches)
-            return jax.lax.scan(minibatch_step, c, shuffled)
-
-        # Every epoch's shuffle drawn at once. A recurrent core shuffles environments (whole
-        # sequences), not steps.
-        perms = random_permutations(
-            epoch_key,
-            config.update_epochs,
-            config.batch_size if config.core == "none" else config.num_envs,
-        )
-        (params, opt_state), stats = jax.lax.scan(epoch, (params, state.opt_state), perms)
-        stats = jax.tree.map(jnp.mean, stats)
-
-        kl_beta, lr_scale = state.kl_beta, state.lr_scale
-        if config.objective == "trpo":
-            stats = {**stats, **trpo_stats}
-            kl = trpo_stats["approx_kl"]
-        elif config.objective in ("kl_adaptive", "kl_fixed") or config.adaptive_lr:
-            new_dist = batch_policy(network, params, data)
-            kl = masked_mean(dist_kl(env.discrete, data.dist, new_dist), data.valid)
-            if config.objective == "kl_adaptive":
-                kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
-            if config.adaptive_lr:
-                lr_scale = adapt_lr_scale(lr_scale, kl, hparams.kl_target)
-        else:
-            kl = stats["approx_kl"]
-
-        done = traj.terminated | traj.truncated
-        if traj.episode_end is not None:
-            done = traj.episode_end  # the game's end, not a lost life
-        episodes = done.sum()
-        denom = jnp.maximum(episodes, 1)
-        nan = jnp.asarray(jnp.nan, jnp.float32)
-        resid_var = masked_var(returns - traj.value, traj.valid)
-        returns_var = masked_var(returns, traj.valid)
-        metrics = {
-            "episode_return": jnp.where(
-                episodes > 0, jnp.sum(jnp.where(done, traj.ep_return, 0.0)) / denom, nan
-            ),
-            "episode_length": jnp.where(
-                episodes > 0, jnp.sum(jnp.where(done, traj.ep_length, 0)) / denom, nan
-            ),
-            "episodes": episodes.astype(jnp.int32),
-            **stats,
-            "explained_variance": 1.0 - resid_var / (returns_var + 1e-8),
-            "learning_rate": current_lr(config, hparams, state.update) * state.lr_scale,
-            "clip_coef": clip_hparams.clip_coef,
-            "kl_beta": state.kl_beta,
-            "kl": kl,
-            # 1 while every parameter and loss of this run is finite; a diverged run shows 0.
-            "finite": jnp.all(
-                jnp.stack(
-                    [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, stats, kl_beta))]
-                )
-            ).astype(jnp.int32),
-        }
-        new_state = TrainState(
-            params=params,
-            opt_state=opt_state,
-            env=carry,
-            norm=norm,
-            kl_beta=kl_beta,
-            lr_scale=lr_scale,
-            key=key,
-            update=state.update + 1,
-        )
-        return new_state, metrics
-
-    return Trainer(config=config, env=env, network=network, init=init, update=update)
+    parts = Parts(config, env, network, choose_hooks(config))
+    return Trainer(
+        config=config,
+        env=env,
+        network=network,
+        init=functools.partial(init_state, parts),
+        update=functools.partial(update, parts),
+    )
 
 
 def make_train(
@@ -1708,6 +1882,25 @@ def final_return(metrics: dict[str, Any], fraction: float = 0.05) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+def deterministic_action(
+    network: ActorCritic,
+    env: Env,
+    params: Any,
+    obs_stat: RunningStat | None,
+    obs: jax.Array,
+    hidden: tuple[jax.Array, ...],
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """The trained policy's deterministic step: obs [..., *obs_shape], normalized with the frozen
+    training statistics obs_stat (None: the run did not normalize), -> (the argmax / mean action
+    clipped to the action bounds [...] or [..., D], the core's next hidden state)."""
+    o = obs if obs_stat is None else normalize_obs(obs_stat, obs)
+    dist, hidden = network.apply(params, o, hidden, method=ActorCritic.policy)
+    action = dist_mode(env.discrete, dist)
+    if not env.discrete:
+        action = jnp.clip(action, env.action_low, env.action_high)
+    return action, hidden
+
+
 def evaluate(
     config: Config,
     params: Any,
@@ -1721,14 +1914,11 @@ def evaluate(
     env = GymnaxEnv(config.env) if env is None else env
     network = make_network(config, env)
     use_obs_norm, _ = resolve_normalization(config, env)
+    obs_stat = norm.obs if use_obs_norm else None
 
     def step(c, step_key):
         state, obs, hidden, total, alive = c
-        o = normalize_obs(norm.obs, obs) if use_obs_norm else obs
-        dist, hidden = network.apply(params, o, hidden, method=ActorCritic.policy)
-        action = dist_mode(env.discrete, dist)
-        if not env.discrete:
-            action = jnp.clip(action, env.action_low, env.action_high)
+        action, hidden = deterministic_action(network, env, params, obs_stat, obs, hidden)
         out = jax.vmap(env.step)(jax.random.split(step_key, num_episodes), state, action)
         # The game's raw score until the game ends (not a lost life; Step.score, episode_end).
         total = total + jnp.where(alive, out.reward if out.score is None else out.score, 0.0)
