@@ -1,10 +1,20 @@
 """PPO end to end in JAX, in one file you can copy out and change.
 
 Proximal Policy Optimization (Schulman et al. 2017, arXiv:1707.06347), with the implementation
-details practitioners rely on. The file reads in the order data flows:
+details practitioners rely on, and the PPO paper's comparison algorithms as settings of the same
+trainer. The file holds two parts.
 
-    Config / HParams  ->  environment adapter  ->  distributions and networks
-    ->  rollout  ->  GAE  ->  losses  ->  epochs of minibatch updates  ->  make_train
+PPO, first, readable alone from top to bottom in the order data flows:
+
+    settings (Config, HParams)  ->  env interface  ->  normalizers  ->  distributions
+    ->  MLP torso and actor-critic  ->  carries  ->  rollout  ->  GAE  ->  losses
+    ->  the update (epochs of minibatch steps)  ->  make_train, final scores  ->  evaluate
+
+Then one section per extension, each opening with what it adds and where it hooks in:
+convolutional torsos; the recurrent core (GRU, replay, sequence minibatches); the KL penalty and
+the A2C / vanilla PG step rules; TRPO; validation of settings; the standalone command line and
+its devices. The update changes between them only through three hooks (`Hooks`), chosen once
+from the config: how minibatches are cut, a policy step before the epochs, a rule after them.
 
 `make_train(config)` returns a pure `train(key, hparams)` that is safe under `jax.jit` and
 `jax.vmap`: vmap it over keys to train many seeds at once, and over an `HParams` batch to train a
@@ -36,20 +46,29 @@ import optax
 from flax import struct, traverse_util
 from jax.flatten_util import ravel_pytree
 
+# ---------------------------------------------------------------------------------------------
+# PPO, read top to bottom. Settings: static fields (shapes, loop counts, graph branches) apart
+# from traced ones (learning rate, gamma, lambda, epsilon, coefficients).
+# ---------------------------------------------------------------------------------------------
+
+
 OBJECTIVES = ("clip", "none", "kl_fixed", "kl_adaptive", "trpo")
+
+
 OPTIMIZERS = ("adam", "rmsprop")
+
+
 ACTIVATIONS = ("tanh", "relu")
+
+
 NETWORKS = ("mlp", "cnn", "nature_cnn", "minatar_cnn")
+
+
 CORES = ("none", "gru")
 
 
 def _field(default: Any, doc: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": doc})
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration: static fields (shapes, loop counts, graph branches) apart from traced ones.
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +89,20 @@ class Config:
     )
     hidden_sizes: tuple[int, ...] = _field((64, 64), "hidden layer widths of the mlp torsos")
     activation: str = _field("tanh", "mlp hidden activation: tanh or relu (conv torsos: relu)")
+    objective: str = _field(
+        "clip",
+        "policy objective: clip, none (unclipped surrogate; A2C and vanilla PG), kl_fixed, "
+        "kl_adaptive (penalty), or trpo (natural-gradient step under a KL constraint)",
+    )
+    optimizer: str = _field("adam", "adam, or rmsprop (A2C; rmsprop_decay, rmsprop_eps)")
+    norm_adv: bool = _field(True, "normalize advantages per minibatch")
+    clip_vloss: bool = _field(True, "clip the value loss around the rollout's values")
+    anneal_lr: bool = _field(True, "anneal the learning rate linearly to zero")
+    anneal_clip: bool = _field(False, "anneal clip_coef linearly to zero (paper's Atari alpha)")
+    normalize_obs: bool | None = _field(None, "running observation normalization (None: auto)")
+    normalize_reward: bool | None = _field(None, "scale rewards by running return std (None: auto)")
+    # Extension fields, read by the sections after PPO's: the minatar_cnn torso's width, the
+    # recurrent core, vanilla PG's adaptive step size, TRPO's solver.
     conv_channels: int = _field(16, "output channels of the minatar_cnn convolution")
     core: str = _field(
         "none",
@@ -80,23 +113,11 @@ class Config:
     core_size: int = _field(
         64, "gru: hidden state width (the mlp's separate actor and critic each get a gru)"
     )
-    objective: str = _field(
-        "clip",
-        "policy objective: clip, none (unclipped surrogate; A2C and vanilla PG), kl_fixed, "
-        "kl_adaptive (penalty), or trpo (natural-gradient step under a KL constraint)",
-    )
-    optimizer: str = _field("adam", "adam, or rmsprop (A2C; rmsprop_decay, rmsprop_eps)")
     adaptive_lr: bool = _field(
         False, "scale the step size from the measured KL vs kl_target (vanilla PG's adaptive step)"
     )
     cg_iters: int = _field(10, "trpo: conjugate-gradient iterations for F^-1 g")
     backtracks: int = _field(10, "trpo: line-search step fractions tried (1, 1/2, 1/4, ...)")
-    norm_adv: bool = _field(True, "normalize advantages per minibatch")
-    clip_vloss: bool = _field(True, "clip the value loss around the rollout's values")
-    anneal_lr: bool = _field(True, "anneal the learning rate linearly to zero")
-    anneal_clip: bool = _field(False, "anneal clip_coef linearly to zero (paper's Atari alpha)")
-    normalize_obs: bool | None = _field(None, "running observation normalization (None: auto)")
-    normalize_reward: bool | None = _field(None, "scale rewards by running return std (None: auto)")
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -119,72 +140,6 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-POSITIVE_INT_FIELDS = (
-    "num_envs",
-    "num_steps",
-    "total_timesteps",
-    "update_epochs",
-    "num_minibatches",
-    "conv_channels",
-    "core_size",
-    "cg_iters",
-    "backtracks",
-)
-
-
-def check_config(config: Config) -> None:
-    """Raise a ValueError naming the field if a Config cannot train (Config.__post_init__ calls
-    it, so nothing compiles first): an unknown env, a size that is not positive or does not
-    divide evenly, a name outside its choices, a non-boolean flag; then the extensions' checks."""
-    if not isinstance(config.env, str) or not config.env:
-        raise ValueError(f"Config.env must be a non-empty string, got {config.env!r}")
-    if ":" not in config.env and config.env not in gymnax_env_names():
-        raise ValueError(
-            f"Config.env: unknown environment {config.env!r}; known gymnax environments: "
-            f"{', '.join(gymnax_env_names())} (brax environments are named 'brax:NAME')"
-        )
-    check_sizes(config)
-    for name, choices in FIELD_CHOICES.items():
-        if getattr(config, name) not in choices:
-            raise ValueError(
-                f"Config.{name} must be one of {choices}, got {getattr(config, name)!r}"
-            )
-    for name in ("norm_adv", "clip_vloss", "anneal_lr", "anneal_clip", "adaptive_lr"):
-        if not isinstance(getattr(config, name), bool):
-            raise ValueError(f"Config.{name} must be true or false, got {getattr(config, name)!r}")
-    for name in ("normalize_obs", "normalize_reward"):
-        if getattr(config, name) not in (None, True, False):
-            raise ValueError(
-                f"Config.{name} must be true, false or null (auto), got {getattr(config, name)!r}"
-            )
-    check_recurrent_config(config)
-    check_trpo_config(config)
-
-
-def check_sizes(config: Config) -> None:
-    """The loop counts and widths: positive integers, minibatches that divide the rollout."""
-    for name in POSITIVE_INT_FIELDS:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"Config.{name} must be a positive integer, got {value!r}")
-    if config.batch_size % config.num_minibatches:
-        raise ValueError(
-            f"Config.num_minibatches={config.num_minibatches} must divide the rollout batch "
-            f"num_envs * num_steps = {config.batch_size}"
-        )
-    if config.total_timesteps < config.batch_size:
-        raise ValueError(
-            f"Config.total_timesteps={config.total_timesteps} is smaller than one rollout "
-            f"(num_envs * num_steps = {config.batch_size})"
-        )
-    sizes = tuple(config.hidden_sizes)
-    if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in sizes):
-        raise ValueError(
-            f"Config.hidden_sizes must be a non-empty tuple of positive integers, "
-            f"got {config.hidden_sizes!r}"
-        )
-
-
 @struct.dataclass
 class HParams:
     """Traced hyperparameters: a pytree, so a batch of them is one more vmap axis."""
@@ -196,6 +151,7 @@ class HParams:
     ent_coef: float = _field(0.01, "entropy bonus coefficient (c2 in the paper)")
     vf_coef: float = _field(0.5, "value loss coefficient (c1 in the paper)")
     max_grad_norm: float = _field(0.5, "global-norm gradient clipping threshold")
+    # Extension fields: the KL penalties and adaptive step size, A2C's RMSProp, TRPO.
     kl_beta: float = _field(1.0, "KL penalty coefficient (initial value for kl_adaptive)")
     kl_target: float = _field(0.01, "d_targ of the adaptive KL penalty (and of adaptive_lr)")
     rmsprop_decay: float = _field(0.99, "rmsprop: decay of the squared-gradient average")
@@ -205,102 +161,6 @@ class HParams:
 
     def replace(self, **changes: Any) -> HParams:
         return dataclasses.replace(self, **changes)
-
-
-HPARAM_LIMITS = {
-    "learning_rate": (0.0, math.inf),
-    "gamma": (0.0, 1.0),
-    "gae_lambda": (0.0, 1.0),
-    "clip_coef": (0.0, math.inf),
-    "ent_coef": (0.0, math.inf),
-    "vf_coef": (0.0, math.inf),
-    "max_grad_norm": (0.0, math.inf),
-    "kl_beta": (0.0, math.inf),
-    "kl_target": (0.0, math.inf),
-    "rmsprop_decay": (0.0, 1.0),
-    "rmsprop_eps": (0.0, math.inf),
-    "max_kl": (0.0, math.inf),
-    "cg_damping": (0.0, math.inf),
-}
-
-
-class FieldScope(NamedTuple):
-    """Which runs read a field: those whose config passes `reads`. `needs` says which in words
-    for a refusal, in terms of the Config fields `on`; the refusal shows the run's own values
-    of exactly those fields."""
-
-    reads: Callable[[Config], bool]
-    needs: str
-    on: tuple[str, ...]
-
-
-# Fields that only one kind of run reads. A field the user sets where it is not read is refused
-# (check_fields_apply), not silently ignored.
-FIELD_SCOPES: dict[str, FieldScope] = {
-    "max_kl": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
-    "cg_damping": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
-    "cg_iters": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
-    "backtracks": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
-    "kl_beta": FieldScope(
-        lambda c: c.objective in ("kl_fixed", "kl_adaptive"),
-        "objective=kl_fixed or kl_adaptive",
-        ("objective",),
-    ),
-    "kl_target": FieldScope(
-        lambda c: c.objective == "kl_adaptive" or c.adaptive_lr,
-        "objective=kl_adaptive or adaptive_lr=true",
-        ("objective", "adaptive_lr"),
-    ),
-    "clip_coef": FieldScope(
-        lambda c: c.objective == "clip" or c.clip_vloss,
-        "objective=clip or clip_vloss=true (the value-clip range)",
-        ("objective", "clip_vloss"),
-    ),
-    "anneal_clip": FieldScope(
-        lambda c: c.objective == "clip" or c.clip_vloss,
-        "objective=clip or clip_vloss=true",
-        ("objective", "clip_vloss"),
-    ),
-    "ent_coef": FieldScope(
-        lambda c: c.objective != "trpo",
-        "objective=clip, none, kl_fixed or kl_adaptive (trpo has no entropy bonus)",
-        ("objective",),
-    ),
-    "rmsprop_decay": FieldScope(
-        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
-    ),
-    "rmsprop_eps": FieldScope(
-        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
-    ),
-    "core_size": FieldScope(lambda c: c.core != "none", "core=gru", ("core",)),
-}
-
-
-def field_applies(config: Config, name: str) -> bool:
-    """Whether a run with this config reads the field `name` (fields outside FIELD_SCOPES are
-    read by every run)."""
-    scope = FIELD_SCOPES.get(name)
-    return scope is None or scope.reads(config)
-
-
-def check_fields_apply(config: Config, names: Iterable[str]) -> None:
-    """Raise a ValueError naming the first of `names` (fields the user set) that this config
-    does not read: a TRPO field on a PPO objective, a PPO field on TRPO, an RMSProp field with
-    Adam."""
-    for name in names:
-        if not field_applies(config, name):
-            scope = FIELD_SCOPES[name]
-            have = ", ".join(f"{f}={str(getattr(config, f)).lower()}" for f in scope.on)
-            raise ValueError(f"{name} applies only with {scope.needs}; this run has {have}")
-
-
-def check_hparams(hparams: HParams) -> HParams:
-    """Raise a ValueError naming the field if a concrete hyperparameter is out of range."""
-    for name, (low, high) in HPARAM_LIMITS.items():
-        value = np.asarray(getattr(hparams, name), dtype=np.float64)
-        if not np.all(np.isfinite(value)) or np.any(value < low) or np.any(value > high):
-            raise ValueError(f"HParams.{name} must lie in [{low}, {high}], got {value.tolist()}")
-    return hparams
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,8 +297,13 @@ def resolve_normalization(config: Config, env: Env) -> tuple[bool, bool]:
 # Running statistics for observation normalization and reward scaling.
 # ---------------------------------------------------------------------------------------------
 
+
 OBS_CLIP = 10.0
+
+
 REWARD_CLIP = 10.0
+
+
 NORM_EPS = 1e-8
 
 
@@ -491,6 +356,7 @@ def scale_reward(
 # ---------------------------------------------------------------------------------------------
 # Action distributions (categorical and diagonal Gaussian), written out so they can be tested.
 # ---------------------------------------------------------------------------------------------
+
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -569,7 +435,8 @@ def dist_mode(discrete: bool, dist: Dist) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks: orthogonal init (sqrt 2 hidden, 0.01 policy head, 1.0 value head).
+# Networks: the MLP torsos and the actor-critic; orthogonal init (sqrt 2 hidden, 0.01 policy
+# head, 1.0 value head).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -609,47 +476,11 @@ def orthogonal_stack(
 
 
 HIDDEN_GAIN = math.sqrt(2.0)
+
+
 # A small policy-head gain starts the policy near uniform / near zero mean; the GRU's kernels
 # start orthogonal with gain 1, so its gates start unsaturated.
 KERNEL_GAINS = {"policy_head": 0.01, "value_head": 1.0, "core_input": 1.0, "core_recurrent": 1.0}
-
-# Convolutional torsos: (features, kernel, stride) per VALID-padded conv layer, then one dense
-# layer; ReLU throughout. minatar_cnn's features come from Config.conv_channels.
-CONV_TORSOS: dict[str, tuple[tuple[tuple[int | None, int, int], ...], int]] = {
-    # Mnih et al. 2016 (A3C), the PPO paper's Atari policy: 84x84 -> 20x20x16 -> 9x9x32 -> 256.
-    "cnn": (((16, 8, 4), (32, 4, 2)), 256),
-    # Mnih et al. 2015 (DQN, "Nature"): 84x84 -> 20x20x32 -> 9x9x64 -> 7x7x64 -> 512.
-    "nature_cnn": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
-    # Young & Tian 2019 (MinAtar): 10x10 -> 8x8xC -> 128.
-    "minatar_cnn": (((None, 3, 1),), 128),
-}
-
-
-def conv_layers(config: Config) -> tuple[tuple[int, int, int], ...]:
-    layers, _ = CONV_TORSOS[config.network]
-    return tuple((config.conv_channels if f is None else f, k, st) for f, k, st in layers)
-
-
-def check_obs_shape(config: Config, obs_shape: Sequence[int]) -> None:
-    """Raise a ValueError naming Config.network if its torso cannot take these observations:
-    conv torsos need [H, W, C] images large enough for every VALID conv layer."""
-    if config.network == "mlp":
-        return
-    layers = conv_layers(config)
-    need = 1
-    for _, kernel, stride in reversed(layers):
-        need = (need - 1) * stride + kernel  # smallest input that leaves `need` outputs
-    if len(obs_shape) != 3:
-        raise ValueError(
-            f"Config.network={config.network!r} needs image observations [H, W, C]; "
-            f"{config.env} gives shape {tuple(obs_shape)} (use network=mlp)"
-        )
-    if min(obs_shape[:2]) < need:
-        raise ValueError(
-            f"Config.network={config.network!r} needs images of at least {need}x{need} (conv "
-            f"layers {', '.join(f'{k}x{k}/{st}' for _, k, st in layers)}); {config.env} gives "
-            f"{'x'.join(map(str, obs_shape))} (minatar_cnn fits 10x10 grids)"
-        )
 
 
 class MLPTorso(nn.Module):
@@ -667,81 +498,6 @@ class MLPTorso(nn.Module):
         for i, width in enumerate(self.sizes):
             x = act(nn.Dense(width, kernel_init=nn.initializers.zeros, name=f"hidden_{i}")(x))
         return x
-
-
-def patch_indices(height: int, width: int, channels: int, kernel: int, stride: int) -> np.ndarray:
-    """Flat indices [out_h, out_w, kernel * kernel * channels] of every VALID conv patch of an
-    [height, width, channels] image, ordered (row, column, channel) like a [k, k, C, F] kernel."""
-    out_h, out_w = (height - kernel) // stride + 1, (width - kernel) // stride + 1
-    r = np.arange(out_h)[:, None, None, None, None] * stride + np.arange(kernel)[:, None, None]
-    c = np.arange(out_w)[None, :, None, None, None] * stride + np.arange(kernel)[:, None]
-    flat = (r * width + c) * channels + np.arange(channels)
-    return flat.reshape(out_h, out_w, kernel * kernel * channels)
-
-
-class Conv(nn.Module):
-    """A VALID, strided 2-D convolution on [..., H, W, C] as patches @ kernel.
-
-    The same math as lax.conv_general_dilated, lowered as a gather of patches and a matmul:
-    vmapped over seeds (one kernel per seed) lax's conv becomes a grouped convolution, which
-    XLA's CPU backend ran ~20x slower than this (BENCHMARKS.md), while a batched matmul is fast
-    on every backend. The kernel keeps the usual [k, k, C, F] layout."""
-
-    features: int
-    kernel: int
-    stride: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h, w, c = x.shape[-3:]
-        kernel = self.param(
-            "kernel", nn.initializers.zeros, (self.kernel, self.kernel, c, self.features)
-        )
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        idx = patch_indices(h, w, c, self.kernel, self.stride)
-        patches = x.reshape(x.shape[:-3] + (h * w * c,))[..., idx]
-        return patches @ kernel.reshape(-1, self.features) + bias
-
-
-class ConvTorso(nn.Module):
-    """ReLU conv layers (VALID padding) on [..., H, W, C], flatten, one ReLU dense layer."""
-
-    layers: Sequence[tuple[int, int, int]]
-    dense: int
-
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs
-        for i, (features, kernel, stride) in enumerate(self.layers):
-            x = nn.relu(Conv(features, kernel, stride, name=f"conv_{i}")(x))
-        x = x.reshape(x.shape[:-3] + (-1,))
-        dense = nn.Dense(self.dense, kernel_init=nn.initializers.zeros, name="dense")
-        return nn.relu(dense(x))
-
-
-class GRU(nn.Module):
-    """One step of a gated recurrent unit (Cho et al. 2014), h [..., H], x [..., F] -> h':
-      r = sigmoid(W_r x + U_r h + b_r),  z = sigmoid(W_z x + U_z h + b_z)
-      n = tanh(W_n x + b_n + r * (U_n h + c_n)),  h' = (1 - z) n + z h
-    The three gates' weights are one [F, 3H] and one [H, 3H] matrix: two matmuls a step."""
-
-    size: int
-
-    @nn.compact
-    def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
-        zeros = nn.initializers.zeros
-        gx = nn.Dense(3 * self.size, kernel_init=zeros, name="core_input")(x)
-        gh = nn.Dense(3 * self.size, kernel_init=zeros, name="core_recurrent")(h)
-        xr, xz, xn = jnp.split(gx, 3, axis=-1)
-        hr, hz, hn = jnp.split(gh, 3, axis=-1)
-        r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
-        n = jnp.tanh(xn + r * hn)
-        return (1.0 - z) * n + z * h
-
-
-def reset_hidden(hidden: Any, done: jax.Array) -> Any:
-    """Zero each environment's hidden state where its episode ended: leaves [..., H], done [...]."""
-    return jax.tree.map(lambda h: jnp.where(done[..., None], 0.0, h), hidden)
 
 
 class ActorCritic(nn.Module):
@@ -857,33 +613,6 @@ class ActorCritic(nn.Module):
         if self.discrete:
             return Dist(loc, jnp.zeros_like(loc[..., :1]))
         return Dist(loc, jnp.broadcast_to(self.log_std, loc.shape))
-
-
-def initial_hidden(config: Config, batch_shape: Sequence[int] = ()) -> tuple[jax.Array, ...]:
-    """The hidden state of fresh episodes: zeros [*batch_shape, core_size] per core (two for the
-    mlp's separate actor and critic, one for a shared conv torso), () without a core."""
-    if config.core == "none":
-        return ()
-    cores = 2 if config.network == "mlp" else 1
-    return tuple(jnp.zeros((*batch_shape, config.core_size), jnp.float32) for _ in range(cores))
-
-
-def replay(
-    network: ActorCritic, params: Any, obs: jax.Array, done: jax.Array, hidden: Any
-) -> tuple[Dist, jax.Array]:
-    """A recurrent network over stored sequences: obs [T, B, *obs_shape], done [T, B] (step t
-    ended an episode, so the state after it restarts at zeros), hidden the state before step 0
-    (leaves [B, H]) -> (Dist with [T, B, A] leaves, value [T, B]). The torso and heads run on all
-    T * B steps at once; the core steps through time exactly as the rollout did."""
-    feats = network.apply(params, obs, method=ActorCritic.features)
-
-    def step(h: Any, x: tuple[Any, jax.Array]) -> tuple[Any, Any]:
-        f, d = x
-        out, h = network.apply(params, f, h, method=ActorCritic.remember)
-        return reset_hidden(h, d), out
-
-    _, feats = jax.lax.scan(step, hidden, (feats, done))
-    return network.apply(params, feats, method=ActorCritic.heads)
 
 
 def make_network(config: Config, env: Env) -> ActorCritic:
@@ -1002,16 +731,7 @@ def rollout(
             valid=out.valid,
             episode_end=out.episode_end,
         )
-        # The episode statistics restart where the game ended; the core's memory where any
-        # episode (a lost life too) did.
-        ended = done if out.episode_end is None else out.episode_end
-        new_carry = EnvCarry(
-            state=out.state,
-            obs=out.obs,
-            ep_return=jnp.where(ended, 0.0, ep_return),
-            ep_length=jnp.where(ended, 0, ep_length),
-            hidden=reset_hidden(hidden, done),
-        )
+        new_carry = next_env_carry(out, ep_return, ep_length, hidden)
         return (new_carry, Normalizer(obs_stat, ret_stat, ret_acc)), transition
 
     keys = jax.random.split(key, config.num_steps)
@@ -1026,6 +746,20 @@ def count_episode_step(carry: EnvCarry, out: Step) -> tuple[jax.Array, jax.Array
     if out.valid is None:
         return carry.ep_return + score, carry.ep_length + 1
     return carry.ep_return + score * out.valid, carry.ep_length + out.valid.astype(jnp.int32)
+
+
+def next_env_carry(out: Step, ep_return: jax.Array, ep_length: jax.Array, hidden: Any) -> EnvCarry:
+    """The carry into the next step: the episode statistics restart where the game ended, the
+    core's memory where any episode (a lost life too) did."""
+    done = out.terminated | out.truncated
+    ended = done if out.episode_end is None else out.episode_end
+    return EnvCarry(
+        state=out.state,
+        obs=out.obs,
+        ep_return=jnp.where(ended, 0.0, ep_return),
+        ep_length=jnp.where(ended, 0, ep_length),
+        hidden=reset_hidden(hidden, done),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1149,42 +883,6 @@ def value_loss(
     return 0.5 * masked_mean(err, weight)
 
 
-def adapt_lr_scale(lr_scale: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
-    """Vanilla PG's adaptive step size: the step shrinks by 1.5 when the update moved the policy
-    by more than twice the target KL and grows by 1.5 when it moved less than half of it."""
-    lr_scale = jnp.where(kl > 2.0 * kl_target, lr_scale / 1.5, lr_scale)
-    return jnp.where(kl < kl_target / 2.0, lr_scale * 1.5, lr_scale)
-
-
-def adapt_kl_beta(kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
-    """Adaptive KL penalty (paper section 4): halve beta when d < d_targ / 1.5, double it when
-    d > 1.5 d_targ, otherwise keep it."""
-    kl_beta = jnp.where(kl < kl_target / 1.5, kl_beta / 2.0, kl_beta)
-    return jnp.where(kl > kl_target * 1.5, kl_beta * 2.0, kl_beta)
-
-
-def measure_kl_and_adapt(
-    parts: Parts,
-    params: Any,
-    batch: Batch,
-    stats: dict[str, jax.Array],
-    kl_beta: jax.Array,
-    lr_scale: jax.Array,
-    hparams: HParams,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The after_epochs hook of the KL penalties and of adaptive_lr: the exact mean KL[pi_old,
-    pi] over the whole batch between the rollout's policy and the updated one, from which
-    kl_adaptive sets the next beta (paper section 4) and adaptive_lr the next step size."""
-    config, env, network, _ = parts
-    new_dist = batch_policy(network, params, batch)
-    kl = masked_mean(dist_kl(env.discrete, batch.dist, new_dist), batch.valid)
-    if config.objective == "kl_adaptive":
-        kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
-    if config.adaptive_lr:
-        lr_scale = adapt_lr_scale(lr_scale, kl, hparams.kl_target)
-    return kl, kl_beta, lr_scale
-
-
 class Batch(NamedTuple):
     """Update data: fields [B] (shuffled steps), or for a recurrent core [T, B] whole
     sequences with `done` [T, B] and `hidden`, the core's state before step 0 (leaves [B, H])."""
@@ -1239,55 +937,6 @@ def batch_value(network: ActorCritic, params: Any, batch: Batch) -> jax.Array:
     return batch_outputs(network, params, batch)[1]
 
 
-def random_permutations(key: jax.Array, count: int, n: int) -> jax.Array:
-    """`count` independent uniformly random permutations of range(n), as [count, n] int32.
-
-    Each round sorts one uint32 array whose high bits are random and whose low bits hold the
-    position, then reads the positions back. On XLA's CPU backend such a one-array sort costs a
-    quarter of the key-value sort jax.random.permutation runs (BENCHMARKS.md). A tie in the
-    random bits keeps the original order, so, as jax.random.permutation does, it runs enough
-    rounds, each reordering the last, that rounds * random bits >= 3 log2(n): at n = 512, two
-    rounds of 23 random bits, half the cost of jax.random.permutation's one 32-bit round.
-    """
-    pos_bits = max(1, (n - 1).bit_length())
-    free_bits = 32 - pos_bits
-    rounds = max(1, math.ceil(3 * math.log2(max(n, 2)) / free_bits))
-    position = jnp.arange(n, dtype=jnp.uint32)
-    high = jnp.uint32((0xFFFFFFFF << pos_bits) & 0xFFFFFFFF)
-    low = jnp.uint32((1 << pos_bits) - 1)
-    perms = None
-    for round_key in jax.random.split(key, rounds):
-        bits = jax.random.bits(round_key, (count, n), jnp.uint32)
-        order = (jax.lax.sort((bits & high) | position) & low).astype(jnp.int32)
-        perms = order if perms is None else jnp.take_along_axis(perms, order, axis=1)
-    return perms
-
-
-def sequence_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
-    """A recurrent Batch cut into minibatches of whole environment sequences, in the order of
-    perm [N]: fields [T, N, ...] -> [M, T, N / M, ...], hidden [N, H] -> [M, N / M, H]."""
-
-    def cut(x: jax.Array) -> jax.Array:
-        x = x[:, perm].reshape((x.shape[0], num_minibatches, -1) + x.shape[2:])
-        return jnp.moveaxis(x, 1, 0)
-
-    seqs = jax.tree.map(cut, batch._replace(hidden=None))
-    hidden = jax.tree.map(
-        lambda h: h[perm].reshape((num_minibatches, -1) + h.shape[1:]), batch.hidden
-    )
-    return seqs._replace(hidden=hidden)
-
-
-def check_recurrent_config(config: Config) -> None:
-    """A recurrent minibatch is a group of whole environment sequences: M must divide N."""
-    if config.core != "none" and config.num_envs % config.num_minibatches:
-        raise ValueError(
-            f"Config.num_minibatches={config.num_minibatches} must divide num_envs="
-            f"{config.num_envs} with core={config.core!r} (a recurrent minibatch is a group of "
-            "whole environment sequences)"
-        )
-
-
 def ppo_loss(
     params: Any,
     network: ActorCritic,
@@ -1323,161 +972,6 @@ def ppo_loss(
         "clip_fraction": masked_mean(clipped, w),
     }
     return loss, stats
-
-
-# ---------------------------------------------------------------------------------------------
-# TRPO (Schulman et al. 2015), the PPO paper's main baseline: a natural-gradient policy step
-# under a KL constraint, then a value fit by minibatch epochs (the PPO machinery, value loss only).
-# ---------------------------------------------------------------------------------------------
-
-
-def conjugate_gradient(
-    matvec: Callable[[jax.Array], jax.Array], b: jax.Array, iters: int, tol: float = 1e-10
-) -> jax.Array:
-    """x with matvec(x) ~= b for a symmetric positive definite matvec: `iters` steps of
-    conjugate gradient from x = 0. A fixed count compiles to one loop and vmaps; once the
-    squared residual falls below tol the iterate stops moving."""
-
-    def step(_: int, c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
-        x, r, p, rr = c
-        live = rr > tol
-        ap = matvec(p)
-        alpha = jnp.where(live, rr / jnp.maximum(jnp.vdot(p, ap), 1e-30), 0.0)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rr_new = jnp.vdot(r, r)
-        p = jnp.where(live, r + rr_new / jnp.maximum(rr, 1e-30) * p, p)
-        return x, r, p, jnp.where(live, rr_new, rr)
-
-    x, *_ = jax.lax.fori_loop(0, iters, step, (jnp.zeros_like(b), b, b, jnp.vdot(b, b)))
-    return x
-
-
-def fisher_vector_product(
-    mean_kl: Callable[[jax.Array], jax.Array], theta: jax.Array, damping: jax.Array | float
-) -> Callable[[jax.Array], jax.Array]:
-    """v -> (H + damping I) v, H the Hessian of mean_kl at theta (the Fisher matrix when
-    mean_kl is the KL from the policy at theta): forward-over-reverse differentiation of the
-    KL's gradient, never a matrix."""
-    kl_grad = jax.grad(mean_kl)
-    return lambda v: jax.jvp(kl_grad, (theta,), (v,))[1] + damping * v
-
-
-def step_acceptable(improvement: jax.Array, kl: jax.Array, max_kl: jax.Array | float) -> jax.Array:
-    """The line search's test of one candidate step: the surrogate improves (> 0) and the mean
-    KL from the old policy stays within 1.5 max_kl (the slack OpenAI baselines' TRPO allows over
-    the quadratic model), both finite."""
-    return (improvement > 0) & (kl <= 1.5 * max_kl) & jnp.isfinite(improvement) & jnp.isfinite(kl)
-
-
-def backtracking_line_search(
-    candidate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
-    max_kl: jax.Array | float,
-    backtracks: int,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Try candidate steps k = 0, 1, ..., backtracks - 1 (fractions 1, 1/2, 1/4, ... of the full
-    step, largest first); candidate(k) -> (surrogate improvement, mean KL), float32 scalars. Stops
-    at the first step_acceptable one, so the usual case evaluates one candidate. Returns (k,
-    accepted, improvement, kl) of the last candidate tried; with none accepted the policy keeps
-    its parameters."""
-
-    def untried(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
-        tried, accepted, _, _ = c
-        return (tried < backtracks) & ~accepted
-
-    def try_step(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
-        tried, _, _, _ = c
-        gain, kl = candidate(tried)
-        return tried + 1, step_acceptable(gain, kl, max_kl), gain, kl
-
-    zero = jnp.zeros((), jnp.float32)
-    tried, accepted, gain, kl = jax.lax.while_loop(
-        untried, try_step, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), zero, zero)
-    )
-    return tried - 1, accepted, gain, kl
-
-
-def trpo_policy_step(
-    params: Any,
-    network: ActorCritic,
-    discrete: bool,
-    batch: Batch,
-    hparams: HParams,
-    config: Config,
-) -> tuple[Any, dict[str, jax.Array]]:
-    """TRPO's policy_step hook: one step of the policy on the whole batch. g is the gradient of
-    the surrogate E[r A] at the old policy; s ~= F^-1 g by conjugate gradient, F v computed as
-    the Hessian-vector product of the mean KL[pi_old, pi] (forward-over-reverse, no matrix), plus
-    cg_damping v; the step s sqrt(2 max_kl / s.F s) reaches KL = max_kl in the quadratic model;
-    then the backtracking line search. The critic's parameters get a zero gradient and a zero
-    Fisher block, so the step leaves them as they are."""
-    flat, unravel = ravel_pytree(params)
-    adv, w = batch.advantages, batch.valid
-    if config.norm_adv:
-        adv = standardize(adv, w)
-
-    def dist(theta: jax.Array) -> Dist:
-        return batch_policy(network, unravel(theta), batch)
-
-    def surrogate(theta: jax.Array) -> jax.Array:
-        log_prob = dist_log_prob(discrete, dist(theta), batch.action)
-        return masked_mean(jnp.exp(log_prob - batch.log_prob) * adv, w)
-
-    def mean_kl(theta: jax.Array) -> jax.Array:
-        return masked_mean(dist_kl(discrete, batch.dist, dist(theta)), w)
-
-    fisher_vector = fisher_vector_product(mean_kl, flat, hparams.cg_damping)
-    old, g = jax.value_and_grad(surrogate)(flat)
-    s = conjugate_gradient(fisher_vector, g, config.cg_iters)
-    full_step = (
-        jnp.sqrt(2.0 * hparams.max_kl / jnp.maximum(jnp.vdot(s, fisher_vector(s)), 1e-12)) * s
-    )
-
-    def candidate(k: jax.Array) -> tuple[jax.Array, jax.Array]:
-        theta = flat + 0.5 ** k.astype(jnp.float32) * full_step
-        return surrogate(theta) - old, mean_kl(theta)
-
-    k, accepted, gain, kl = backtracking_line_search(candidate, hparams.max_kl, config.backtracks)
-    new = jnp.where(accepted, flat + 0.5 ** k.astype(jnp.float32) * full_step, flat)
-    stats = {
-        "policy_loss": -(old + jnp.where(accepted, gain, 0.0)),
-        "entropy": masked_mean(dist_entropy(discrete, dist(new)), w),
-        # The exact mean KL of the step taken (0 when the line search rejected every step).
-        "approx_kl": jnp.where(accepted, kl, 0.0),
-        "clip_fraction": jnp.zeros((), jnp.float32),  # TRPO clips nothing
-    }
-    return unravel(new), stats
-
-
-def check_trpo_config(config: Config) -> None:
-    """TRPO needs separate policy and value torsos and sizes its own step."""
-    if config.objective == "trpo" and config.network != "mlp":
-        raise ValueError(
-            f"Config.objective='trpo' needs network='mlp' (separate policy and value "
-            f"torsos: the value fit must not move the policy), got {config.network!r}"
-        )
-    if config.objective == "trpo" and config.adaptive_lr:
-        raise ValueError(
-            "Config.adaptive_lr applies to gradient steps on the policy; objective='trpo' "
-            "sizes its own step from max_kl"
-        )
-
-
-def value_fit_loss(
-    params: Any,
-    network: ActorCritic,
-    config: Config,
-    discrete: bool,
-    batch: Batch,
-    hparams: HParams,
-    kl_beta: jax.Array,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """TRPO's value fit on a minibatch: the value loss alone (ppo_loss's signature)."""
-    value = batch_value(network, params, batch)
-    vf = value_loss(
-        value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss, batch.valid
-    )
-    return vf, {"value_loss": vf}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1524,9 +1018,10 @@ def current_clip(config: Config, hparams: HParams, update: jax.Array) -> jax.Arr
 
 
 # ---------------------------------------------------------------------------------------------
-# The update: rollout -> bootstrap -> advantages -> epochs of minibatch steps -> metrics. Where an
-# extension changes it, it does so through one of three hooks, chosen once from the config.
+# The update: rollout -> bootstrap -> advantages -> epochs of minibatch steps -> metrics. An
+# extension changes it only through the three Hooks, chosen once from the config.
 # ---------------------------------------------------------------------------------------------
+
 
 METRIC_NAMES = (
     "episode_return",
@@ -1582,23 +1077,6 @@ def choose_hooks(config: Config) -> Hooks:
     return Hooks(shuffle_size, minibatches, policy_step, loss, after_epochs)
 
 
-def step_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
-    """A Batch of [B] steps in the order of perm [B], cut into minibatches: [M, B / M, ...]."""
-    return jax.tree.map(lambda x: x[perm].reshape((num_minibatches, -1) + x.shape[1:]), batch)
-
-
-def no_policy_step(
-    params: Any,
-    network: ActorCritic,
-    discrete: bool,
-    batch: Batch,
-    hparams: HParams,
-    config: Config,
-) -> tuple[Any, dict[str, jax.Array]]:
-    """PPO's policy learns inside the epochs, with the value: nothing happens before them."""
-    return params, {}
-
-
 class Parts(NamedTuple):
     """What every update reads besides its state and hyperparameters: fixed for a trainer."""
 
@@ -1606,19 +1084,6 @@ class Parts(NamedTuple):
     env: Env
     network: ActorCritic
     hooks: Hooks
-
-
-def keep_coefficients(
-    parts: Parts,
-    params: Any,
-    batch: Batch,
-    stats: dict[str, jax.Array],
-    kl_beta: jax.Array,
-    lr_scale: jax.Array,
-    hparams: HParams,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The clipped objective adapts nothing; the update's KL is the epochs' mean approx_kl."""
-    return stats["approx_kl"], kl_beta, lr_scale
 
 
 def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> TrainState:
@@ -1678,6 +1143,60 @@ def estimate_advantages(
         hparams.gae_lambda,
         traj.valid,
     )
+
+
+def random_permutations(key: jax.Array, count: int, n: int) -> jax.Array:
+    """`count` independent uniformly random permutations of range(n), as [count, n] int32.
+
+    Each round sorts one uint32 array whose high bits are random and whose low bits hold the
+    position, then reads the positions back. On XLA's CPU backend such a one-array sort costs a
+    quarter of the key-value sort jax.random.permutation runs (BENCHMARKS.md). A tie in the
+    random bits keeps the original order, so, as jax.random.permutation does, it runs enough
+    rounds, each reordering the last, that rounds * random bits >= 3 log2(n): at n = 512, two
+    rounds of 23 random bits, half the cost of jax.random.permutation's one 32-bit round.
+    """
+    pos_bits = max(1, (n - 1).bit_length())
+    free_bits = 32 - pos_bits
+    rounds = max(1, math.ceil(3 * math.log2(max(n, 2)) / free_bits))
+    position = jnp.arange(n, dtype=jnp.uint32)
+    high = jnp.uint32((0xFFFFFFFF << pos_bits) & 0xFFFFFFFF)
+    low = jnp.uint32((1 << pos_bits) - 1)
+    perms = None
+    for round_key in jax.random.split(key, rounds):
+        bits = jax.random.bits(round_key, (count, n), jnp.uint32)
+        order = (jax.lax.sort((bits & high) | position) & low).astype(jnp.int32)
+        perms = order if perms is None else jnp.take_along_axis(perms, order, axis=1)
+    return perms
+
+
+def step_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
+    """A Batch of [B] steps in the order of perm [B], cut into minibatches: [M, B / M, ...]."""
+    return jax.tree.map(lambda x: x[perm].reshape((num_minibatches, -1) + x.shape[1:]), batch)
+
+
+def no_policy_step(
+    params: Any,
+    network: ActorCritic,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    config: Config,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """PPO's policy learns inside the epochs, with the value: nothing happens before them."""
+    return params, {}
+
+
+def keep_coefficients(
+    parts: Parts,
+    params: Any,
+    batch: Batch,
+    stats: dict[str, jax.Array],
+    kl_beta: jax.Array,
+    lr_scale: jax.Array,
+    hparams: HParams,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The clipped objective adapts nothing; the update's KL is the epochs' mean approx_kl."""
+    return stats["approx_kl"], kl_beta, lr_scale
 
 
 def learn(
@@ -1808,7 +1327,7 @@ def update_metrics(
 
 
 # ---------------------------------------------------------------------------------------------
-# make_train: the update scanned num_updates times from a fresh state.
+# make_train: the update scanned num_updates times from a fresh state; the final score.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1937,6 +1456,566 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------
+# Extension: convolutional torsos (the PPO paper's Atari policy, DQN's, MinAtar's). Adds
+# network=cnn, nature_cnn, minatar_cnn; hooks in at ActorCritic.setup (one torso shared by the
+# policy and value heads) and make_network (check_obs_shape).
+# ---------------------------------------------------------------------------------------------
+
+
+# Convolutional torsos: (features, kernel, stride) per VALID-padded conv layer, then one dense
+# layer; ReLU throughout. minatar_cnn's features come from Config.conv_channels.
+CONV_TORSOS: dict[str, tuple[tuple[tuple[int | None, int, int], ...], int]] = {
+    # Mnih et al. 2016 (A3C), the PPO paper's Atari policy: 84x84 -> 20x20x16 -> 9x9x32 -> 256.
+    "cnn": (((16, 8, 4), (32, 4, 2)), 256),
+    # Mnih et al. 2015 (DQN, "Nature"): 84x84 -> 20x20x32 -> 9x9x64 -> 7x7x64 -> 512.
+    "nature_cnn": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
+    # Young & Tian 2019 (MinAtar): 10x10 -> 8x8xC -> 128.
+    "minatar_cnn": (((None, 3, 1),), 128),
+}
+
+
+def conv_layers(config: Config) -> tuple[tuple[int, int, int], ...]:
+    layers, _ = CONV_TORSOS[config.network]
+    return tuple((config.conv_channels if f is None else f, k, st) for f, k, st in layers)
+
+
+def check_obs_shape(config: Config, obs_shape: Sequence[int]) -> None:
+    """Raise a ValueError naming Config.network if its torso cannot take these observations:
+    conv torsos need [H, W, C] images large enough for every VALID conv layer."""
+    if config.network == "mlp":
+        return
+    layers = conv_layers(config)
+    need = 1
+    for _, kernel, stride in reversed(layers):
+        need = (need - 1) * stride + kernel  # smallest input that leaves `need` outputs
+    if len(obs_shape) != 3:
+        raise ValueError(
+            f"Config.network={config.network!r} needs image observations [H, W, C]; "
+            f"{config.env} gives shape {tuple(obs_shape)} (use network=mlp)"
+        )
+    if min(obs_shape[:2]) < need:
+        raise ValueError(
+            f"Config.network={config.network!r} needs images of at least {need}x{need} (conv "
+            f"layers {', '.join(f'{k}x{k}/{st}' for _, k, st in layers)}); {config.env} gives "
+            f"{'x'.join(map(str, obs_shape))} (minatar_cnn fits 10x10 grids)"
+        )
+
+
+def patch_indices(height: int, width: int, channels: int, kernel: int, stride: int) -> np.ndarray:
+    """Flat indices [out_h, out_w, kernel * kernel * channels] of every VALID conv patch of an
+    [height, width, channels] image, ordered (row, column, channel) like a [k, k, C, F] kernel."""
+    out_h, out_w = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+    r = np.arange(out_h)[:, None, None, None, None] * stride + np.arange(kernel)[:, None, None]
+    c = np.arange(out_w)[None, :, None, None, None] * stride + np.arange(kernel)[:, None]
+    flat = (r * width + c) * channels + np.arange(channels)
+    return flat.reshape(out_h, out_w, kernel * kernel * channels)
+
+
+class Conv(nn.Module):
+    """A VALID, strided 2-D convolution on [..., H, W, C] as patches @ kernel.
+
+    The same math as lax.conv_general_dilated, lowered as a gather of patches and a matmul:
+    vmapped over seeds (one kernel per seed) lax's conv becomes a grouped convolution, which
+    XLA's CPU backend ran ~20x slower than this (BENCHMARKS.md), while a batched matmul is fast
+    on every backend. The kernel keeps the usual [k, k, C, F] layout."""
+
+    features: int
+    kernel: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h, w, c = x.shape[-3:]
+        kernel = self.param(
+            "kernel", nn.initializers.zeros, (self.kernel, self.kernel, c, self.features)
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        idx = patch_indices(h, w, c, self.kernel, self.stride)
+        patches = x.reshape(x.shape[:-3] + (h * w * c,))[..., idx]
+        return patches @ kernel.reshape(-1, self.features) + bias
+
+
+class ConvTorso(nn.Module):
+    """ReLU conv layers (VALID padding) on [..., H, W, C], flatten, one ReLU dense layer."""
+
+    layers: Sequence[tuple[int, int, int]]
+    dense: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs
+        for i, (features, kernel, stride) in enumerate(self.layers):
+            x = nn.relu(Conv(features, kernel, stride, name=f"conv_{i}")(x))
+        x = x.reshape(x.shape[:-3] + (-1,))
+        dense = nn.Dense(self.dense, kernel_init=nn.initializers.zeros, name="dense")
+        return nn.relu(dense(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension: recurrent core (core=gru). Adds a GRU between torso and heads with a hidden state
+# carried per environment through the rollout (EnvCarry.hidden, reset where an episode ends);
+# hooks in at ActorCritic.remember, at the minibatches hook (sequence_minibatches: whole
+# environment sequences) and at batch_outputs (replay from the stored state).
+# ---------------------------------------------------------------------------------------------
+
+
+class GRU(nn.Module):
+    """One step of a gated recurrent unit (Cho et al. 2014), h [..., H], x [..., F] -> h':
+      r = sigmoid(W_r x + U_r h + b_r),  z = sigmoid(W_z x + U_z h + b_z)
+      n = tanh(W_n x + b_n + r * (U_n h + c_n)),  h' = (1 - z) n + z h
+    The three gates' weights are one [F, 3H] and one [H, 3H] matrix: two matmuls a step."""
+
+    size: int
+
+    @nn.compact
+    def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
+        zeros = nn.initializers.zeros
+        gx = nn.Dense(3 * self.size, kernel_init=zeros, name="core_input")(x)
+        gh = nn.Dense(3 * self.size, kernel_init=zeros, name="core_recurrent")(h)
+        xr, xz, xn = jnp.split(gx, 3, axis=-1)
+        hr, hz, hn = jnp.split(gh, 3, axis=-1)
+        r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+        return (1.0 - z) * n + z * h
+
+
+def reset_hidden(hidden: Any, done: jax.Array) -> Any:
+    """Zero each environment's hidden state where its episode ended: leaves [..., H], done [...]."""
+    return jax.tree.map(lambda h: jnp.where(done[..., None], 0.0, h), hidden)
+
+
+def initial_hidden(config: Config, batch_shape: Sequence[int] = ()) -> tuple[jax.Array, ...]:
+    """The hidden state of fresh episodes: zeros [*batch_shape, core_size] per core (two for the
+    mlp's separate actor and critic, one for a shared conv torso), () without a core."""
+    if config.core == "none":
+        return ()
+    cores = 2 if config.network == "mlp" else 1
+    return tuple(jnp.zeros((*batch_shape, config.core_size), jnp.float32) for _ in range(cores))
+
+
+def replay(
+    network: ActorCritic, params: Any, obs: jax.Array, done: jax.Array, hidden: Any
+) -> tuple[Dist, jax.Array]:
+    """A recurrent network over stored sequences: obs [T, B, *obs_shape], done [T, B] (step t
+    ended an episode, so the state after it restarts at zeros), hidden the state before step 0
+    (leaves [B, H]) -> (Dist with [T, B, A] leaves, value [T, B]). The torso and heads run on all
+    T * B steps at once; the core steps through time exactly as the rollout did."""
+    feats = network.apply(params, obs, method=ActorCritic.features)
+
+    def step(h: Any, x: tuple[Any, jax.Array]) -> tuple[Any, Any]:
+        f, d = x
+        out, h = network.apply(params, f, h, method=ActorCritic.remember)
+        return reset_hidden(h, d), out
+
+    _, feats = jax.lax.scan(step, hidden, (feats, done))
+    return network.apply(params, feats, method=ActorCritic.heads)
+
+
+def sequence_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
+    """A recurrent Batch cut into minibatches of whole environment sequences, in the order of
+    perm [N]: fields [T, N, ...] -> [M, T, N / M, ...], hidden [N, H] -> [M, N / M, H]."""
+
+    def cut(x: jax.Array) -> jax.Array:
+        x = x[:, perm].reshape((x.shape[0], num_minibatches, -1) + x.shape[2:])
+        return jnp.moveaxis(x, 1, 0)
+
+    seqs = jax.tree.map(cut, batch._replace(hidden=None))
+    hidden = jax.tree.map(
+        lambda h: h[perm].reshape((num_minibatches, -1) + h.shape[1:]), batch.hidden
+    )
+    return seqs._replace(hidden=hidden)
+
+
+def check_recurrent_config(config: Config) -> None:
+    """A recurrent minibatch is a group of whole environment sequences: M must divide N."""
+    if config.core != "none" and config.num_envs % config.num_minibatches:
+        raise ValueError(
+            f"Config.num_minibatches={config.num_minibatches} must divide num_envs="
+            f"{config.num_envs} with core={config.core!r} (a recurrent minibatch is a group of "
+            "whole environment sequences)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension: the PPO paper's other objectives and step rules. The KL penalties (section 4) and
+# the unclipped surrogate are branches of policy_loss; A2C's RMSProp is make_optimizer's. This
+# adds the coefficients that adapt after the epochs (the after_epochs hook): kl_adaptive's beta
+# and vanilla PG's adaptive step size (adaptive_lr).
+# ---------------------------------------------------------------------------------------------
+
+
+def adapt_lr_scale(lr_scale: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
+    """Vanilla PG's adaptive step size: the step shrinks by 1.5 when the update moved the policy
+    by more than twice the target KL and grows by 1.5 when it moved less than half of it."""
+    lr_scale = jnp.where(kl > 2.0 * kl_target, lr_scale / 1.5, lr_scale)
+    return jnp.where(kl < kl_target / 2.0, lr_scale * 1.5, lr_scale)
+
+
+def adapt_kl_beta(kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
+    """Adaptive KL penalty (paper section 4): halve beta when d < d_targ / 1.5, double it when
+    d > 1.5 d_targ, otherwise keep it."""
+    kl_beta = jnp.where(kl < kl_target / 1.5, kl_beta / 2.0, kl_beta)
+    return jnp.where(kl > kl_target * 1.5, kl_beta * 2.0, kl_beta)
+
+
+def measure_kl_and_adapt(
+    parts: Parts,
+    params: Any,
+    batch: Batch,
+    stats: dict[str, jax.Array],
+    kl_beta: jax.Array,
+    lr_scale: jax.Array,
+    hparams: HParams,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The after_epochs hook of the KL penalties and of adaptive_lr: the exact mean KL[pi_old,
+    pi] over the whole batch between the rollout's policy and the updated one, from which
+    kl_adaptive sets the next beta (paper section 4) and adaptive_lr the next step size."""
+    config, env, network, _ = parts
+    new_dist = batch_policy(network, params, batch)
+    kl = masked_mean(dist_kl(env.discrete, batch.dist, new_dist), batch.valid)
+    if config.objective == "kl_adaptive":
+        kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
+    if config.adaptive_lr:
+        lr_scale = adapt_lr_scale(lr_scale, kl, hparams.kl_target)
+    return kl, kl_beta, lr_scale
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension: TRPO (Schulman et al. 2015), the PPO paper's main baseline. Hooks in at the
+# policy_step hook (a natural-gradient step under a KL constraint on the whole batch, before the
+# epochs) and the loss hook (the epochs then fit the value alone).
+# ---------------------------------------------------------------------------------------------
+
+
+def conjugate_gradient(
+    matvec: Callable[[jax.Array], jax.Array], b: jax.Array, iters: int, tol: float = 1e-10
+) -> jax.Array:
+    """x with matvec(x) ~= b for a symmetric positive definite matvec: `iters` steps of
+    conjugate gradient from x = 0. A fixed count compiles to one loop and vmaps; once the
+    squared residual falls below tol the iterate stops moving."""
+
+    def step(_: int, c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
+        x, r, p, rr = c
+        live = rr > tol
+        ap = matvec(p)
+        alpha = jnp.where(live, rr / jnp.maximum(jnp.vdot(p, ap), 1e-30), 0.0)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = jnp.vdot(r, r)
+        p = jnp.where(live, r + rr_new / jnp.maximum(rr, 1e-30) * p, p)
+        return x, r, p, jnp.where(live, rr_new, rr)
+
+    x, *_ = jax.lax.fori_loop(0, iters, step, (jnp.zeros_like(b), b, b, jnp.vdot(b, b)))
+    return x
+
+
+def fisher_vector_product(
+    mean_kl: Callable[[jax.Array], jax.Array], theta: jax.Array, damping: jax.Array | float
+) -> Callable[[jax.Array], jax.Array]:
+    """v -> (H + damping I) v, H the Hessian of mean_kl at theta (the Fisher matrix when
+    mean_kl is the KL from the policy at theta): forward-over-reverse differentiation of the
+    KL's gradient, never a matrix."""
+    kl_grad = jax.grad(mean_kl)
+    return lambda v: jax.jvp(kl_grad, (theta,), (v,))[1] + damping * v
+
+
+def step_acceptable(improvement: jax.Array, kl: jax.Array, max_kl: jax.Array | float) -> jax.Array:
+    """The line search's test of one candidate step: the surrogate improves (> 0) and the mean
+    KL from the old policy stays within 1.5 max_kl (the slack OpenAI baselines' TRPO allows over
+    the quadratic model), both finite."""
+    return (improvement > 0) & (kl <= 1.5 * max_kl) & jnp.isfinite(improvement) & jnp.isfinite(kl)
+
+
+def backtracking_line_search(
+    candidate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    max_kl: jax.Array | float,
+    backtracks: int,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Try candidate steps k = 0, 1, ..., backtracks - 1 (fractions 1, 1/2, 1/4, ... of the full
+    step, largest first); candidate(k) -> (surrogate improvement, mean KL), float32 scalars. Stops
+    at the first step_acceptable one, so the usual case evaluates one candidate. Returns (k,
+    accepted, improvement, kl) of the last candidate tried; with none accepted the policy keeps
+    its parameters."""
+
+    def untried(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        tried, accepted, _, _ = c
+        return (tried < backtracks) & ~accepted
+
+    def try_step(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
+        tried, _, _, _ = c
+        gain, kl = candidate(tried)
+        return tried + 1, step_acceptable(gain, kl, max_kl), gain, kl
+
+    zero = jnp.zeros((), jnp.float32)
+    tried, accepted, gain, kl = jax.lax.while_loop(
+        untried, try_step, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), zero, zero)
+    )
+    return tried - 1, accepted, gain, kl
+
+
+def trpo_policy_step(
+    params: Any,
+    network: ActorCritic,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    config: Config,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """TRPO's policy_step hook: one step of the policy on the whole batch. g is the gradient of
+    the surrogate E[r A] at the old policy; s ~= F^-1 g by conjugate gradient, F v computed as
+    the Hessian-vector product of the mean KL[pi_old, pi] (forward-over-reverse, no matrix), plus
+    cg_damping v; the step s sqrt(2 max_kl / s.F s) reaches KL = max_kl in the quadratic model;
+    then the backtracking line search. The critic's parameters get a zero gradient and a zero
+    Fisher block, so the step leaves them as they are."""
+    flat, unravel = ravel_pytree(params)
+    adv, w = batch.advantages, batch.valid
+    if config.norm_adv:
+        adv = standardize(adv, w)
+
+    def dist(theta: jax.Array) -> Dist:
+        return batch_policy(network, unravel(theta), batch)
+
+    def surrogate(theta: jax.Array) -> jax.Array:
+        log_prob = dist_log_prob(discrete, dist(theta), batch.action)
+        return masked_mean(jnp.exp(log_prob - batch.log_prob) * adv, w)
+
+    def mean_kl(theta: jax.Array) -> jax.Array:
+        return masked_mean(dist_kl(discrete, batch.dist, dist(theta)), w)
+
+    fisher_vector = fisher_vector_product(mean_kl, flat, hparams.cg_damping)
+    old, g = jax.value_and_grad(surrogate)(flat)
+    s = conjugate_gradient(fisher_vector, g, config.cg_iters)
+    full_step = (
+        jnp.sqrt(2.0 * hparams.max_kl / jnp.maximum(jnp.vdot(s, fisher_vector(s)), 1e-12)) * s
+    )
+
+    def candidate(k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        theta = flat + 0.5 ** k.astype(jnp.float32) * full_step
+        return surrogate(theta) - old, mean_kl(theta)
+
+    k, accepted, gain, kl = backtracking_line_search(candidate, hparams.max_kl, config.backtracks)
+    new = jnp.where(accepted, flat + 0.5 ** k.astype(jnp.float32) * full_step, flat)
+    stats = {
+        "policy_loss": -(old + jnp.where(accepted, gain, 0.0)),
+        "entropy": masked_mean(dist_entropy(discrete, dist(new)), w),
+        # The exact mean KL of the step taken (0 when the line search rejected every step).
+        "approx_kl": jnp.where(accepted, kl, 0.0),
+        "clip_fraction": jnp.zeros((), jnp.float32),  # TRPO clips nothing
+    }
+    return unravel(new), stats
+
+
+def value_fit_loss(
+    params: Any,
+    network: ActorCritic,
+    config: Config,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    kl_beta: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """TRPO's value fit on a minibatch: the value loss alone (ppo_loss's signature)."""
+    value = batch_value(network, params, batch)
+    vf = value_loss(
+        value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss, batch.valid
+    )
+    return vf, {"value_loss": vf}
+
+
+def check_trpo_config(config: Config) -> None:
+    """TRPO needs separate policy and value torsos and sizes its own step."""
+    if config.objective == "trpo" and config.network != "mlp":
+        raise ValueError(
+            f"Config.objective='trpo' needs network='mlp' (separate policy and value "
+            f"torsos: the value fit must not move the policy), got {config.network!r}"
+        )
+    if config.objective == "trpo" and config.adaptive_lr:
+        raise ValueError(
+            "Config.adaptive_lr applies to gradient steps on the policy; objective='trpo' "
+            "sizes its own step from max_kl"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension: validation. Refuses settings that cannot train before anything compiles: hooks in at
+# Config.__post_init__ (check_config), at the command line (check_fields_apply: a field the run
+# does not read) and wherever concrete HParams arrive (check_hparams).
+# ---------------------------------------------------------------------------------------------
+
+
+# The string fields that take one of a few names: a flag outside them is refused while parsing.
+FIELD_CHOICES = {
+    "network": NETWORKS,
+    "activation": ACTIVATIONS,
+    "core": CORES,
+    "objective": OBJECTIVES,
+    "optimizer": OPTIMIZERS,
+}
+
+
+POSITIVE_INT_FIELDS = (
+    "num_envs",
+    "num_steps",
+    "total_timesteps",
+    "update_epochs",
+    "num_minibatches",
+    "conv_channels",
+    "core_size",
+    "cg_iters",
+    "backtracks",
+)
+
+
+def check_config(config: Config) -> None:
+    """Raise a ValueError naming the field if a Config cannot train (Config.__post_init__ calls
+    it, so nothing compiles first): an unknown env, a size that is not positive or does not
+    divide evenly, a name outside its choices, a non-boolean flag; then the extensions' checks."""
+    if not isinstance(config.env, str) or not config.env:
+        raise ValueError(f"Config.env must be a non-empty string, got {config.env!r}")
+    if ":" not in config.env and config.env not in gymnax_env_names():
+        raise ValueError(
+            f"Config.env: unknown environment {config.env!r}; known gymnax environments: "
+            f"{', '.join(gymnax_env_names())} (brax environments are named 'brax:NAME')"
+        )
+    check_sizes(config)
+    for name, choices in FIELD_CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise ValueError(
+                f"Config.{name} must be one of {choices}, got {getattr(config, name)!r}"
+            )
+    for name in ("norm_adv", "clip_vloss", "anneal_lr", "anneal_clip", "adaptive_lr"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"Config.{name} must be true or false, got {getattr(config, name)!r}")
+    for name in ("normalize_obs", "normalize_reward"):
+        if getattr(config, name) not in (None, True, False):
+            raise ValueError(
+                f"Config.{name} must be true, false or null (auto), got {getattr(config, name)!r}"
+            )
+    check_recurrent_config(config)
+    check_trpo_config(config)
+
+
+def check_sizes(config: Config) -> None:
+    """The loop counts and widths: positive integers, minibatches that divide the rollout."""
+    for name in POSITIVE_INT_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"Config.{name} must be a positive integer, got {value!r}")
+    if config.batch_size % config.num_minibatches:
+        raise ValueError(
+            f"Config.num_minibatches={config.num_minibatches} must divide the rollout batch "
+            f"num_envs * num_steps = {config.batch_size}"
+        )
+    if config.total_timesteps < config.batch_size:
+        raise ValueError(
+            f"Config.total_timesteps={config.total_timesteps} is smaller than one rollout "
+            f"(num_envs * num_steps = {config.batch_size})"
+        )
+    sizes = tuple(config.hidden_sizes)
+    if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in sizes):
+        raise ValueError(
+            f"Config.hidden_sizes must be a non-empty tuple of positive integers, "
+            f"got {config.hidden_sizes!r}"
+        )
+
+
+HPARAM_LIMITS = {
+    "learning_rate": (0.0, math.inf),
+    "gamma": (0.0, 1.0),
+    "gae_lambda": (0.0, 1.0),
+    "clip_coef": (0.0, math.inf),
+    "ent_coef": (0.0, math.inf),
+    "vf_coef": (0.0, math.inf),
+    "max_grad_norm": (0.0, math.inf),
+    "kl_beta": (0.0, math.inf),
+    "kl_target": (0.0, math.inf),
+    "rmsprop_decay": (0.0, 1.0),
+    "rmsprop_eps": (0.0, math.inf),
+    "max_kl": (0.0, math.inf),
+    "cg_damping": (0.0, math.inf),
+}
+
+
+class FieldScope(NamedTuple):
+    """Which runs read a field: those whose config passes `reads`. `needs` says which in words
+    for a refusal, in terms of the Config fields `on`; the refusal shows the run's own values
+    of exactly those fields."""
+
+    reads: Callable[[Config], bool]
+    needs: str
+    on: tuple[str, ...]
+
+
+# Fields that only one kind of run reads. A field the user sets where it is not read is refused
+# (check_fields_apply), not silently ignored.
+FIELD_SCOPES: dict[str, FieldScope] = {
+    "max_kl": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "cg_damping": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "cg_iters": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "backtracks": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "kl_beta": FieldScope(
+        lambda c: c.objective in ("kl_fixed", "kl_adaptive"),
+        "objective=kl_fixed or kl_adaptive",
+        ("objective",),
+    ),
+    "kl_target": FieldScope(
+        lambda c: c.objective == "kl_adaptive" or c.adaptive_lr,
+        "objective=kl_adaptive or adaptive_lr=true",
+        ("objective", "adaptive_lr"),
+    ),
+    "clip_coef": FieldScope(
+        lambda c: c.objective == "clip" or c.clip_vloss,
+        "objective=clip or clip_vloss=true (the value-clip range)",
+        ("objective", "clip_vloss"),
+    ),
+    "anneal_clip": FieldScope(
+        lambda c: c.objective == "clip" or c.clip_vloss,
+        "objective=clip or clip_vloss=true",
+        ("objective", "clip_vloss"),
+    ),
+    "ent_coef": FieldScope(
+        lambda c: c.objective != "trpo",
+        "objective=clip, none, kl_fixed or kl_adaptive (trpo has no entropy bonus)",
+        ("objective",),
+    ),
+    "rmsprop_decay": FieldScope(
+        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
+    ),
+    "rmsprop_eps": FieldScope(
+        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
+    ),
+    "core_size": FieldScope(lambda c: c.core != "none", "core=gru", ("core",)),
+}
+
+
+def field_applies(config: Config, name: str) -> bool:
+    """Whether a run with this config reads the field `name` (fields outside FIELD_SCOPES are
+    read by every run)."""
+    scope = FIELD_SCOPES.get(name)
+    return scope is None or scope.reads(config)
+
+
+def check_fields_apply(config: Config, names: Iterable[str]) -> None:
+    """Raise a ValueError naming the first of `names` (fields the user set) that this config
+    does not read: a TRPO field on a PPO objective, a PPO field on TRPO, an RMSProp field with
+    Adam."""
+    for name in names:
+        if not field_applies(config, name):
+            scope = FIELD_SCOPES[name]
+            have = ", ".join(f"{f}={str(getattr(config, f)).lower()}" for f in scope.on)
+            raise ValueError(f"{name} applies only with {scope.needs}; this run has {have}")
+
+
+def check_hparams(hparams: HParams) -> HParams:
+    """Raise a ValueError naming the field if a concrete hyperparameter is out of range."""
+    for name, (low, high) in HPARAM_LIMITS.items():
+        value = np.asarray(getattr(hparams, name), dtype=np.float64)
+        if not np.all(np.isfinite(value)) or np.any(value < low) or np.any(value > high):
+            raise ValueError(f"HParams.{name} must lie in [{low}, {high}], got {value.tolist()}")
+    return hparams
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line: python ppo.py --env CartPole-v1 --num-seeds 16
 # ---------------------------------------------------------------------------------------------
 
@@ -2031,16 +2110,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
-
-
-# The string fields that take one of a few names: a flag outside them is refused while parsing.
-FIELD_CHOICES = {
-    "network": NETWORKS,
-    "activation": ACTIVATIONS,
-    "core": CORES,
-    "objective": OBJECTIVES,
-    "optimizer": OPTIMIZERS,
-}
 
 
 def field_flag_type(name: str, kind: Any) -> Callable[[str], Any]:
