@@ -1383,17 +1383,76 @@ def make_train(
     return train
 
 
+def episode_mean(returns: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Episode-weighted mean return over the given updates: `returns` (each update's mean
+    return, NaN where none ended) and `counts` (episodes that ended in it), both [..., U] ->
+    [...]; NaN where no episode ended. Computes in the inputs' dtype."""
+    total = np.where(counts > 0, np.nan_to_num(returns) * counts, 0.0).sum(-1)
+    n = counts.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+# The final score, four ways, each named by its window. The trainer's metrics keep one mean
+# return and one episode count per update, so a window is whole updates unless it says otherwise.
+
+
 def final_return(metrics: dict[str, Any], fraction: float = 0.05) -> np.ndarray:
-    """Mean episodic return over the last `fraction` of updates, weighted by episode count.
-    Works on metrics with any leading axes ([..., num_updates]); NaN where no episode ended."""
+    """The command line's final score: the episode-weighted mean return of the last `fraction`
+    of updates (at least one), in float64. Metrics [..., num_updates] -> [...]; NaN where no
+    episode ended in the window."""
     returns = np.asarray(metrics["episode_return"], np.float64)
     counts = np.asarray(metrics["episodes"], np.float64)
     window = max(1, int(math.ceil(fraction * returns.shape[-1])))
-    r, c = returns[..., -window:], counts[..., -window:]
-    total = np.where(c > 0, np.nan_to_num(r) * c, 0.0).sum(-1)
-    n = c.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return episode_mean(returns[..., -window:], counts[..., -window:])
+
+
+def final_window_return(
+    metrics: dict[str, np.ndarray], fraction: float = 0.05
+) -> tuple[np.ndarray, int]:
+    """final_return's window of the last `fraction` of updates, widened one update at a time
+    until every run has an episode in it (Freeway's 2500-step episodes all end together, so a
+    short window can hold none); one window for all runs. Metrics [..., U] (a run folder's
+    [setting, seed, update]) -> ([...] scores, the window in updates)."""
+    r, c = metrics["episode_return"], metrics["episodes"]
+    window = max(1, int(np.ceil(fraction * r.shape[-1])))
+    while window < r.shape[-1] and np.any(c[..., -window:].sum(-1) == 0):
+        window += 1
+    return episode_mean(r[..., -window:], c[..., -window:]), window
+
+
+def last_episodes_return(
+    returns: np.ndarray, counts: np.ndarray, n: int = 100
+) -> tuple[float, int, int]:
+    """The PPO paper's score of a run (section 6.1): the mean return of its last n episodes,
+    from one run's per-update returns and counts [U]. Walks back from the last update until n
+    episodes are covered; the oldest update counts in part (its episodes all carry its mean). A
+    run with fewer than n episodes uses all it has (NaN if none). Returns (score, episodes used,
+    updates the window reaches back)."""
+    total, covered, reached = 0.0, 0, 0
+    for u in range(len(counts) - 1, -1, -1):
+        if covered >= n:
+            break
+        c = int(counts[u])
+        reached += 1
+        if c <= 0:
+            continue
+        take = min(c, n - covered)
+        total += take * float(returns[u])
+        covered += take
+    return (total / covered if covered else math.nan), covered, reached
+
+
+def last_updates_return(returns: np.ndarray, counts: np.ndarray, n: int = 100) -> np.ndarray:
+    """last_episodes_return's window in whole updates: per run, the episode-weighted mean of
+    the fewest last updates that hold at least n episodes (all updates if the run has fewer).
+    returns, counts [runs, U] -> [runs]."""
+    out = []
+    for r, c in zip(returns, counts, strict=True):
+        held = np.cumsum(c[::-1])
+        k = int(np.searchsorted(held, n) + 1) if held[-1] >= n else len(c)
+        out.append(float(episode_mean(r[None, -k:], c[None, -k:])[0]))
+    return np.asarray(out)
 
 
 # ---------------------------------------------------------------------------------------------
