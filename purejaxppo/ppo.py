@@ -1077,6 +1077,37 @@ def choose_hooks(config: Config) -> Hooks:
     return Hooks(shuffle_size, minibatches, policy_step, loss, after_epochs)
 
 
+def step_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
+    """A Batch of [B] steps in the order of perm [B], cut into minibatches: [M, B / M, ...]."""
+    return jax.tree.map(lambda x: x[perm].reshape((num_minibatches, -1) + x.shape[1:]), batch)
+
+
+def no_policy_step(
+    params: Any,
+    network: ActorCritic,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    config: Config,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """PPO's policy learns inside the epochs, with the value: nothing happens before them."""
+    return params, {}
+
+
+def keep_coefficients(
+    parts: Parts,
+    params: Any,
+    batch: Batch,
+    stats: dict[str, jax.Array],
+    kl_beta: jax.Array,
+    lr_scale: jax.Array,
+    hparams: HParams,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """clip, none and trpo adapt nothing after the epochs; the update's KL is stats' approx_kl
+    (the epochs' mean k3 estimate, or TRPO's exact KL of its policy step)."""
+    return stats["approx_kl"], kl_beta, lr_scale
+
+
 class Parts(NamedTuple):
     """What every update reads besides its state and hyperparameters: fixed for a trainer."""
 
@@ -1167,36 +1198,6 @@ def random_permutations(key: jax.Array, count: int, n: int) -> jax.Array:
         order = (jax.lax.sort((bits & high) | position) & low).astype(jnp.int32)
         perms = order if perms is None else jnp.take_along_axis(perms, order, axis=1)
     return perms
-
-
-def step_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
-    """A Batch of [B] steps in the order of perm [B], cut into minibatches: [M, B / M, ...]."""
-    return jax.tree.map(lambda x: x[perm].reshape((num_minibatches, -1) + x.shape[1:]), batch)
-
-
-def no_policy_step(
-    params: Any,
-    network: ActorCritic,
-    discrete: bool,
-    batch: Batch,
-    hparams: HParams,
-    config: Config,
-) -> tuple[Any, dict[str, jax.Array]]:
-    """PPO's policy learns inside the epochs, with the value: nothing happens before them."""
-    return params, {}
-
-
-def keep_coefficients(
-    parts: Parts,
-    params: Any,
-    batch: Batch,
-    stats: dict[str, jax.Array],
-    kl_beta: jax.Array,
-    lr_scale: jax.Array,
-    hparams: HParams,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The clipped objective adapts nothing; the update's KL is the epochs' mean approx_kl."""
-    return stats["approx_kl"], kl_beta, lr_scale
 
 
 def learn(
@@ -1902,7 +1903,8 @@ def check_trpo_config(config: Config) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-# The string fields that take one of a few names: a flag outside them is refused while parsing.
+# The string fields that take one of a few names: check_config refuses any other value, and the
+# command line refuses it while parsing.
 FIELD_CHOICES = {
     "network": NETWORKS,
     "activation": ACTIVATIONS,
