@@ -11,8 +11,8 @@ from conftest import tiny_config
 from purejaxppo.ppo import (
     HParams,
     adapt_lr_scale,
-    conjugate_gradient,
     backtracking_line_search,
+    conjugate_gradient,
     fisher_vector_product,
     make_optimizer,
     make_train,
