@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.minatar import GAMES, episode_mean, train_cli  # noqa: E402
+from benchmarks.minatar import GAMES, train_cli  # noqa: E402
+from purejaxppo.ppo import episode_mean, last_updates_return  # noqa: E402
 from purejaxppo.stats import forward_fill  # noqa: E402
 
 LAST_EPISODES = 100  # the paper's second metric: the last 100 episodes of each run
@@ -66,22 +67,10 @@ def train(env: str, algo: str, extra: list[str], steps: int, seeds: int, runs: P
     return train_cli(out, env, extra, steps, seeds, f"{env} {algo}")
 
 
-def last_episodes_mean(returns: np.ndarray, counts: np.ndarray, n: int = LAST_EPISODES):
-    """Per seed: the mean return of (about) its last n episodes, from per-update mean returns
-    and episode counts [seeds, updates]: whole updates are taken from the end until they hold
-    at least n episodes (the metrics keep per-update means, not single episodes)."""
-    out = []
-    for r, c in zip(returns, counts, strict=True):
-        held = np.cumsum(c[::-1])
-        k = int(np.searchsorted(held, n) + 1) if held[-1] >= n else len(c)
-        out.append(float(episode_mean(r[None, -k:], c[None, -k:])[0]))
-    return np.asarray(out)
-
-
 def scores(metrics: dict[str, np.ndarray]) -> dict[str, Any]:
     r, c = metrics["episode_return"][0], metrics["episodes"][0]  # one setting: [seeds, updates]
     all_training = episode_mean(r, c)
-    last = last_episodes_mean(r, c)
+    last = last_updates_return(r, c, LAST_EPISODES)
     return {
         "all_training_mean": round(float(np.nanmean(all_training)), 3),
         "last_100_mean": round(float(np.nanmean(last)), 3),

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from purejaxppo import stats
+from purejaxppo.ppo import episode_mean, final_window_return
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -72,23 +73,8 @@ def train_cli(
     return {"out": str(out), "summary": summary, "metrics": metrics}
 
 
-def episode_mean(returns: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Episode-weighted mean return per seed over the given updates [seeds, updates]."""
-    total = np.where(counts > 0, np.nan_to_num(returns) * counts, 0.0).sum(-1)
-    n = counts.sum(-1)
-    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
-
-
-def final_window(metrics: dict[str, np.ndarray], fraction: float = 0.05) -> tuple[np.ndarray, int]:
-    """Per run: mean return of episodes ending in the last `fraction` of updates, widened until
-    every run has one (Freeway's 2500-step episodes all end together, so a short window can
-    hold none). Metrics are [..., updates] (a run folder's [setting, seed, update]); returns the
-    [...] final returns and the window in updates."""
-    r, c = metrics["episode_return"], metrics["episodes"]
-    window = max(1, int(np.ceil(fraction * r.shape[-1])))
-    while window < r.shape[-1] and np.any(c[..., -window:].sum(-1) == 0):
-        window += 1
-    return episode_mean(r[..., -window:], c[..., -window:]), window
+# benchmarks/tune.py imports the final score under this name.
+final_window = final_window_return
 
 
 def summarize(jobs: list[dict[str, Any]], steps: dict[str, int], seeds: int) -> dict[str, Any]:

@@ -45,7 +45,7 @@ import numpy as np
 
 from purejaxppo import stats
 from purejaxppo.envs import make_env
-from purejaxppo.ppo import Config, HParams, check_hparams, make_train
+from purejaxppo.ppo import Config, HParams, check_hparams, last_episodes_return, make_train
 from purejaxppo.presets import load_preset
 
 # ---------------------------------------------------------------------------------------------
@@ -281,30 +281,6 @@ def run_program(program: Program) -> tuple[dict[str, np.ndarray], float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def last_episodes_score(
-    returns: np.ndarray, counts: np.ndarray, n: int = LAST_EPISODES
-) -> tuple[float, int, int]:
-    """Mean return of a run's last n episodes from per-update aggregates [U].
-
-    Walk back from the last update, taking each update's mean return weighted by how many
-    episodes ended in it, until n episodes are covered (the oldest update counts partially: its
-    episodes all carry its mean). Returns (score, episodes used, updates the window reaches back);
-    a run that ended fewer than n episodes uses all it has (score NaN if none).
-    """
-    total, covered, reached = 0.0, 0, 0
-    for u in range(len(counts) - 1, -1, -1):
-        if covered >= n:
-            break
-        c = int(counts[u])
-        reached += 1
-        if c <= 0:
-            continue
-        take = min(c, n - covered)
-        total += take * float(returns[u])
-        covered += take
-    return (total / covered if covered else math.nan), covered, reached
-
-
 def random_policy_score(
     env: Any,
     key: jax.Array,
@@ -392,7 +368,9 @@ def family_results(
     window = max(1, num_updates // 20)
     out, curves = {}, {}
     for i, s in enumerate(settings):
-        scored = [last_episodes_score(ret[i, j], cnt[i, j]) for j in range(NUM_SEEDS)]
+        scored = [
+            last_episodes_return(ret[i, j], cnt[i, j], LAST_EPISODES) for j in range(NUM_SEEDS)
+        ]
         out[s.name] = {
             "objective": s.objective,
             "hparams": s.hparams,

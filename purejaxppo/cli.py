@@ -1432,20 +1432,16 @@ def render_episode(config: Config, env: Any, params: Any, norm: Any, key: Any, p
     import jax.numpy as jnp
     from gymnax.visualize import Visualizer
 
-    from purejaxppo.ppo import ActorCritic, dist_mode, initial_hidden, make_network, normalize_obs
+    from purejaxppo.ppo import deterministic_action, initial_hidden, make_network
     from purejaxppo.ppo import resolve_normalization as norm_flags
 
     network = make_network(config, env)
     use_obs_norm, _ = norm_flags(config, env)
+    obs_stat = norm.obs if use_obs_norm else None
 
     @jax.jit
     def act(obs: Any, hidden: Any) -> Any:
-        o = normalize_obs(norm.obs, obs) if use_obs_norm else obs
-        dist, hidden = network.apply(params, o, hidden, method=ActorCritic.policy)
-        action = dist_mode(env.discrete, dist)
-        if not env.discrete:
-            action = jnp.clip(action, env.action_low, env.action_high)
-        return action, hidden
+        return deterministic_action(network, env, params, obs_stat, obs, hidden)
 
     step = jax.jit(env.step)
     key, reset_key = jax.random.split(key)

@@ -1,10 +1,20 @@
 """PPO end to end in JAX, in one file you can copy out and change.
 
 Proximal Policy Optimization (Schulman et al. 2017, arXiv:1707.06347), with the implementation
-details practitioners rely on. The file reads in the order data flows:
+details practitioners rely on, and the PPO paper's comparison algorithms as settings of the same
+trainer. The file holds two parts.
 
-    Config / HParams  ->  environment adapter  ->  distributions and networks
-    ->  rollout  ->  GAE  ->  losses  ->  epochs of minibatch updates  ->  make_train
+PPO, first, readable alone from top to bottom in the order data flows:
+
+    settings (Config, HParams)  ->  env interface  ->  normalizers  ->  distributions
+    ->  MLP torso and actor-critic  ->  carries  ->  rollout  ->  GAE  ->  losses
+    ->  the update (epochs of minibatch steps)  ->  make_train, final scores  ->  evaluate
+
+Then one section per extension, each opening with what it adds and where it hooks in:
+convolutional torsos; the recurrent core (GRU, replay, sequence minibatches); the KL penalty and
+the A2C / vanilla PG step rules; TRPO; validation of settings; the standalone command line and
+its devices. The update changes between them only through three hooks (`Hooks`), chosen once
+from the config: how minibatches are cut, a policy step before the epochs, a rule after them.
 
 `make_train(config)` returns a pure `train(key, hparams)` that is safe under `jax.jit` and
 `jax.vmap`: vmap it over keys to train many seeds at once, and over an `HParams` batch to train a
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -35,20 +46,29 @@ import optax
 from flax import struct, traverse_util
 from jax.flatten_util import ravel_pytree
 
+# ---------------------------------------------------------------------------------------------
+# PPO, read top to bottom. Settings: static fields (shapes, loop counts, graph branches) apart
+# from traced ones (learning rate, gamma, lambda, epsilon, coefficients).
+# ---------------------------------------------------------------------------------------------
+
+
 OBJECTIVES = ("clip", "none", "kl_fixed", "kl_adaptive", "trpo")
+
+
 OPTIMIZERS = ("adam", "rmsprop")
+
+
 ACTIVATIONS = ("tanh", "relu")
+
+
 NETWORKS = ("mlp", "cnn", "nature_cnn", "minatar_cnn")
+
+
 CORES = ("none", "gru")
 
 
 def _field(default: Any, doc: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": doc})
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration: static fields (shapes, loop counts, graph branches) apart from traced ones.
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +89,20 @@ class Config:
     )
     hidden_sizes: tuple[int, ...] = _field((64, 64), "hidden layer widths of the mlp torsos")
     activation: str = _field("tanh", "mlp hidden activation: tanh or relu (conv torsos: relu)")
+    objective: str = _field(
+        "clip",
+        "policy objective: clip, none (unclipped surrogate; A2C and vanilla PG), kl_fixed, "
+        "kl_adaptive (penalty), or trpo (natural-gradient step under a KL constraint)",
+    )
+    optimizer: str = _field("adam", "adam, or rmsprop (A2C; rmsprop_decay, rmsprop_eps)")
+    norm_adv: bool = _field(True, "normalize advantages per minibatch")
+    clip_vloss: bool = _field(True, "clip the value loss around the rollout's values")
+    anneal_lr: bool = _field(True, "anneal the learning rate linearly to zero")
+    anneal_clip: bool = _field(False, "anneal clip_coef linearly to zero (paper's Atari alpha)")
+    normalize_obs: bool | None = _field(None, "running observation normalization (None: auto)")
+    normalize_reward: bool | None = _field(None, "scale rewards by running return std (None: auto)")
+    # Extension fields, read by the sections after PPO's: the minatar_cnn torso's width, the
+    # recurrent core, vanilla PG's adaptive step size, TRPO's solver.
     conv_channels: int = _field(16, "output channels of the minatar_cnn convolution")
     core: str = _field(
         "none",
@@ -79,105 +113,16 @@ class Config:
     core_size: int = _field(
         64, "gru: hidden state width (the mlp's separate actor and critic each get a gru)"
     )
-    objective: str = _field(
-        "clip",
-        "policy objective: clip, none (unclipped surrogate; A2C and vanilla PG), kl_fixed, "
-        "kl_adaptive (penalty), or trpo (natural-gradient step under a KL constraint)",
-    )
-    optimizer: str = _field("adam", "adam, or rmsprop (A2C; rmsprop_decay, rmsprop_eps)")
     adaptive_lr: bool = _field(
         False, "scale the step size from the measured KL vs kl_target (vanilla PG's adaptive step)"
     )
     cg_iters: int = _field(10, "trpo: conjugate-gradient iterations for F^-1 g")
     backtracks: int = _field(10, "trpo: line-search step fractions tried (1, 1/2, 1/4, ...)")
-    norm_adv: bool = _field(True, "normalize advantages per minibatch")
-    clip_vloss: bool = _field(True, "clip the value loss around the rollout's values")
-    anneal_lr: bool = _field(True, "anneal the learning rate linearly to zero")
-    anneal_clip: bool = _field(False, "anneal clip_coef linearly to zero (paper's Atari alpha)")
-    normalize_obs: bool | None = _field(None, "running observation normalization (None: auto)")
-    normalize_reward: bool | None = _field(None, "scale rewards by running return std (None: auto)")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.env, str) or not self.env:
-            raise ValueError(f"Config.env must be a non-empty string, got {self.env!r}")
-        if ":" not in self.env and self.env not in gymnax_env_names():
-            raise ValueError(
-                f"Config.env: unknown environment {self.env!r}; known gymnax environments: "
-                f"{', '.join(gymnax_env_names())} (brax environments are named 'brax:NAME')"
-            )
-        for name in (
-            "num_envs",
-            "num_steps",
-            "total_timesteps",
-            "update_epochs",
-            "num_minibatches",
-            "conv_channels",
-            "core_size",
-            "cg_iters",
-            "backtracks",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Config.{name} must be a positive integer, got {value!r}")
-        if self.batch_size % self.num_minibatches:
-            raise ValueError(
-                f"Config.num_minibatches={self.num_minibatches} must divide the rollout batch "
-                f"num_envs * num_steps = {self.batch_size}"
-            )
-        if self.total_timesteps < self.batch_size:
-            raise ValueError(
-                f"Config.total_timesteps={self.total_timesteps} is smaller than one rollout "
-                f"(num_envs * num_steps = {self.batch_size})"
-            )
-        sizes = tuple(self.hidden_sizes)
-        if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in sizes):
-            raise ValueError(
-                f"Config.hidden_sizes must be a non-empty tuple of positive integers, "
-                f"got {self.hidden_sizes!r}"
-            )
-        object.__setattr__(self, "hidden_sizes", sizes)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"Config.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
-            )
-        if self.network not in NETWORKS:
-            raise ValueError(f"Config.network must be one of {NETWORKS}, got {self.network!r}")
-        if self.core not in CORES:
-            raise ValueError(f"Config.core must be one of {CORES}, got {self.core!r}")
-        if self.core != "none" and self.num_envs % self.num_minibatches:
-            raise ValueError(
-                f"Config.num_minibatches={self.num_minibatches} must divide num_envs="
-                f"{self.num_envs} with core={self.core!r} (a recurrent minibatch is a group of "
-                "whole environment sequences)"
-            )
-        if self.objective not in OBJECTIVES:
-            raise ValueError(
-                f"Config.objective must be one of {OBJECTIVES}, got {self.objective!r}"
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"Config.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
-            )
-        if self.objective == "trpo" and self.network != "mlp":
-            raise ValueError(
-                f"Config.objective='trpo' needs network='mlp' (separate policy and value "
-                f"torsos: the value fit must not move the policy), got {self.network!r}"
-            )
-        if self.objective == "trpo" and self.adaptive_lr:
-            raise ValueError(
-                "Config.adaptive_lr applies to gradient steps on the policy; objective='trpo' "
-                "sizes its own step from max_kl"
-            )
-        for name in ("norm_adv", "clip_vloss", "anneal_lr", "anneal_clip", "adaptive_lr"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"Config.{name} must be true or false, got {getattr(self, name)!r}"
-                )
-        for name in ("normalize_obs", "normalize_reward"):
-            if getattr(self, name) not in (None, True, False):
-                raise ValueError(
-                    f"Config.{name} must be true, false or null (auto), got {getattr(self, name)!r}"
-                )
+        check_config(self)
+        # A list from YAML or JSON becomes a tuple, so the config stays hashable.
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
 
     @property
     def batch_size(self) -> int:
@@ -206,6 +151,7 @@ class HParams:
     ent_coef: float = _field(0.01, "entropy bonus coefficient (c2 in the paper)")
     vf_coef: float = _field(0.5, "value loss coefficient (c1 in the paper)")
     max_grad_norm: float = _field(0.5, "global-norm gradient clipping threshold")
+    # Extension fields: the KL penalties and adaptive step size, A2C's RMSProp, TRPO.
     kl_beta: float = _field(1.0, "KL penalty coefficient (initial value for kl_adaptive)")
     kl_target: float = _field(0.01, "d_targ of the adaptive KL penalty (and of adaptive_lr)")
     rmsprop_decay: float = _field(0.99, "rmsprop: decay of the squared-gradient average")
@@ -215,102 +161,6 @@ class HParams:
 
     def replace(self, **changes: Any) -> HParams:
         return dataclasses.replace(self, **changes)
-
-
-HPARAM_LIMITS = {
-    "learning_rate": (0.0, math.inf),
-    "gamma": (0.0, 1.0),
-    "gae_lambda": (0.0, 1.0),
-    "clip_coef": (0.0, math.inf),
-    "ent_coef": (0.0, math.inf),
-    "vf_coef": (0.0, math.inf),
-    "max_grad_norm": (0.0, math.inf),
-    "kl_beta": (0.0, math.inf),
-    "kl_target": (0.0, math.inf),
-    "rmsprop_decay": (0.0, 1.0),
-    "rmsprop_eps": (0.0, math.inf),
-    "max_kl": (0.0, math.inf),
-    "cg_damping": (0.0, math.inf),
-}
-
-
-class FieldScope(NamedTuple):
-    """Which runs read a field: those whose config passes `reads`. `needs` says which in words
-    for a refusal, in terms of the Config fields `on`; the refusal shows the run's own values
-    of exactly those fields."""
-
-    reads: Callable[[Config], bool]
-    needs: str
-    on: tuple[str, ...]
-
-
-# Fields that only one kind of run reads. A field the user sets where it is not read is refused
-# (check_fields_apply), not silently ignored.
-FIELD_SCOPES: dict[str, FieldScope] = {
-    "max_kl": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
-    "cg_damping": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
-    "cg_iters": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
-    "backtracks": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
-    "kl_beta": FieldScope(
-        lambda c: c.objective in ("kl_fixed", "kl_adaptive"),
-        "objective=kl_fixed or kl_adaptive",
-        ("objective",),
-    ),
-    "kl_target": FieldScope(
-        lambda c: c.objective == "kl_adaptive" or c.adaptive_lr,
-        "objective=kl_adaptive or adaptive_lr=true",
-        ("objective", "adaptive_lr"),
-    ),
-    "clip_coef": FieldScope(
-        lambda c: c.objective == "clip" or c.clip_vloss,
-        "objective=clip or clip_vloss=true (the value-clip range)",
-        ("objective", "clip_vloss"),
-    ),
-    "anneal_clip": FieldScope(
-        lambda c: c.objective == "clip" or c.clip_vloss,
-        "objective=clip or clip_vloss=true",
-        ("objective", "clip_vloss"),
-    ),
-    "ent_coef": FieldScope(
-        lambda c: c.objective != "trpo",
-        "objective=clip, none, kl_fixed or kl_adaptive (trpo has no entropy bonus)",
-        ("objective",),
-    ),
-    "rmsprop_decay": FieldScope(
-        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
-    ),
-    "rmsprop_eps": FieldScope(
-        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
-    ),
-    "core_size": FieldScope(lambda c: c.core != "none", "core=gru", ("core",)),
-}
-
-
-def field_applies(config: Config, name: str) -> bool:
-    """Whether a run with this config reads the field `name` (fields outside FIELD_SCOPES are
-    read by every run)."""
-    scope = FIELD_SCOPES.get(name)
-    return scope is None or scope.reads(config)
-
-
-def check_fields_apply(config: Config, names: Iterable[str]) -> None:
-    """Raise a ValueError naming the first of `names` (fields the user set) that this config
-    does not read: a TRPO field on a PPO objective, a PPO field on TRPO, an RMSProp field with
-    Adam."""
-    for name in names:
-        if not field_applies(config, name):
-            scope = FIELD_SCOPES[name]
-            have = ", ".join(f"{f}={str(getattr(config, f)).lower()}" for f in scope.on)
-            raise ValueError(f"{name} applies only with {scope.needs}; this run has {have}")
-
-
-def check_hparams(hparams: HParams) -> HParams:
-    """Raise a ValueError naming the field if a concrete hyperparameter is out of range."""
-    for name, (low, high) in HPARAM_LIMITS.items():
-        value = np.asarray(getattr(hparams, name), dtype=np.float64)
-        if not np.all(np.isfinite(value)) or np.any(value < low) or np.any(value > high):
-            raise ValueError(f"HParams.{name} must lie in [{low}, {high}], got {value.tolist()}")
-    return hparams
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,8 +297,13 @@ def resolve_normalization(config: Config, env: Env) -> tuple[bool, bool]:
 # Running statistics for observation normalization and reward scaling.
 # ---------------------------------------------------------------------------------------------
 
+
 OBS_CLIP = 10.0
+
+
 REWARD_CLIP = 10.0
+
+
 NORM_EPS = 1e-8
 
 
@@ -486,9 +341,22 @@ class Normalizer(NamedTuple):
     ret_acc: jax.Array  # [N] running discounted return per environment
 
 
+def scale_reward(
+    norm: Normalizer, reward: jax.Array, done: jax.Array, gamma: jax.Array | float
+) -> tuple[jax.Array, RunningStat, jax.Array]:
+    """Reward scaling: reward [N] divided by the running std of the discounted return, clipped
+    to +-REWARD_CLIP. Returns (scaled reward, updated return statistics, the per-env discounted
+    return, restarted where an episode ended)."""
+    ret_acc = norm.ret_acc * gamma + reward
+    ret_stat = norm.ret.update(ret_acc)
+    scaled = jnp.clip(reward / jnp.sqrt(ret_stat.var + NORM_EPS), -REWARD_CLIP, REWARD_CLIP)
+    return scaled, ret_stat, jnp.where(done, 0.0, ret_acc)
+
+
 # ---------------------------------------------------------------------------------------------
 # Action distributions (categorical and diagonal Gaussian), written out so they can be tested.
 # ---------------------------------------------------------------------------------------------
+
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -567,7 +435,8 @@ def dist_mode(discrete: bool, dist: Dist) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks: orthogonal init (sqrt 2 hidden, 0.01 policy head, 1.0 value head).
+# Networks: the MLP torsos and the actor-critic; orthogonal init (sqrt 2 hidden, 0.01 policy
+# head, 1.0 value head).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -607,47 +476,11 @@ def orthogonal_stack(
 
 
 HIDDEN_GAIN = math.sqrt(2.0)
+
+
 # A small policy-head gain starts the policy near uniform / near zero mean; the GRU's kernels
 # start orthogonal with gain 1, so its gates start unsaturated.
 KERNEL_GAINS = {"policy_head": 0.01, "value_head": 1.0, "core_input": 1.0, "core_recurrent": 1.0}
-
-# Convolutional torsos: (features, kernel, stride) per VALID-padded conv layer, then one dense
-# layer; ReLU throughout. minatar_cnn's features come from Config.conv_channels.
-CONV_TORSOS: dict[str, tuple[tuple[tuple[int | None, int, int], ...], int]] = {
-    # Mnih et al. 2016 (A3C), the PPO paper's Atari policy: 84x84 -> 20x20x16 -> 9x9x32 -> 256.
-    "cnn": (((16, 8, 4), (32, 4, 2)), 256),
-    # Mnih et al. 2015 (DQN, "Nature"): 84x84 -> 20x20x32 -> 9x9x64 -> 7x7x64 -> 512.
-    "nature_cnn": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
-    # Young & Tian 2019 (MinAtar): 10x10 -> 8x8xC -> 128.
-    "minatar_cnn": (((None, 3, 1),), 128),
-}
-
-
-def conv_layers(config: Config) -> tuple[tuple[int, int, int], ...]:
-    layers, _ = CONV_TORSOS[config.network]
-    return tuple((config.conv_channels if f is None else f, k, st) for f, k, st in layers)
-
-
-def check_obs_shape(config: Config, obs_shape: Sequence[int]) -> None:
-    """Raise a ValueError naming Config.network if its torso cannot take these observations:
-    conv torsos need [H, W, C] images large enough for every VALID conv layer."""
-    if config.network == "mlp":
-        return
-    layers = conv_layers(config)
-    need = 1
-    for _, kernel, stride in reversed(layers):
-        need = (need - 1) * stride + kernel  # smallest input that leaves `need` outputs
-    if len(obs_shape) != 3:
-        raise ValueError(
-            f"Config.network={config.network!r} needs image observations [H, W, C]; "
-            f"{config.env} gives shape {tuple(obs_shape)} (use network=mlp)"
-        )
-    if min(obs_shape[:2]) < need:
-        raise ValueError(
-            f"Config.network={config.network!r} needs images of at least {need}x{need} (conv "
-            f"layers {', '.join(f'{k}x{k}/{st}' for _, k, st in layers)}); {config.env} gives "
-            f"{'x'.join(map(str, obs_shape))} (minatar_cnn fits 10x10 grids)"
-        )
 
 
 class MLPTorso(nn.Module):
@@ -665,81 +498,6 @@ class MLPTorso(nn.Module):
         for i, width in enumerate(self.sizes):
             x = act(nn.Dense(width, kernel_init=nn.initializers.zeros, name=f"hidden_{i}")(x))
         return x
-
-
-def patch_indices(height: int, width: int, channels: int, kernel: int, stride: int) -> np.ndarray:
-    """Flat indices [out_h, out_w, kernel * kernel * channels] of every VALID conv patch of an
-    [height, width, channels] image, ordered (row, column, channel) like a [k, k, C, F] kernel."""
-    out_h, out_w = (height - kernel) // stride + 1, (width - kernel) // stride + 1
-    r = np.arange(out_h)[:, None, None, None, None] * stride + np.arange(kernel)[:, None, None]
-    c = np.arange(out_w)[None, :, None, None, None] * stride + np.arange(kernel)[:, None]
-    flat = (r * width + c) * channels + np.arange(channels)
-    return flat.reshape(out_h, out_w, kernel * kernel * channels)
-
-
-class Conv(nn.Module):
-    """A VALID, strided 2-D convolution on [..., H, W, C] as patches @ kernel.
-
-    The same math as lax.conv_general_dilated, lowered as a gather of patches and a matmul:
-    vmapped over seeds (one kernel per seed) lax's conv becomes a grouped convolution, which
-    XLA's CPU backend ran ~20x slower than this (BENCHMARKS.md), while a batched matmul is fast
-    on every backend. The kernel keeps the usual [k, k, C, F] layout."""
-
-    features: int
-    kernel: int
-    stride: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h, w, c = x.shape[-3:]
-        kernel = self.param(
-            "kernel", nn.initializers.zeros, (self.kernel, self.kernel, c, self.features)
-        )
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        idx = patch_indices(h, w, c, self.kernel, self.stride)
-        patches = x.reshape(x.shape[:-3] + (h * w * c,))[..., idx]
-        return patches @ kernel.reshape(-1, self.features) + bias
-
-
-class ConvTorso(nn.Module):
-    """ReLU conv layers (VALID padding) on [..., H, W, C], flatten, one ReLU dense layer."""
-
-    layers: Sequence[tuple[int, int, int]]
-    dense: int
-
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs
-        for i, (features, kernel, stride) in enumerate(self.layers):
-            x = nn.relu(Conv(features, kernel, stride, name=f"conv_{i}")(x))
-        x = x.reshape(x.shape[:-3] + (-1,))
-        dense = nn.Dense(self.dense, kernel_init=nn.initializers.zeros, name="dense")
-        return nn.relu(dense(x))
-
-
-class GRU(nn.Module):
-    """One step of a gated recurrent unit (Cho et al. 2014), h [..., H], x [..., F] -> h':
-      r = sigmoid(W_r x + U_r h + b_r),  z = sigmoid(W_z x + U_z h + b_z)
-      n = tanh(W_n x + b_n + r * (U_n h + c_n)),  h' = (1 - z) n + z h
-    The three gates' weights are one [F, 3H] and one [H, 3H] matrix: two matmuls a step."""
-
-    size: int
-
-    @nn.compact
-    def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
-        zeros = nn.initializers.zeros
-        gx = nn.Dense(3 * self.size, kernel_init=zeros, name="core_input")(x)
-        gh = nn.Dense(3 * self.size, kernel_init=zeros, name="core_recurrent")(h)
-        xr, xz, xn = jnp.split(gx, 3, axis=-1)
-        hr, hz, hn = jnp.split(gh, 3, axis=-1)
-        r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
-        n = jnp.tanh(xn + r * hn)
-        return (1.0 - z) * n + z * h
-
-
-def reset_hidden(hidden: Any, done: jax.Array) -> Any:
-    """Zero each environment's hidden state where its episode ended: leaves [..., H], done [...]."""
-    return jax.tree.map(lambda h: jnp.where(done[..., None], 0.0, h), hidden)
 
 
 class ActorCritic(nn.Module):
@@ -857,33 +615,6 @@ class ActorCritic(nn.Module):
         return Dist(loc, jnp.broadcast_to(self.log_std, loc.shape))
 
 
-def initial_hidden(config: Config, batch_shape: Sequence[int] = ()) -> tuple[jax.Array, ...]:
-    """The hidden state of fresh episodes: zeros [*batch_shape, core_size] per core (two for the
-    mlp's separate actor and critic, one for a shared conv torso), () without a core."""
-    if config.core == "none":
-        return ()
-    cores = 2 if config.network == "mlp" else 1
-    return tuple(jnp.zeros((*batch_shape, config.core_size), jnp.float32) for _ in range(cores))
-
-
-def replay(
-    network: ActorCritic, params: Any, obs: jax.Array, done: jax.Array, hidden: Any
-) -> tuple[Dist, jax.Array]:
-    """A recurrent network over stored sequences: obs [T, B, *obs_shape], done [T, B] (step t
-    ended an episode, so the state after it restarts at zeros), hidden the state before step 0
-    (leaves [B, H]) -> (Dist with [T, B, A] leaves, value [T, B]). The torso and heads run on all
-    T * B steps at once; the core steps through time exactly as the rollout did."""
-    feats = network.apply(params, obs, method=ActorCritic.features)
-
-    def step(h: Any, x: tuple[Any, jax.Array]) -> tuple[Any, Any]:
-        f, d = x
-        out, h = network.apply(params, f, h, method=ActorCritic.remember)
-        return reset_hidden(h, d), out
-
-    _, feats = jax.lax.scan(step, hidden, (feats, done))
-    return network.apply(params, feats, method=ActorCritic.heads)
-
-
 def make_network(config: Config, env: Env) -> ActorCritic:
     check_obs_shape(config, env.obs_shape)
     return ActorCritic(
@@ -971,37 +702,22 @@ def rollout(
         obs = normalize_obs(obs_stat, carry.obs) if use_obs_norm else carry.obs
         dist, value, hidden = network.apply(params, obs, carry.hidden)
         action = dist_sample(env.discrete, dist, act_key)
-        log_prob = dist_log_prob(env.discrete, dist, action)
         # The Gaussian sample is kept unclipped for the log-prob; only the env sees the clip.
         env_action = action if env.discrete else jnp.clip(action, low, high)
         out = jax.vmap(env.step)(
             jax.random.split(env_key, config.num_envs), carry.state, env_action
         )
         done = out.terminated | out.truncated
-        # The episode statistics: the raw score, counted until the game ends, over real steps.
-        ended = done if out.episode_end is None else out.episode_end
-        score = out.reward if out.score is None else out.score
-        if out.valid is None:
-            ep_return, ep_length = carry.ep_return + score, carry.ep_length + 1
-        else:
-            ep_return = carry.ep_return + score * out.valid
-            ep_length = carry.ep_length + out.valid.astype(jnp.int32)
-        ret_acc = norm.ret_acc
-        ret_stat = norm.ret
-        reward = out.reward
+        ep_return, ep_length = count_episode_step(carry, out)
         if use_rew_norm:
-            ret_acc = ret_acc * hparams.gamma + out.reward
-            ret_stat = ret_stat.update(ret_acc)
-            reward = jnp.clip(
-                out.reward / jnp.sqrt(ret_stat.var + NORM_EPS), -REWARD_CLIP, REWARD_CLIP
-            )
-            ret_acc = jnp.where(done, 0.0, ret_acc)
+            reward, ret_stat, ret_acc = scale_reward(norm, out.reward, done, hparams.gamma)
+        else:
+            reward, ret_stat, ret_acc = out.reward, norm.ret, norm.ret_acc
         final_obs = normalize_obs(obs_stat, out.final_obs) if use_obs_norm else out.final_obs
-
         transition = Transition(
             obs=obs,
             action=action,
-            log_prob=log_prob,
+            log_prob=dist_log_prob(env.discrete, dist, action),
             dist=dist,
             value=value,
             reward=reward,
@@ -1015,18 +731,35 @@ def rollout(
             valid=out.valid,
             episode_end=out.episode_end,
         )
-        new_carry = EnvCarry(
-            state=out.state,
-            obs=out.obs,
-            ep_return=jnp.where(ended, 0.0, ep_return),
-            ep_length=jnp.where(ended, 0, ep_length),
-            hidden=reset_hidden(hidden, done),
-        )
+        new_carry = next_env_carry(out, ep_return, ep_length, hidden)
         return (new_carry, Normalizer(obs_stat, ret_stat, ret_acc)), transition
 
     keys = jax.random.split(key, config.num_steps)
     (carry, norm), traj = jax.lax.scan(step, (carry, norm), keys)
     return carry, norm, traj
+
+
+def count_episode_step(carry: EnvCarry, out: Step) -> tuple[jax.Array, jax.Array]:
+    """The running episodes' raw score and length [N] after this step, counting real steps
+    only (Step.valid) and the game's score (Step.score), not the reward learning sees."""
+    score = out.reward if out.score is None else out.score
+    if out.valid is None:
+        return carry.ep_return + score, carry.ep_length + 1
+    return carry.ep_return + score * out.valid, carry.ep_length + out.valid.astype(jnp.int32)
+
+
+def next_env_carry(out: Step, ep_return: jax.Array, ep_length: jax.Array, hidden: Any) -> EnvCarry:
+    """The carry into the next step: the episode statistics restart where the game ended, the
+    core's memory where any episode (a lost life too) did."""
+    done = out.terminated | out.truncated
+    ended = done if out.episode_end is None else out.episode_end
+    return EnvCarry(
+        state=out.state,
+        obs=out.obs,
+        ep_return=jnp.where(ended, 0.0, ep_return),
+        ep_length=jnp.where(ended, 0, ep_length),
+        hidden=reset_hidden(hidden, done),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1150,20 +883,6 @@ def value_loss(
     return 0.5 * masked_mean(err, weight)
 
 
-def adapt_lr_scale(lr_scale: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
-    """Vanilla PG's adaptive step size: the step shrinks by 1.5 when the update moved the policy
-    by more than twice the target KL and grows by 1.5 when it moved less than half of it."""
-    lr_scale = jnp.where(kl > 2.0 * kl_target, lr_scale / 1.5, lr_scale)
-    return jnp.where(kl < kl_target / 2.0, lr_scale * 1.5, lr_scale)
-
-
-def adapt_kl_beta(kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
-    """Adaptive KL penalty (paper section 4): halve beta when d < d_targ / 1.5, double it when
-    d > 1.5 d_targ, otherwise keep it."""
-    kl_beta = jnp.where(kl < kl_target / 1.5, kl_beta / 2.0, kl_beta)
-    return jnp.where(kl > kl_target * 1.5, kl_beta * 2.0, kl_beta)
-
-
 class Batch(NamedTuple):
     """Update data: fields [B] (shuffled steps), or for a recurrent core [T, B] whole
     sequences with `done` [T, B] and `hidden`, the core's state before step 0 (leaves [B, H])."""
@@ -1218,45 +937,6 @@ def batch_value(network: ActorCritic, params: Any, batch: Batch) -> jax.Array:
     return batch_outputs(network, params, batch)[1]
 
 
-def random_permutations(key: jax.Array, count: int, n: int) -> jax.Array:
-    """`count` independent uniformly random permutations of range(n), as [count, n] int32.
-
-    Each round sorts one uint32 array whose high bits are random and whose low bits hold the
-    position, then reads the positions back. On XLA's CPU backend such a one-array sort costs a
-    quarter of the key-value sort jax.random.permutation runs (BENCHMARKS.md). A tie in the
-    random bits keeps the original order, so, as jax.random.permutation does, it runs enough
-    rounds, each reordering the last, that rounds * random bits >= 3 log2(n): at n = 512, two
-    rounds of 23 random bits, half the cost of jax.random.permutation's one 32-bit round.
-    """
-    pos_bits = max(1, (n - 1).bit_length())
-    free_bits = 32 - pos_bits
-    rounds = max(1, math.ceil(3 * math.log2(max(n, 2)) / free_bits))
-    position = jnp.arange(n, dtype=jnp.uint32)
-    high = jnp.uint32((0xFFFFFFFF << pos_bits) & 0xFFFFFFFF)
-    low = jnp.uint32((1 << pos_bits) - 1)
-    perms = None
-    for round_key in jax.random.split(key, rounds):
-        bits = jax.random.bits(round_key, (count, n), jnp.uint32)
-        order = (jax.lax.sort((bits & high) | position) & low).astype(jnp.int32)
-        perms = order if perms is None else jnp.take_along_axis(perms, order, axis=1)
-    return perms
-
-
-def sequence_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
-    """A recurrent Batch cut into minibatches of whole environment sequences, in the order of
-    perm [N]: fields [T, N, ...] -> [M, T, N / M, ...], hidden [N, H] -> [M, N / M, H]."""
-
-    def cut(x: jax.Array) -> jax.Array:
-        x = x[:, perm].reshape((x.shape[0], num_minibatches, -1) + x.shape[2:])
-        return jnp.moveaxis(x, 1, 0)
-
-    seqs = jax.tree.map(cut, batch._replace(hidden=None))
-    hidden = jax.tree.map(
-        lambda h: h[perm].reshape((num_minibatches, -1) + h.shape[1:]), batch.hidden
-    )
-    return seqs._replace(hidden=hidden)
-
-
 def ppo_loss(
     params: Any,
     network: ActorCritic,
@@ -1292,142 +972,6 @@ def ppo_loss(
         "clip_fraction": masked_mean(clipped, w),
     }
     return loss, stats
-
-
-# ---------------------------------------------------------------------------------------------
-# TRPO (Schulman et al. 2015), the PPO paper's main baseline: a natural-gradient policy step
-# under a KL constraint, then a value fit by minibatch epochs (the PPO machinery, value loss only).
-# ---------------------------------------------------------------------------------------------
-
-
-def conjugate_gradient(
-    matvec: Callable[[jax.Array], jax.Array], b: jax.Array, iters: int, tol: float = 1e-10
-) -> jax.Array:
-    """x with matvec(x) ~= b for a symmetric positive definite matvec: `iters` steps of
-    conjugate gradient from x = 0. A fixed count compiles to one loop and vmaps; once the
-    squared residual falls below tol the iterate stops moving."""
-
-    def step(_: int, c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
-        x, r, p, rr = c
-        live = rr > tol
-        ap = matvec(p)
-        alpha = jnp.where(live, rr / jnp.maximum(jnp.vdot(p, ap), 1e-30), 0.0)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rr_new = jnp.vdot(r, r)
-        p = jnp.where(live, r + rr_new / jnp.maximum(rr, 1e-30) * p, p)
-        return x, r, p, jnp.where(live, rr_new, rr)
-
-    x, *_ = jax.lax.fori_loop(0, iters, step, (jnp.zeros_like(b), b, b, jnp.vdot(b, b)))
-    return x
-
-
-def fisher_vector_product(
-    mean_kl: Callable[[jax.Array], jax.Array], theta: jax.Array, damping: jax.Array | float
-) -> Callable[[jax.Array], jax.Array]:
-    """v -> (H + damping I) v, H the Hessian of mean_kl at theta (the Fisher matrix when
-    mean_kl is the KL from the policy at theta): forward-over-reverse differentiation of the
-    KL's gradient, never a matrix."""
-    kl_grad = jax.grad(mean_kl)
-    return lambda v: jax.jvp(kl_grad, (theta,), (v,))[1] + damping * v
-
-
-def line_search_choice(
-    improvement: jax.Array, kl: jax.Array, max_kl: jax.Array | float
-) -> tuple[jax.Array, jax.Array]:
-    """The backtracking line search's pick among candidate steps ordered largest first
-    (fractions 1, 1/2, 1/4, ... of the full step): the first whose surrogate improves (> 0) and
-    whose mean KL from the old policy is at most 1.5 max_kl (the slack OpenAI baselines' TRPO
-    allows over the quadratic model). Returns (index, accepted); with no candidate accepted the
-    policy keeps its parameters."""
-    ok = step_acceptable(improvement, kl, max_kl)
-    return jnp.argmax(ok), jnp.any(ok)
-
-
-def step_acceptable(improvement: jax.Array, kl: jax.Array, max_kl: jax.Array | float) -> jax.Array:
-    """The line search's test of one candidate step: the surrogate improves and the mean KL
-    stays within 1.5 max_kl (both finite)."""
-    return (improvement > 0) & (kl <= 1.5 * max_kl) & jnp.isfinite(improvement) & jnp.isfinite(kl)
-
-
-def trpo_policy_step(
-    params: Any,
-    network: ActorCritic,
-    discrete: bool,
-    batch: Batch,
-    hparams: HParams,
-    config: Config,
-) -> tuple[Any, dict[str, jax.Array]]:
-    """One TRPO step of the policy on the whole batch. g is the gradient of the surrogate
-    E[r A] at the old policy; s ~= F^-1 g by conjugate gradient, F v computed as the
-    Hessian-vector product of the mean KL[pi_old, pi] (forward-over-reverse, no matrix), plus
-    cg_damping v; the step s sqrt(2 max_kl / s.F s) reaches KL = max_kl in the quadratic model;
-    then the line search. The critic's parameters get a zero gradient and a zero Fisher block,
-    so the step leaves them as they are."""
-    flat, unravel = ravel_pytree(params)
-    adv, w = batch.advantages, batch.valid
-    if config.norm_adv:
-        adv = standardize(adv, w)
-
-    def dist(theta: jax.Array) -> Dist:
-        return batch_policy(network, unravel(theta), batch)
-
-    def surrogate(theta: jax.Array) -> jax.Array:
-        log_prob = dist_log_prob(discrete, dist(theta), batch.action)
-        return masked_mean(jnp.exp(log_prob - batch.log_prob) * adv, w)
-
-    def mean_kl(theta: jax.Array) -> jax.Array:
-        return masked_mean(dist_kl(discrete, batch.dist, dist(theta)), w)
-
-    fisher_vector = fisher_vector_product(mean_kl, flat, hparams.cg_damping)
-    old, g = jax.value_and_grad(surrogate)(flat)
-    s = conjugate_gradient(fisher_vector, g, config.cg_iters)
-    full_step = (
-        jnp.sqrt(2.0 * hparams.max_kl / jnp.maximum(jnp.vdot(s, fisher_vector(s)), 1e-12)) * s
-    )
-
-    # The line search, largest step first, evaluating candidates only until one passes (the
-    # first usually does): line_search_choice's rule, one candidate at a time.
-    def untried(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
-        k, accepted, _, _ = c
-        return (k < config.backtracks) & ~accepted
-
-    def try_step(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
-        k, _, _, _ = c
-        theta = flat + 0.5 ** k.astype(jnp.float32) * full_step
-        gain, kl = surrogate(theta) - old, mean_kl(theta)
-        return k + 1, step_acceptable(gain, kl, hparams.max_kl), gain, kl
-
-    zero = jnp.zeros((), jnp.float32)
-    k, accepted, gain, kl = jax.lax.while_loop(
-        untried, try_step, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), zero, zero)
-    )
-    new = jnp.where(accepted, flat + 0.5 ** (k - 1).astype(jnp.float32) * full_step, flat)
-    stats = {
-        "policy_loss": -(old + jnp.where(accepted, gain, 0.0)),
-        "entropy": masked_mean(dist_entropy(discrete, dist(new)), w),
-        # The exact mean KL of the step taken (0 when the line search rejected every step).
-        "approx_kl": jnp.where(accepted, kl, 0.0),
-        "clip_fraction": jnp.zeros((), jnp.float32),  # TRPO clips nothing
-    }
-    return unravel(new), stats
-
-
-def value_fit_loss(
-    params: Any,
-    network: ActorCritic,
-    config: Config,
-    discrete: bool,
-    batch: Batch,
-    hparams: HParams,
-    kl_beta: jax.Array,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """TRPO's value fit on a minibatch: the value loss alone (ppo_loss's signature)."""
-    value = batch_value(network, params, batch)
-    vf = value_loss(
-        value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss, batch.valid
-    )
-    return vf, {"value_loss": vf}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1474,8 +1018,10 @@ def current_clip(config: Config, hparams: HParams, update: jax.Array) -> jax.Arr
 
 
 # ---------------------------------------------------------------------------------------------
-# make_train: init, one PPO update, and the scanned loop.
+# The update: rollout -> bootstrap -> advantages -> epochs of minibatch steps -> metrics. An
+# extension changes it only through the three Hooks, chosen once from the config.
 # ---------------------------------------------------------------------------------------------
+
 
 METRIC_NAMES = (
     "episode_return",
@@ -1493,6 +1039,297 @@ METRIC_NAMES = (
     "kl",
     "finite",
 )
+
+
+class Hooks(NamedTuple):
+    """Where an update differs between objectives and cores; choose_hooks picks each once.
+
+    minibatches(batch, perm, M) -> [M, ...]: PPO shuffles steps (step_minibatches); a recurrent
+      core shuffles whole environment sequences (sequence_minibatches). `shuffle_size` is what
+      perm permutes: B steps or N environments.
+    policy_step(params, network, discrete, batch, hparams, config) -> (params, stats): a policy
+      step on the whole batch before the epochs; PPO's does nothing, TRPO's is its natural step.
+    loss(params, network, config, discrete, minibatch, hparams, kl_beta) -> (loss, stats): what
+      the epochs' gradient steps minimize: ppo_loss, or TRPO's value_fit_loss.
+    after_epochs(parts, params, batch, stats, kl_beta, lr_scale, hparams) -> (kl, kl_beta,
+      lr_scale): the KL reported for the update and the coefficients the next update uses.
+    """
+
+    shuffle_size: int
+    minibatches: Callable[[Batch, jax.Array, int], Batch]
+    policy_step: Callable[..., tuple[Any, dict[str, jax.Array]]]
+    loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+    after_epochs: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
+
+
+def choose_hooks(config: Config) -> Hooks:
+    """PPO's hooks, or an extension's (the sections after make_train) where the config asks."""
+    if config.core == "none":
+        shuffle_size, minibatches = config.batch_size, step_minibatches
+    else:
+        shuffle_size, minibatches = config.num_envs, sequence_minibatches
+    if config.objective == "trpo":
+        policy_step, loss = trpo_policy_step, value_fit_loss
+    else:
+        policy_step, loss = no_policy_step, ppo_loss
+    adapts = config.objective in ("kl_adaptive", "kl_fixed") or config.adaptive_lr
+    after_epochs = measure_kl_and_adapt if adapts else keep_coefficients
+    return Hooks(shuffle_size, minibatches, policy_step, loss, after_epochs)
+
+
+def step_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
+    """A Batch of [B] steps in the order of perm [B], cut into minibatches: [M, B / M, ...]."""
+    return jax.tree.map(lambda x: x[perm].reshape((num_minibatches, -1) + x.shape[1:]), batch)
+
+
+def no_policy_step(
+    params: Any,
+    network: ActorCritic,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    config: Config,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """PPO's policy learns inside the epochs, with the value: nothing happens before them."""
+    return params, {}
+
+
+def keep_coefficients(
+    parts: Parts,
+    params: Any,
+    batch: Batch,
+    stats: dict[str, jax.Array],
+    kl_beta: jax.Array,
+    lr_scale: jax.Array,
+    hparams: HParams,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """clip, none and trpo adapt nothing after the epochs; the update's KL is stats' approx_kl
+    (the epochs' mean k3 estimate, or TRPO's exact KL of its policy step)."""
+    return stats["approx_kl"], kl_beta, lr_scale
+
+
+class Parts(NamedTuple):
+    """What every update reads besides its state and hyperparameters: fixed for a trainer."""
+
+    config: Config
+    env: Env
+    network: ActorCritic
+    hooks: Hooks
+
+
+def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> TrainState:
+    """A fresh TrainState: orthogonal network, optimizer state, N reset envs, empty statistics."""
+    config, env, network, _ = parts
+    net_key, env_key, run_key = jax.random.split(key, 3)
+    params = network.init(
+        net_key, jnp.zeros((1, *env.obs_shape), jnp.float32), initial_hidden(config, (1,))
+    )
+    opt_state = make_optimizer(config, hparams).init(params)
+    obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, config.num_envs))
+    carry = EnvCarry(
+        state=env_state,
+        obs=obs,
+        ep_return=jnp.zeros(config.num_envs, jnp.float32),
+        ep_length=jnp.zeros(config.num_envs, jnp.int32),
+        hidden=initial_hidden(config, (config.num_envs,)),
+    )
+    norm = Normalizer(
+        obs=RunningStat.create(env.obs_shape),
+        ret=RunningStat.create(()),
+        ret_acc=jnp.zeros(config.num_envs, jnp.float32),
+    )
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        env=carry,
+        norm=norm,
+        kl_beta=jnp.asarray(hparams.kl_beta, jnp.float32),
+        lr_scale=jnp.ones((), jnp.float32),
+        key=run_key,
+        update=jnp.zeros((), jnp.int32),
+    )
+
+
+def bootstrap_values(network: ActorCritic, params: Any, traj: Transition) -> jax.Array:
+    """V of every step's true next state [T, N], in one batched pass: V(obs_{t+1}) unless the
+    episode ended at t, where it is V of the final observation (what a time limit bootstraps
+    from), seen by a core from its state after step t, before the episode-end reset."""
+    next_values, _ = network.apply(
+        params, traj.final_obs, traj.next_hidden, method=ActorCritic.value
+    )
+    return next_values
+
+
+def estimate_advantages(
+    traj: Transition, next_values: jax.Array, hparams: HParams
+) -> tuple[jax.Array, jax.Array]:
+    """The rollout's (advantages, value targets), both [T, N]: GAE (PPO paper eq. 11-12)."""
+    return compute_gae(
+        traj.reward,
+        traj.value,
+        next_values,
+        traj.terminated,
+        traj.truncated,
+        hparams.gamma,
+        hparams.gae_lambda,
+        traj.valid,
+    )
+
+
+def random_permutations(key: jax.Array, count: int, n: int) -> jax.Array:
+    """`count` independent uniformly random permutations of range(n), as [count, n] int32.
+
+    Each round sorts one uint32 array whose high bits are random and whose low bits hold the
+    position, then reads the positions back. On XLA's CPU backend such a one-array sort costs a
+    quarter of the key-value sort jax.random.permutation runs (BENCHMARKS.md). A tie in the
+    random bits keeps the original order, so, as jax.random.permutation does, it runs enough
+    rounds, each reordering the last, that rounds * random bits >= 3 log2(n): at n = 512, two
+    rounds of 23 random bits, half the cost of jax.random.permutation's one 32-bit round.
+    """
+    pos_bits = max(1, (n - 1).bit_length())
+    free_bits = 32 - pos_bits
+    rounds = max(1, math.ceil(3 * math.log2(max(n, 2)) / free_bits))
+    position = jnp.arange(n, dtype=jnp.uint32)
+    high = jnp.uint32((0xFFFFFFFF << pos_bits) & 0xFFFFFFFF)
+    low = jnp.uint32((1 << pos_bits) - 1)
+    perms = None
+    for round_key in jax.random.split(key, rounds):
+        bits = jax.random.bits(round_key, (count, n), jnp.uint32)
+        order = (jax.lax.sort((bits & high) | position) & low).astype(jnp.int32)
+        perms = order if perms is None else jnp.take_along_axis(perms, order, axis=1)
+    return perms
+
+
+def learn(
+    parts: Parts,
+    params: Any,
+    opt_state: Any,
+    data: Batch,
+    hparams: HParams,
+    kl_beta: jax.Array,
+    lr_scale: jax.Array,
+    key: jax.Array,
+) -> tuple[Any, Any, dict[str, jax.Array]]:
+    """K = update_epochs epochs of num_minibatches gradient steps each on one rollout's Batch
+    (PPO paper, Algorithm 1). Returns (params, opt_state, stats averaged over every step)."""
+    config, env, network, hooks = parts
+    optimizer = make_optimizer(config, hparams)
+    grad_fn = jax.grad(hooks.loss, has_aux=True)
+
+    def minibatch_step(c: tuple[Any, Any], mb: Batch):
+        params, opt_state = c
+        grads, stats = grad_fn(params, network, config, env.discrete, mb, hparams, kl_beta)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        if config.adaptive_lr:
+            updates = jax.tree.map(lambda u: u * lr_scale, updates)
+        return (optax.apply_updates(params, updates), opt_state), stats
+
+    def epoch(c: tuple[Any, Any], perm: jax.Array):
+        return jax.lax.scan(
+            minibatch_step, c, hooks.minibatches(data, perm, config.num_minibatches)
+        )
+
+    # Every epoch's shuffle drawn at once.
+    perms = random_permutations(key, config.update_epochs, hooks.shuffle_size)
+    (params, opt_state), stats = jax.lax.scan(epoch, (params, opt_state), perms)
+    return params, opt_state, jax.tree.map(jnp.mean, stats)
+
+
+def update(
+    parts: Parts, state: TrainState, hparams: HParams
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One PPO iteration: collect T steps of N envs, estimate advantages, then K epochs of
+    minibatch steps. Returns the next TrainState and this update's metrics (scalars)."""
+    config, env, network, hooks = parts
+    key, rollout_key, epoch_key = jax.random.split(state.key, 3)
+    carry, norm, traj = rollout(
+        config, env, network, state.params, state.env, state.norm, rollout_key, hparams
+    )
+    next_values = bootstrap_values(network, state.params, traj)
+    advantages, returns = estimate_advantages(traj, next_values, hparams)
+    data = update_batch(config, traj, advantages, returns, state.env.hidden)
+    # The clip range in force for this update (annealed with the paper's alpha if asked).
+    clip_hparams = hparams.replace(clip_coef=current_clip(config, hparams, state.update))
+    params, policy_stats = hooks.policy_step(
+        state.params, network, env.discrete, data, hparams, config
+    )
+    params, opt_state, stats = learn(
+        parts, params, state.opt_state, data, clip_hparams, state.kl_beta, state.lr_scale, epoch_key
+    )
+    stats = {**stats, **policy_stats}
+    kl, kl_beta, lr_scale = hooks.after_epochs(
+        parts, params, data, stats, state.kl_beta, state.lr_scale, hparams
+    )
+    new_state = TrainState(
+        params=params,
+        opt_state=opt_state,
+        env=carry,
+        norm=norm,
+        kl_beta=kl_beta,
+        lr_scale=lr_scale,
+        key=key,
+        update=state.update + 1,
+    )
+    metrics = update_metrics(
+        config, hparams, state, new_state, traj, returns, stats, kl, clip_hparams.clip_coef
+    )
+    return new_state, metrics
+
+
+def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
+    """Mean return and length of the episodes that ended in this rollout (NaN if none did),
+    and their count. An env that tells the game's end apart (Step.episode_end) counts games,
+    not lost lives."""
+    done = traj.terminated | traj.truncated
+    if traj.episode_end is not None:
+        done = traj.episode_end
+    episodes = done.sum()
+    denom = jnp.maximum(episodes, 1)
+    nan = jnp.asarray(jnp.nan, jnp.float32)
+    return {
+        "episode_return": jnp.where(
+            episodes > 0, jnp.sum(jnp.where(done, traj.ep_return, 0.0)) / denom, nan
+        ),
+        "episode_length": jnp.where(
+            episodes > 0, jnp.sum(jnp.where(done, traj.ep_length, 0)) / denom, nan
+        ),
+        "episodes": episodes.astype(jnp.int32),
+    }
+
+
+def update_metrics(
+    config: Config,
+    hparams: HParams,
+    state: TrainState,
+    new_state: TrainState,
+    traj: Transition,
+    returns: jax.Array,
+    stats: dict[str, jax.Array],
+    kl: jax.Array,
+    clip_coef: jax.Array,
+) -> dict[str, jax.Array]:
+    """The METRIC_NAMES of one update, each a scalar (reduced here, inside the scan)."""
+    resid_var = masked_var(returns - traj.value, traj.valid)
+    returns_var = masked_var(returns, traj.valid)
+    checked = (new_state.params, stats, new_state.kl_beta)
+    return {
+        **episode_metrics(traj),
+        **stats,
+        "explained_variance": 1.0 - resid_var / (returns_var + 1e-8),
+        "learning_rate": current_lr(config, hparams, state.update) * state.lr_scale,
+        "clip_coef": clip_coef,
+        "kl_beta": state.kl_beta,
+        "kl": kl,
+        # 1 while every parameter and loss of this run is finite; a diverged run shows 0.
+        "finite": jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(checked)])
+        ).astype(jnp.int32),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# make_train: the update scanned num_updates times from a fresh state; the final score.
+# ---------------------------------------------------------------------------------------------
 
 
 class Trainer(NamedTuple):
@@ -1515,157 +1352,14 @@ def make_trainer(config: Config, env: Env | None = None) -> Trainer:
             )
         env = GymnaxEnv(config.env)
     network = make_network(config, env)
-
-    def init(key: jax.Array, hparams: HParams) -> TrainState:
-        net_key, env_key, run_key = jax.random.split(key, 3)
-        params = network.init(
-            net_key, jnp.zeros((1, *env.obs_shape), jnp.float32), initial_hidden(config, (1,))
-        )
-        opt_state = make_optimizer(config, hparams).init(params)
-        obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, config.num_envs))
-        carry = EnvCarry(
-            state=env_state,
-            obs=obs,
-            ep_return=jnp.zeros(config.num_envs, jnp.float32),
-            ep_length=jnp.zeros(config.num_envs, jnp.int32),
-            hidden=initial_hidden(config, (config.num_envs,)),
-        )
-        norm = Normalizer(
-            obs=RunningStat.create(env.obs_shape),
-            ret=RunningStat.create(()),
-            ret_acc=jnp.zeros(config.num_envs, jnp.float32),
-        )
-        return TrainState(
-            params=params,
-            opt_state=opt_state,
-            env=carry,
-            norm=norm,
-            kl_beta=jnp.asarray(hparams.kl_beta, jnp.float32),
-            lr_scale=jnp.ones((), jnp.float32),
-            key=run_key,
-            update=jnp.zeros((), jnp.int32),
-        )
-
-    def update(state: TrainState, hparams: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
-        key, rollout_key, epoch_key = jax.random.split(state.key, 3)
-        carry, norm, traj = rollout(
-            config, env, network, state.params, state.env, state.norm, rollout_key, hparams
-        )
-        # V of every true next state in one batched pass: equals V(obs_{t+1}) unless the episode
-        # ended at t, when it is V of the final observation (what a time limit bootstraps from),
-        # seen by a core from its state after step t, before the episode-end reset.
-        next_values, _ = network.apply(
-            state.params, traj.final_obs, traj.next_hidden, method=ActorCritic.value
-        )
-        advantages, returns = compute_gae(
-            traj.reward,
-            traj.value,
-            next_values,
-            traj.terminated,
-            traj.truncated,
-            hparams.gamma,
-            hparams.gae_lambda,
-            traj.valid,
-        )
-        data = update_batch(config, traj, advantages, returns, state.env.hidden)
-        optimizer = make_optimizer(config, hparams)
-        # The clip range in force for this update (annealed with the paper's alpha if asked).
-        clip_hparams = hparams.replace(clip_coef=current_clip(config, hparams, state.update))
-        params = state.params
-        if config.objective == "trpo":
-            # The policy's natural-gradient step on the whole batch, then the value fit below.
-            params, trpo_stats = trpo_policy_step(
-                params, network, env.discrete, data, hparams, config
-            )
-            grad_fn = jax.grad(value_fit_loss, has_aux=True)
-        else:
-            grad_fn = jax.grad(ppo_loss, has_aux=True)
-
-        def minibatch_step(c: tuple[Any, Any], mb: Batch):
-            params, opt_state = c
-            grads, stats = grad_fn(
-                params, network, config, env.discrete, mb, clip_hparams, state.kl_beta
-            )
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            if config.adaptive_lr:
-                updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
-            return (optax.apply_updates(params, updates), opt_state), stats
-
-        def epoch(c: tuple[Any, Any], perm: jax.Array):
-            if config.core == "none":
-                shuffled = jax.tree.map(
-                    lambda x: x[perm].reshape((config.num_minibatches, -1) + x.shape[1:]), data
-                )
-            else:
-                shuffled = sequence_minibatches(data, perm, config.num_minibatches)
-            return jax.lax.scan(minibatch_step, c, shuffled)
-
-        # Every epoch's shuffle drawn at once. A recurrent core shuffles environments (whole
-        # sequences), not steps.
-        perms = random_permutations(
-            epoch_key,
-            config.update_epochs,
-            config.batch_size if config.core == "none" else config.num_envs,
-        )
-        (params, opt_state), stats = jax.lax.scan(epoch, (params, state.opt_state), perms)
-        stats = jax.tree.map(jnp.mean, stats)
-
-        kl_beta, lr_scale = state.kl_beta, state.lr_scale
-        if config.objective == "trpo":
-            stats = {**stats, **trpo_stats}
-            kl = trpo_stats["approx_kl"]
-        elif config.objective in ("kl_adaptive", "kl_fixed") or config.adaptive_lr:
-            new_dist = batch_policy(network, params, data)
-            kl = masked_mean(dist_kl(env.discrete, data.dist, new_dist), data.valid)
-            if config.objective == "kl_adaptive":
-                kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
-            if config.adaptive_lr:
-                lr_scale = adapt_lr_scale(lr_scale, kl, hparams.kl_target)
-        else:
-            kl = stats["approx_kl"]
-
-        done = traj.terminated | traj.truncated
-        if traj.episode_end is not None:
-            done = traj.episode_end  # the game's end, not a lost life
-        episodes = done.sum()
-        denom = jnp.maximum(episodes, 1)
-        nan = jnp.asarray(jnp.nan, jnp.float32)
-        resid_var = masked_var(returns - traj.value, traj.valid)
-        returns_var = masked_var(returns, traj.valid)
-        metrics = {
-            "episode_return": jnp.where(
-                episodes > 0, jnp.sum(jnp.where(done, traj.ep_return, 0.0)) / denom, nan
-            ),
-            "episode_length": jnp.where(
-                episodes > 0, jnp.sum(jnp.where(done, traj.ep_length, 0)) / denom, nan
-            ),
-            "episodes": episodes.astype(jnp.int32),
-            **stats,
-            "explained_variance": 1.0 - resid_var / (returns_var + 1e-8),
-            "learning_rate": current_lr(config, hparams, state.update) * state.lr_scale,
-            "clip_coef": clip_hparams.clip_coef,
-            "kl_beta": state.kl_beta,
-            "kl": kl,
-            # 1 while every parameter and loss of this run is finite; a diverged run shows 0.
-            "finite": jnp.all(
-                jnp.stack(
-                    [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, stats, kl_beta))]
-                )
-            ).astype(jnp.int32),
-        }
-        new_state = TrainState(
-            params=params,
-            opt_state=opt_state,
-            env=carry,
-            norm=norm,
-            kl_beta=kl_beta,
-            lr_scale=lr_scale,
-            key=key,
-            update=state.update + 1,
-        )
-        return new_state, metrics
-
-    return Trainer(config=config, env=env, network=network, init=init, update=update)
+    parts = Parts(config, env, network, choose_hooks(config))
+    return Trainer(
+        config=config,
+        env=env,
+        network=network,
+        init=functools.partial(init_state, parts),
+        update=functools.partial(update, parts),
+    )
 
 
 def make_train(
@@ -1690,22 +1384,100 @@ def make_train(
     return train
 
 
+def episode_mean(returns: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Episode-weighted mean return over the given updates: `returns` (each update's mean
+    return, NaN where none ended) and `counts` (episodes that ended in it), both [..., U] ->
+    [...]; NaN where no episode ended. Computes in the inputs' dtype."""
+    total = np.where(counts > 0, np.nan_to_num(returns) * counts, 0.0).sum(-1)
+    n = counts.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+# The final score, four ways, each named by its window. The trainer's metrics keep one mean
+# return and one episode count per update, so a window is whole updates unless it says otherwise.
+
+
 def final_return(metrics: dict[str, Any], fraction: float = 0.05) -> np.ndarray:
-    """Mean episodic return over the last `fraction` of updates, weighted by episode count.
-    Works on metrics with any leading axes ([..., num_updates]); NaN where no episode ended."""
+    """The command line's final score: the episode-weighted mean return of the last `fraction`
+    of updates (at least one), in float64. Metrics [..., num_updates] -> [...]; NaN where no
+    episode ended in the window."""
     returns = np.asarray(metrics["episode_return"], np.float64)
     counts = np.asarray(metrics["episodes"], np.float64)
     window = max(1, int(math.ceil(fraction * returns.shape[-1])))
-    r, c = returns[..., -window:], counts[..., -window:]
-    total = np.where(c > 0, np.nan_to_num(r) * c, 0.0).sum(-1)
-    n = c.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return episode_mean(returns[..., -window:], counts[..., -window:])
+
+
+def final_window_return(
+    metrics: dict[str, np.ndarray], fraction: float = 0.05
+) -> tuple[np.ndarray, int]:
+    """final_return's window of the last `fraction` of updates, widened one update at a time
+    until every run has an episode in it (Freeway's 2500-step episodes all end together, so a
+    short window can hold none); one window for all runs. Metrics [..., U] (a run folder's
+    [setting, seed, update]) -> ([...] scores, the window in updates)."""
+    r, c = metrics["episode_return"], metrics["episodes"]
+    window = max(1, int(np.ceil(fraction * r.shape[-1])))
+    while window < r.shape[-1] and np.any(c[..., -window:].sum(-1) == 0):
+        window += 1
+    return episode_mean(r[..., -window:], c[..., -window:]), window
+
+
+def last_episodes_return(
+    returns: np.ndarray, counts: np.ndarray, n: int = 100
+) -> tuple[float, int, int]:
+    """The PPO paper's score of a run (section 6.1): the mean return of its last n episodes,
+    from one run's per-update returns and counts [U]. Walks back from the last update until n
+    episodes are covered; the oldest update counts in part (its episodes all carry its mean). A
+    run with fewer than n episodes uses all it has (NaN if none). Returns (score, episodes used,
+    updates the window reaches back)."""
+    total, covered, reached = 0.0, 0, 0
+    for u in range(len(counts) - 1, -1, -1):
+        if covered >= n:
+            break
+        c = int(counts[u])
+        reached += 1
+        if c <= 0:
+            continue
+        take = min(c, n - covered)
+        total += take * float(returns[u])
+        covered += take
+    return (total / covered if covered else math.nan), covered, reached
+
+
+def last_updates_return(returns: np.ndarray, counts: np.ndarray, n: int = 100) -> np.ndarray:
+    """last_episodes_return's window in whole updates: per run, the episode-weighted mean of
+    the fewest last updates that hold at least n episodes (all updates if the run has fewer).
+    returns, counts [runs, U] -> [runs]."""
+    out = []
+    for r, c in zip(returns, counts, strict=True):
+        held = np.cumsum(c[::-1])
+        k = int(np.searchsorted(held, n) + 1) if held[-1] >= n else len(c)
+        out.append(float(episode_mean(r[None, -k:], c[None, -k:])[0]))
+    return np.asarray(out)
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation with the deterministic policy (argmax / mean action).
 # ---------------------------------------------------------------------------------------------
+
+
+def deterministic_action(
+    network: ActorCritic,
+    env: Env,
+    params: Any,
+    obs_stat: RunningStat | None,
+    obs: jax.Array,
+    hidden: tuple[jax.Array, ...],
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """The trained policy's deterministic step: obs [..., *obs_shape], normalized with the frozen
+    training statistics obs_stat (None: the run did not normalize), -> (the argmax / mean action
+    clipped to the action bounds [...] or [..., D], the core's next hidden state)."""
+    o = obs if obs_stat is None else normalize_obs(obs_stat, obs)
+    dist, hidden = network.apply(params, o, hidden, method=ActorCritic.policy)
+    action = dist_mode(env.discrete, dist)
+    if not env.discrete:
+        action = jnp.clip(action, env.action_low, env.action_high)
+    return action, hidden
 
 
 def evaluate(
@@ -1721,14 +1493,11 @@ def evaluate(
     env = GymnaxEnv(config.env) if env is None else env
     network = make_network(config, env)
     use_obs_norm, _ = resolve_normalization(config, env)
+    obs_stat = norm.obs if use_obs_norm else None
 
     def step(c, step_key):
         state, obs, hidden, total, alive = c
-        o = normalize_obs(norm.obs, obs) if use_obs_norm else obs
-        dist, hidden = network.apply(params, o, hidden, method=ActorCritic.policy)
-        action = dist_mode(env.discrete, dist)
-        if not env.discrete:
-            action = jnp.clip(action, env.action_low, env.action_high)
+        action, hidden = deterministic_action(network, env, params, obs_stat, obs, hidden)
         out = jax.vmap(env.step)(jax.random.split(step_key, num_episodes), state, action)
         # The game's raw score until the game ends (not a lost life; Step.score, episode_end).
         total = total + jnp.where(alive, out.reward if out.score is None else out.score, 0.0)
@@ -1744,6 +1513,567 @@ def evaluate(
         step, init, jax.random.split(run_key, env.max_episode_steps)
     )
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension: convolutional torsos (the PPO paper's Atari policy, DQN's, MinAtar's). Adds
+# network=cnn, nature_cnn, minatar_cnn; hooks in at ActorCritic.setup (one torso shared by the
+# policy and value heads) and make_network (check_obs_shape).
+# ---------------------------------------------------------------------------------------------
+
+
+# Convolutional torsos: (features, kernel, stride) per VALID-padded conv layer, then one dense
+# layer; ReLU throughout. minatar_cnn's features come from Config.conv_channels.
+CONV_TORSOS: dict[str, tuple[tuple[tuple[int | None, int, int], ...], int]] = {
+    # Mnih et al. 2016 (A3C), the PPO paper's Atari policy: 84x84 -> 20x20x16 -> 9x9x32 -> 256.
+    "cnn": (((16, 8, 4), (32, 4, 2)), 256),
+    # Mnih et al. 2015 (DQN, "Nature"): 84x84 -> 20x20x32 -> 9x9x64 -> 7x7x64 -> 512.
+    "nature_cnn": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
+    # Young & Tian 2019 (MinAtar): 10x10 -> 8x8xC -> 128.
+    "minatar_cnn": (((None, 3, 1),), 128),
+}
+
+
+def conv_layers(config: Config) -> tuple[tuple[int, int, int], ...]:
+    layers, _ = CONV_TORSOS[config.network]
+    return tuple((config.conv_channels if f is None else f, k, st) for f, k, st in layers)
+
+
+def check_obs_shape(config: Config, obs_shape: Sequence[int]) -> None:
+    """Raise a ValueError naming Config.network if its torso cannot take these observations:
+    conv torsos need [H, W, C] images large enough for every VALID conv layer."""
+    if config.network == "mlp":
+        return
+    layers = conv_layers(config)
+    need = 1
+    for _, kernel, stride in reversed(layers):
+        need = (need - 1) * stride + kernel  # smallest input that leaves `need` outputs
+    if len(obs_shape) != 3:
+        raise ValueError(
+            f"Config.network={config.network!r} needs image observations [H, W, C]; "
+            f"{config.env} gives shape {tuple(obs_shape)} (use network=mlp)"
+        )
+    if min(obs_shape[:2]) < need:
+        raise ValueError(
+            f"Config.network={config.network!r} needs images of at least {need}x{need} (conv "
+            f"layers {', '.join(f'{k}x{k}/{st}' for _, k, st in layers)}); {config.env} gives "
+            f"{'x'.join(map(str, obs_shape))} (minatar_cnn fits 10x10 grids)"
+        )
+
+
+def patch_indices(height: int, width: int, channels: int, kernel: int, stride: int) -> np.ndarray:
+    """Flat indices [out_h, out_w, kernel * kernel * channels] of every VALID conv patch of an
+    [height, width, channels] image, ordered (row, column, channel) like a [k, k, C, F] kernel."""
+    out_h, out_w = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+    r = np.arange(out_h)[:, None, None, None, None] * stride + np.arange(kernel)[:, None, None]
+    c = np.arange(out_w)[None, :, None, None, None] * stride + np.arange(kernel)[:, None]
+    flat = (r * width + c) * channels + np.arange(channels)
+    return flat.reshape(out_h, out_w, kernel * kernel * channels)
+
+
+class Conv(nn.Module):
+    """A VALID, strided 2-D convolution on [..., H, W, C] as patches @ kernel.
+
+    The same math as lax.conv_general_dilated, lowered as a gather of patches and a matmul:
+    vmapped over seeds (one kernel per seed) lax's conv becomes a grouped convolution, which
+    XLA's CPU backend ran ~20x slower than this (BENCHMARKS.md), while a batched matmul is fast
+    on every backend. The kernel keeps the usual [k, k, C, F] layout."""
+
+    features: int
+    kernel: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h, w, c = x.shape[-3:]
+        kernel = self.param(
+            "kernel", nn.initializers.zeros, (self.kernel, self.kernel, c, self.features)
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        idx = patch_indices(h, w, c, self.kernel, self.stride)
+        patches = x.reshape(x.shape[:-3] + (h * w * c,))[..., idx]
+        return patches @ kernel.reshape(-1, self.features) + bias
+
+
+class ConvTorso(nn.Module):
+    """ReLU conv layers (VALID padding) on [..., H, W, C], flatten, one ReLU dense layer."""
+
+    layers: Sequence[tuple[int, int, int]]
+    dense: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs
+        for i, (features, kernel, stride) in enumerate(self.layers):
+            x = nn.relu(Conv(features, kernel, stride, name=f"conv_{i}")(x))
+        x = x.reshape(x.shape[:-3] + (-1,))
+        dense = nn.Dense(self.dense, kernel_init=nn.initializers.zeros, name="dense")
+        return nn.relu(dense(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension: recurrent core (core=gru). Adds a GRU between torso and heads with a hidden state
+# carried per environment through the rollout (EnvCarry.hidden, reset where an episode ends);
+# hooks in at ActorCritic.remember, at the minibatches hook (sequence_minibatches: whole
+# environment sequences) and at batch_outputs (replay from the stored state).
+# ---------------------------------------------------------------------------------------------
+
+
+class GRU(nn.Module):
+    """One step of a gated recurrent unit (Cho et al. 2014), h [..., H], x [..., F] -> h':
+      r = sigmoid(W_r x + U_r h + b_r),  z = sigmoid(W_z x + U_z h + b_z)
+      n = tanh(W_n x + b_n + r * (U_n h + c_n)),  h' = (1 - z) n + z h
+    The three gates' weights are one [F, 3H] and one [H, 3H] matrix: two matmuls a step."""
+
+    size: int
+
+    @nn.compact
+    def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
+        zeros = nn.initializers.zeros
+        gx = nn.Dense(3 * self.size, kernel_init=zeros, name="core_input")(x)
+        gh = nn.Dense(3 * self.size, kernel_init=zeros, name="core_recurrent")(h)
+        xr, xz, xn = jnp.split(gx, 3, axis=-1)
+        hr, hz, hn = jnp.split(gh, 3, axis=-1)
+        r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+        return (1.0 - z) * n + z * h
+
+
+def reset_hidden(hidden: Any, done: jax.Array) -> Any:
+    """Zero each environment's hidden state where its episode ended: leaves [..., H], done [...]."""
+    return jax.tree.map(lambda h: jnp.where(done[..., None], 0.0, h), hidden)
+
+
+def initial_hidden(config: Config, batch_shape: Sequence[int] = ()) -> tuple[jax.Array, ...]:
+    """The hidden state of fresh episodes: zeros [*batch_shape, core_size] per core (two for the
+    mlp's separate actor and critic, one for a shared conv torso), () without a core."""
+    if config.core == "none":
+        return ()
+    cores = 2 if config.network == "mlp" else 1
+    return tuple(jnp.zeros((*batch_shape, config.core_size), jnp.float32) for _ in range(cores))
+
+
+def replay(
+    network: ActorCritic, params: Any, obs: jax.Array, done: jax.Array, hidden: Any
+) -> tuple[Dist, jax.Array]:
+    """A recurrent network over stored sequences: obs [T, B, *obs_shape], done [T, B] (step t
+    ended an episode, so the state after it restarts at zeros), hidden the state before step 0
+    (leaves [B, H]) -> (Dist with [T, B, A] leaves, value [T, B]). The torso and heads run on all
+    T * B steps at once; the core steps through time exactly as the rollout did."""
+    feats = network.apply(params, obs, method=ActorCritic.features)
+
+    def step(h: Any, x: tuple[Any, jax.Array]) -> tuple[Any, Any]:
+        f, d = x
+        out, h = network.apply(params, f, h, method=ActorCritic.remember)
+        return reset_hidden(h, d), out
+
+    _, feats = jax.lax.scan(step, hidden, (feats, done))
+    return network.apply(params, feats, method=ActorCritic.heads)
+
+
+def sequence_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
+    """A recurrent Batch cut into minibatches of whole environment sequences, in the order of
+    perm [N]: fields [T, N, ...] -> [M, T, N / M, ...], hidden [N, H] -> [M, N / M, H]."""
+
+    def cut(x: jax.Array) -> jax.Array:
+        x = x[:, perm].reshape((x.shape[0], num_minibatches, -1) + x.shape[2:])
+        return jnp.moveaxis(x, 1, 0)
+
+    seqs = jax.tree.map(cut, batch._replace(hidden=None))
+    hidden = jax.tree.map(
+        lambda h: h[perm].reshape((num_minibatches, -1) + h.shape[1:]), batch.hidden
+    )
+    return seqs._replace(hidden=hidden)
+
+
+def check_recurrent_config(config: Config) -> None:
+    """A recurrent minibatch is a group of whole environment sequences: M must divide N."""
+    if config.core != "none" and config.num_envs % config.num_minibatches:
+        raise ValueError(
+            f"Config.num_minibatches={config.num_minibatches} must divide num_envs="
+            f"{config.num_envs} with core={config.core!r} (a recurrent minibatch is a group of "
+            "whole environment sequences)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension: the PPO paper's other objectives and step rules. The KL penalties (section 4) and
+# the unclipped surrogate are branches of policy_loss; A2C's RMSProp is make_optimizer's. This
+# adds the coefficients that adapt after the epochs (the after_epochs hook): kl_adaptive's beta
+# and vanilla PG's adaptive step size (adaptive_lr).
+# ---------------------------------------------------------------------------------------------
+
+
+def adapt_lr_scale(lr_scale: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
+    """Vanilla PG's adaptive step size: the step shrinks by 1.5 when the update moved the policy
+    by more than twice the target KL and grows by 1.5 when it moved less than half of it."""
+    lr_scale = jnp.where(kl > 2.0 * kl_target, lr_scale / 1.5, lr_scale)
+    return jnp.where(kl < kl_target / 2.0, lr_scale * 1.5, lr_scale)
+
+
+def adapt_kl_beta(kl_beta: jax.Array, kl: jax.Array, kl_target: jax.Array | float) -> jax.Array:
+    """Adaptive KL penalty (paper section 4): halve beta when d < d_targ / 1.5, double it when
+    d > 1.5 d_targ, otherwise keep it."""
+    kl_beta = jnp.where(kl < kl_target / 1.5, kl_beta / 2.0, kl_beta)
+    return jnp.where(kl > kl_target * 1.5, kl_beta * 2.0, kl_beta)
+
+
+def measure_kl_and_adapt(
+    parts: Parts,
+    params: Any,
+    batch: Batch,
+    stats: dict[str, jax.Array],
+    kl_beta: jax.Array,
+    lr_scale: jax.Array,
+    hparams: HParams,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The after_epochs hook of the KL penalties and of adaptive_lr: the exact mean KL[pi_old,
+    pi] over the whole batch between the rollout's policy and the updated one, from which
+    kl_adaptive sets the next beta (paper section 4) and adaptive_lr the next step size."""
+    config, env, network, _ = parts
+    new_dist = batch_policy(network, params, batch)
+    kl = masked_mean(dist_kl(env.discrete, batch.dist, new_dist), batch.valid)
+    if config.objective == "kl_adaptive":
+        kl_beta = adapt_kl_beta(kl_beta, kl, hparams.kl_target)
+    if config.adaptive_lr:
+        lr_scale = adapt_lr_scale(lr_scale, kl, hparams.kl_target)
+    return kl, kl_beta, lr_scale
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension: TRPO (Schulman et al. 2015), the PPO paper's main baseline. Hooks in at the
+# policy_step hook (a natural-gradient step under a KL constraint on the whole batch, before the
+# epochs) and the loss hook (the epochs then fit the value alone).
+# ---------------------------------------------------------------------------------------------
+
+
+def conjugate_gradient(
+    matvec: Callable[[jax.Array], jax.Array], b: jax.Array, iters: int, tol: float = 1e-10
+) -> jax.Array:
+    """x with matvec(x) ~= b for a symmetric positive definite matvec: `iters` steps of
+    conjugate gradient from x = 0. A fixed count compiles to one loop and vmaps; once the
+    squared residual falls below tol the iterate stops moving."""
+
+    def step(_: int, c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
+        x, r, p, rr = c
+        live = rr > tol
+        ap = matvec(p)
+        alpha = jnp.where(live, rr / jnp.maximum(jnp.vdot(p, ap), 1e-30), 0.0)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = jnp.vdot(r, r)
+        p = jnp.where(live, r + rr_new / jnp.maximum(rr, 1e-30) * p, p)
+        return x, r, p, jnp.where(live, rr_new, rr)
+
+    x, *_ = jax.lax.fori_loop(0, iters, step, (jnp.zeros_like(b), b, b, jnp.vdot(b, b)))
+    return x
+
+
+def fisher_vector_product(
+    mean_kl: Callable[[jax.Array], jax.Array], theta: jax.Array, damping: jax.Array | float
+) -> Callable[[jax.Array], jax.Array]:
+    """v -> (H + damping I) v, H the Hessian of mean_kl at theta (the Fisher matrix when
+    mean_kl is the KL from the policy at theta): forward-over-reverse differentiation of the
+    KL's gradient, never a matrix."""
+    kl_grad = jax.grad(mean_kl)
+    return lambda v: jax.jvp(kl_grad, (theta,), (v,))[1] + damping * v
+
+
+def step_acceptable(improvement: jax.Array, kl: jax.Array, max_kl: jax.Array | float) -> jax.Array:
+    """The line search's test of one candidate step: the surrogate improves (> 0) and the mean
+    KL from the old policy stays within 1.5 max_kl (the slack OpenAI baselines' TRPO allows over
+    the quadratic model), both finite."""
+    return (improvement > 0) & (kl <= 1.5 * max_kl) & jnp.isfinite(improvement) & jnp.isfinite(kl)
+
+
+def backtracking_line_search(
+    candidate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    max_kl: jax.Array | float,
+    backtracks: int,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Try candidate steps k = 0, 1, ..., backtracks - 1 (fractions 1, 1/2, 1/4, ... of the full
+    step, largest first); candidate(k) -> (surrogate improvement, mean KL), float32 scalars. Stops
+    at the first step_acceptable one, so the usual case evaluates one candidate. Returns (k,
+    accepted, improvement, kl) of the last candidate tried; with none accepted the policy keeps
+    its parameters."""
+
+    def untried(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        tried, accepted, _, _ = c
+        return (tried < backtracks) & ~accepted
+
+    def try_step(c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]):
+        tried, _, _, _ = c
+        gain, kl = candidate(tried)
+        return tried + 1, step_acceptable(gain, kl, max_kl), gain, kl
+
+    zero = jnp.zeros((), jnp.float32)
+    tried, accepted, gain, kl = jax.lax.while_loop(
+        untried, try_step, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), zero, zero)
+    )
+    return tried - 1, accepted, gain, kl
+
+
+def trpo_policy_step(
+    params: Any,
+    network: ActorCritic,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    config: Config,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """TRPO's policy_step hook: one step of the policy on the whole batch. g is the gradient of
+    the surrogate E[r A] at the old policy; s ~= F^-1 g by conjugate gradient, F v computed as
+    the Hessian-vector product of the mean KL[pi_old, pi] (forward-over-reverse, no matrix), plus
+    cg_damping v; the step s sqrt(2 max_kl / s.F s) reaches KL = max_kl in the quadratic model;
+    then the backtracking line search. The critic's parameters get a zero gradient and a zero
+    Fisher block, so the step leaves them as they are."""
+    flat, unravel = ravel_pytree(params)
+    adv, w = batch.advantages, batch.valid
+    if config.norm_adv:
+        adv = standardize(adv, w)
+
+    def dist(theta: jax.Array) -> Dist:
+        return batch_policy(network, unravel(theta), batch)
+
+    def surrogate(theta: jax.Array) -> jax.Array:
+        log_prob = dist_log_prob(discrete, dist(theta), batch.action)
+        return masked_mean(jnp.exp(log_prob - batch.log_prob) * adv, w)
+
+    def mean_kl(theta: jax.Array) -> jax.Array:
+        return masked_mean(dist_kl(discrete, batch.dist, dist(theta)), w)
+
+    fisher_vector = fisher_vector_product(mean_kl, flat, hparams.cg_damping)
+    old, g = jax.value_and_grad(surrogate)(flat)
+    s = conjugate_gradient(fisher_vector, g, config.cg_iters)
+    full_step = (
+        jnp.sqrt(2.0 * hparams.max_kl / jnp.maximum(jnp.vdot(s, fisher_vector(s)), 1e-12)) * s
+    )
+
+    def candidate(k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        theta = flat + 0.5 ** k.astype(jnp.float32) * full_step
+        return surrogate(theta) - old, mean_kl(theta)
+
+    k, accepted, gain, kl = backtracking_line_search(candidate, hparams.max_kl, config.backtracks)
+    new = jnp.where(accepted, flat + 0.5 ** k.astype(jnp.float32) * full_step, flat)
+    stats = {
+        "policy_loss": -(old + jnp.where(accepted, gain, 0.0)),
+        "entropy": masked_mean(dist_entropy(discrete, dist(new)), w),
+        # The exact mean KL of the step taken (0 when the line search rejected every step).
+        "approx_kl": jnp.where(accepted, kl, 0.0),
+        "clip_fraction": jnp.zeros((), jnp.float32),  # TRPO clips nothing
+    }
+    return unravel(new), stats
+
+
+def value_fit_loss(
+    params: Any,
+    network: ActorCritic,
+    config: Config,
+    discrete: bool,
+    batch: Batch,
+    hparams: HParams,
+    kl_beta: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """TRPO's value fit on a minibatch: the value loss alone (ppo_loss's signature)."""
+    value = batch_value(network, params, batch)
+    vf = value_loss(
+        value, batch.value, batch.returns, hparams.clip_coef, config.clip_vloss, batch.valid
+    )
+    return vf, {"value_loss": vf}
+
+
+def check_trpo_config(config: Config) -> None:
+    """TRPO needs separate policy and value torsos and sizes its own step."""
+    if config.objective == "trpo" and config.network != "mlp":
+        raise ValueError(
+            f"Config.objective='trpo' needs network='mlp' (separate policy and value "
+            f"torsos: the value fit must not move the policy), got {config.network!r}"
+        )
+    if config.objective == "trpo" and config.adaptive_lr:
+        raise ValueError(
+            "Config.adaptive_lr applies to gradient steps on the policy; objective='trpo' "
+            "sizes its own step from max_kl"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension: validation. Refuses settings that cannot train before anything compiles: hooks in at
+# Config.__post_init__ (check_config), at the command line (check_fields_apply: a field the run
+# does not read) and wherever concrete HParams arrive (check_hparams).
+# ---------------------------------------------------------------------------------------------
+
+
+# The string fields that take one of a few names: check_config refuses any other value, and the
+# command line refuses it while parsing.
+FIELD_CHOICES = {
+    "network": NETWORKS,
+    "activation": ACTIVATIONS,
+    "core": CORES,
+    "objective": OBJECTIVES,
+    "optimizer": OPTIMIZERS,
+}
+
+
+POSITIVE_INT_FIELDS = (
+    "num_envs",
+    "num_steps",
+    "total_timesteps",
+    "update_epochs",
+    "num_minibatches",
+    "conv_channels",
+    "core_size",
+    "cg_iters",
+    "backtracks",
+)
+
+
+def check_config(config: Config) -> None:
+    """Raise a ValueError naming the field if a Config cannot train (Config.__post_init__ calls
+    it, so nothing compiles first): an unknown env, a size that is not positive or does not
+    divide evenly, a name outside its choices, a non-boolean flag; then the extensions' checks."""
+    if not isinstance(config.env, str) or not config.env:
+        raise ValueError(f"Config.env must be a non-empty string, got {config.env!r}")
+    if ":" not in config.env and config.env not in gymnax_env_names():
+        raise ValueError(
+            f"Config.env: unknown environment {config.env!r}; known gymnax environments: "
+            f"{', '.join(gymnax_env_names())} (brax environments are named 'brax:NAME')"
+        )
+    check_sizes(config)
+    for name, choices in FIELD_CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise ValueError(
+                f"Config.{name} must be one of {choices}, got {getattr(config, name)!r}"
+            )
+    for name in ("norm_adv", "clip_vloss", "anneal_lr", "anneal_clip", "adaptive_lr"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"Config.{name} must be true or false, got {getattr(config, name)!r}")
+    for name in ("normalize_obs", "normalize_reward"):
+        if getattr(config, name) not in (None, True, False):
+            raise ValueError(
+                f"Config.{name} must be true, false or null (auto), got {getattr(config, name)!r}"
+            )
+    check_recurrent_config(config)
+    check_trpo_config(config)
+
+
+def check_sizes(config: Config) -> None:
+    """The loop counts and widths: positive integers, minibatches that divide the rollout."""
+    for name in POSITIVE_INT_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"Config.{name} must be a positive integer, got {value!r}")
+    if config.batch_size % config.num_minibatches:
+        raise ValueError(
+            f"Config.num_minibatches={config.num_minibatches} must divide the rollout batch "
+            f"num_envs * num_steps = {config.batch_size}"
+        )
+    if config.total_timesteps < config.batch_size:
+        raise ValueError(
+            f"Config.total_timesteps={config.total_timesteps} is smaller than one rollout "
+            f"(num_envs * num_steps = {config.batch_size})"
+        )
+    sizes = tuple(config.hidden_sizes)
+    if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in sizes):
+        raise ValueError(
+            f"Config.hidden_sizes must be a non-empty tuple of positive integers, "
+            f"got {config.hidden_sizes!r}"
+        )
+
+
+HPARAM_LIMITS = {
+    "learning_rate": (0.0, math.inf),
+    "gamma": (0.0, 1.0),
+    "gae_lambda": (0.0, 1.0),
+    "clip_coef": (0.0, math.inf),
+    "ent_coef": (0.0, math.inf),
+    "vf_coef": (0.0, math.inf),
+    "max_grad_norm": (0.0, math.inf),
+    "kl_beta": (0.0, math.inf),
+    "kl_target": (0.0, math.inf),
+    "rmsprop_decay": (0.0, 1.0),
+    "rmsprop_eps": (0.0, math.inf),
+    "max_kl": (0.0, math.inf),
+    "cg_damping": (0.0, math.inf),
+}
+
+
+class FieldScope(NamedTuple):
+    """Which runs read a field: those whose config passes `reads`. `needs` says which in words
+    for a refusal, in terms of the Config fields `on`; the refusal shows the run's own values
+    of exactly those fields."""
+
+    reads: Callable[[Config], bool]
+    needs: str
+    on: tuple[str, ...]
+
+
+# Fields that only one kind of run reads. A field the user sets where it is not read is refused
+# (check_fields_apply), not silently ignored.
+FIELD_SCOPES: dict[str, FieldScope] = {
+    "max_kl": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "cg_damping": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "cg_iters": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "backtracks": FieldScope(lambda c: c.objective == "trpo", "objective=trpo", ("objective",)),
+    "kl_beta": FieldScope(
+        lambda c: c.objective in ("kl_fixed", "kl_adaptive"),
+        "objective=kl_fixed or kl_adaptive",
+        ("objective",),
+    ),
+    "kl_target": FieldScope(
+        lambda c: c.objective == "kl_adaptive" or c.adaptive_lr,
+        "objective=kl_adaptive or adaptive_lr=true",
+        ("objective", "adaptive_lr"),
+    ),
+    "clip_coef": FieldScope(
+        lambda c: c.objective == "clip" or c.clip_vloss,
+        "objective=clip or clip_vloss=true (the value-clip range)",
+        ("objective", "clip_vloss"),
+    ),
+    "anneal_clip": FieldScope(
+        lambda c: c.objective == "clip" or c.clip_vloss,
+        "objective=clip or clip_vloss=true",
+        ("objective", "clip_vloss"),
+    ),
+    "ent_coef": FieldScope(
+        lambda c: c.objective != "trpo",
+        "objective=clip, none, kl_fixed or kl_adaptive (trpo has no entropy bonus)",
+        ("objective",),
+    ),
+    "rmsprop_decay": FieldScope(
+        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
+    ),
+    "rmsprop_eps": FieldScope(
+        lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
+    ),
+    "core_size": FieldScope(lambda c: c.core != "none", "core=gru", ("core",)),
+}
+
+
+def field_applies(config: Config, name: str) -> bool:
+    """Whether a run with this config reads the field `name` (fields outside FIELD_SCOPES are
+    read by every run)."""
+    scope = FIELD_SCOPES.get(name)
+    return scope is None or scope.reads(config)
+
+
+def check_fields_apply(config: Config, names: Iterable[str]) -> None:
+    """Raise a ValueError naming the first of `names` (fields the user set) that this config
+    does not read: a TRPO field on a PPO objective, a PPO field on TRPO, an RMSProp field with
+    Adam."""
+    for name in names:
+        if not field_applies(config, name):
+            scope = FIELD_SCOPES[name]
+            have = ", ".join(f"{f}={str(getattr(config, f)).lower()}" for f in scope.on)
+            raise ValueError(f"{name} applies only with {scope.needs}; this run has {have}")
+
+
+def check_hparams(hparams: HParams) -> HParams:
+    """Raise a ValueError naming the field if a concrete hyperparameter is out of range."""
+    for name, (low, high) in HPARAM_LIMITS.items():
+        value = np.asarray(getattr(hparams, name), dtype=np.float64)
+        if not np.all(np.isfinite(value)) or np.any(value < low) or np.any(value > high):
+            raise ValueError(f"HParams.{name} must lie in [{low}, {high}], got {value.tolist()}")
+    return hparams
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1883,16 +2213,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
-
-
-# The string fields that take one of a few names: a flag outside them is refused while parsing.
-FIELD_CHOICES = {
-    "network": NETWORKS,
-    "activation": ACTIVATIONS,
-    "core": CORES,
-    "objective": OBJECTIVES,
-    "optimizer": OPTIMIZERS,
-}
 
 
 def field_flag_type(name: str, kind: Any) -> Callable[[str], Any]:

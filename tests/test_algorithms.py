@@ -11,9 +11,9 @@ from conftest import tiny_config
 from purejaxppo.ppo import (
     HParams,
     adapt_lr_scale,
+    backtracking_line_search,
     conjugate_gradient,
     fisher_vector_product,
-    line_search_choice,
     make_optimizer,
     make_train,
 )
@@ -80,10 +80,17 @@ def test_fisher_vector_product_is_the_damped_hessian_of_the_kl():
     ],
 )
 def test_line_search_acceptance_rule(improvement, kl, expected):
-    index, accepted = line_search_choice(jnp.asarray(improvement), jnp.asarray(kl), 0.01)
+    # The search the trainer runs, on candidates given as tables: candidate k -> row k.
+    gains, kls = jnp.asarray(improvement, jnp.float32), jnp.asarray(kl, jnp.float32)
+    search = jax.jit(
+        lambda: backtracking_line_search(lambda k: (gains[k], kls[k]), 0.01, len(improvement))
+    )
+    index, accepted, gain, kl_taken = search()
     assert bool(accepted) == expected[1]
     if expected[1]:
         assert int(index) == expected[0]
+        assert float(gain) == pytest.approx(improvement[expected[0]])
+        assert float(kl_taken) == pytest.approx(kl[expected[0]])
 
 
 # ------------------------------------------------------------------------------------------

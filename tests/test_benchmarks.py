@@ -86,14 +86,14 @@ def test_last_100_episodes_from_per_update_means():
     """The paper's second Atari metric from the metrics the trainer keeps (per-update mean
     return and episode count): whole updates from the end until they hold >= 100 episodes."""
     sys.path.insert(0, str(ROOT))
-    from benchmarks.algorithms import last_episodes_mean
+    from purejaxppo.ppo import last_updates_return
 
     returns = np.asarray([[1.0, np.nan, 2.0, 4.0], [5.0, 5.0, 5.0, 5.0]])
     counts = np.asarray([[500, 0, 60, 50], [10, 10, 10, 10]])
     # Seed 0: the last two updates hold 110 episodes: (2 * 60 + 4 * 50) / 110.
     # Seed 1: fewer than 100 episodes in all: every episode counts.
-    np.testing.assert_allclose(last_episodes_mean(returns, counts), [320 / 110, 5.0])
-    exactly = last_episodes_mean(np.asarray([[9.0, 1.0]]), np.asarray([[100, 100]]))
+    np.testing.assert_allclose(last_updates_return(returns, counts), [320 / 110, 5.0])
+    exactly = last_updates_return(np.asarray([[9.0, 1.0]]), np.asarray([[100, 100]]))
     np.testing.assert_allclose(exactly, [1.0])  # the last update alone holds 100
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from purejaxppo.ppo import last_episodes_return
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "objectives.py"
 # The test trains one task of the smoke protocol (its time is nearly all compiling); the merge
@@ -40,19 +42,18 @@ def load_benchmark():
     return module
 
 
-def test_last_episodes_score_walks_back_weighting_by_count():
-    bench = load_benchmark()
+def test_last_episodes_return_walks_back_weighting_by_count():
     returns = np.array([1.0, np.nan, 2.0, 3.0, 4.0])
     counts = np.array([50, 0, 60, 30, 20])
     # 20 episodes at 4, 30 at 3, then 50 of the 60 at 2: 100 episodes over 3 updates.
-    score, episodes, reached = bench.last_episodes_score(returns, counts, n=100)
+    score, episodes, reached = last_episodes_return(returns, counts, n=100)
     assert episodes == 100 and reached == 3
     assert score == pytest.approx((20 * 4 + 30 * 3 + 50 * 2) / 100)
     # Fewer than n episodes in the whole run: all of them, skipping updates without any.
-    score, episodes, reached = bench.last_episodes_score(returns, counts, n=1000)
+    score, episodes, reached = last_episodes_return(returns, counts, n=1000)
     assert episodes == 160 and reached == 5
     assert score == pytest.approx((50 * 1 + 60 * 2 + 30 * 3 + 20 * 4) / 160)
-    assert math.isnan(bench.last_episodes_score(returns[1:2], counts[1:2])[0])
+    assert math.isnan(last_episodes_return(returns[1:2], counts[1:2])[0])
 
 
 def test_normalize_random_zero_best_one():
