@@ -24,9 +24,9 @@ from purejaxppo.driver import (
     ranking,
     setting_statistics,
     settings_record,
-    write_atomic,
     write_results,
 )
+from purejaxppo.files import write_atomic
 from purejaxppo.ppo import Config, HParams
 from purejaxppo.sweep import Grid
 

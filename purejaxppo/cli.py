@@ -29,6 +29,7 @@ import numpy as np
 
 from purejaxppo import presets
 from purejaxppo.errors import DiskFull, NoGoodCheckpoint, is_disk_full, path_problem, shown
+from purejaxppo.files import write_atomic, written_into_place
 from purejaxppo.ppo import (
     Config,
     HParams,
@@ -747,7 +748,6 @@ def train_into(
         run_sweep,
         schedule_record,
         settings_record,
-        write_atomic,
     )
     from purejaxppo.sweep import make_grid, random_search
 
@@ -815,8 +815,6 @@ SUMMARY_KEYS = (
 
 
 def write_index(out: Path, results: dict[str, dict[str, Any]]) -> None:
-    from purejaxppo.driver import write_atomic
-
     index = {
         label: {k: s[k] for k in ("final_return_mean", "per_setting")}
         for label, s in results.items()
@@ -1319,8 +1317,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "mean_return": round(float(returns[~diverged].mean()), 3) if (~diverged).any() else None,
         "diverged_excluded": int(diverged.sum()),
     }
-    from purejaxppo.driver import write_atomic
-
     # Both outputs were checked writable before anything ran; a disk that fills meanwhile
     # still loses no result: they are printed whatever is written.
     failed = []
@@ -1404,17 +1400,8 @@ def probe_write(folder: Path) -> None:
 def render_atomic(config: Config, env: Any, params: Any, norm: Any, key: Any, gif: Path) -> int:
     """render_episode into a temporary file beside `gif`, renamed into place when complete:
     a failure leaves no partial GIF (and any earlier one as it was)."""
-    from purejaxppo.driver import current_umask
-
-    fd, tmp = tempfile.mkstemp(dir=gif.parent, prefix=".purejaxppo-render-", suffix=".gif")
-    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
-    os.close(fd)
-    try:
-        frames = render_episode(config, env, params, norm, key, tmp)
-        os.replace(tmp, gif)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return frames
+    with written_into_place(gif, prefix=".purejaxppo-render-", suffix=".gif") as tmp:
+        return render_episode(config, env, params, norm, key, str(tmp))
 
 
 RENDERABLE = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",

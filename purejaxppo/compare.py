@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from purejaxppo import stats
+from purejaxppo.files import write_together
 
 METRICS = ("final", "auc")
 CURVE_POINTS = 50
@@ -488,8 +489,6 @@ def _finish(fig: Any, ax: Any, plt: Any, xlabel: str, ylabel: str, title: str) -
 def write_outputs(out: Path, result: dict[str, Any]) -> list[str]:
     """compare.json, compare.md, compare_profile.png and compare_curves.png, all replaced or
     none (a full disk leaves the previous ones); the names never clash with a run folder's."""
-    from purejaxppo.driver import write_together
-
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "compare.json": json.dumps(result, indent=1).encode(),

@@ -20,10 +20,8 @@ import dataclasses
 import io
 import json
 import math
-import os
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -35,7 +33,7 @@ import numpy as np
 
 from purejaxppo import stats
 from purejaxppo.checkpoint import Checkpointer, remove_unfinished_checkpoints
-from purejaxppo.errors import DiskFull, is_disk_full
+from purejaxppo.files import write_atomic
 from purejaxppo.ppo import Config, HParams, final_return
 from purejaxppo.sweep import (
     Grid,
@@ -55,62 +53,6 @@ from purejaxppo.sweep import (
     state_bytes,
 )
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash leaves the old file. A
-    full disk raises DiskFull naming the file (and leaves no temporary file)."""
-    try:
-        _write_atomic(path, data)
-    except OSError as err:
-        if is_disk_full(err):
-            raise DiskFull(f"disk full: {path} was not written") from None
-        raise
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = _write_beside(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_beside(path: Path, data: bytes) -> Path:
-    """`data` in a new temporary file beside `path`, on disk; removed again if that fails."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def write_together(files: dict[Path, bytes]) -> None:
-    """Write several files so that all of them change or none does: each is written beside its
-    path first, then all are renamed into place (a rename needs no space). A full disk raises
-    DiskFull naming the file that did not fit."""
-    written: dict[Path, Path] = {}
-    try:
-        for path, data in files.items():
-            try:
-                written[path] = _write_beside(path, data)
-            except OSError as err:
-                if is_disk_full(err):
-                    raise DiskFull(f"disk full: {path} was not written") from None
-                raise
-        for path, tmp in written.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in written.values():
-            tmp.unlink(missing_ok=True)
-
-
 RESULT_FILES = ("config.json", "metrics.npz", "curves.png", "summary.json")
 
 
@@ -125,12 +67,6 @@ def remove_unfinished_writes(out: Path, log: Callable[[str], None]) -> None:
                 removed.append(path.name)
     if removed:
         log(f"removed {len(removed)} unfinished write(s) left by a kill: {', '.join(removed)}")
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def settings_record(

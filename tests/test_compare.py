@@ -13,7 +13,8 @@ import pytest
 
 from purejaxppo import compare, stats
 from purejaxppo.cli import main
-from purejaxppo.driver import interval_lines, settings_record, write_atomic, write_results
+from purejaxppo.driver import interval_lines, settings_record, write_results
+from purejaxppo.files import write_atomic
 from purejaxppo.ppo import Config, HParams
 from purejaxppo.sweep import Draw, Grid, make_grid, random_search
 
