@@ -45,6 +45,7 @@ from purejaxppo.sweep import (
     host_bytes_per_run,
     layout_runs,
     make_mesh,
+    padded_index,
     plan_batches,
     process_peak_rss_bytes,
     process_rss_bytes,
@@ -488,8 +489,8 @@ class Block(NamedTuple):
 
 
 def subset(runs: Runs, lo: int, hi: int, size: int) -> Runs:
-    """Runs lo..hi-1, padded to `size` by repeating the last (padding runs are dropped)."""
-    index = np.minimum(np.arange(lo, lo + size), hi - 1)
+    """Runs lo..hi-1, padded to `size` (see padded_index)."""
+    index = padded_index(lo, hi, size)
     return Runs(
         jax.tree.map(lambda x: x[index], runs.hparams),
         runs.keys[index],

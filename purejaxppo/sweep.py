@@ -285,14 +285,18 @@ def layout_runs(base: HParams, grid: Grid, num_seeds: int, seed: int) -> Runs:
     return Runs(hp, keys[seed_index], setting, seed_index)
 
 
+def padded_index(lo: int, hi: int, size: int) -> np.ndarray:
+    """`size` indices: lo..hi-1, then hi-1 repeated, to pad a batch of runs to a size the
+    devices divide (padding runs repeat the last real one and are dropped afterwards)."""
+    return np.minimum(np.arange(lo, lo + size), hi - 1)
+
+
 def _pad(tree: Any, size: int) -> Any:
-    """Pad the leading axis to `size` by repeating the last entry (padding runs are dropped)."""
+    """Pad the leading axis to `size` (see padded_index)."""
 
     def pad(x: jax.Array) -> jax.Array:
-        extra = size - x.shape[0]
-        if extra == 0:
-            return x
-        return jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)], axis=0)
+        n = x.shape[0]
+        return x if n == size else x[padded_index(0, n, size)]
 
     return jax.tree.map(pad, tree)
 
