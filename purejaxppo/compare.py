@@ -27,6 +27,7 @@ import numpy as np
 
 from purejaxppo import stats
 from purejaxppo.files import write_together
+from purejaxppo.record import RecordError, is_static_sweep, static_sweep_variants, stopped_at
 
 METRICS = ("final", "auc")
 CURVE_POINTS = 50
@@ -84,10 +85,10 @@ def run_folders(label: str | None, folder: Path) -> list[tuple[str, Path]]:
         raise CompareError(f"{where}: no such folder")
     raw = read_json(folder / "config.json", where)
     base = label or folder.name
-    if isinstance(raw, dict) and "static_sweep" in raw:
+    if is_static_sweep(raw):
         try:
-            variants = list(raw["static_sweep"]["variants"])
-        except (KeyError, TypeError):
+            variants = static_sweep_variants(raw)
+        except RecordError:
             raise CompareError(f"{where}: config.json is not a sweep record") from None
         return [(f"{base}/{v}", folder / v) for v in variants]
     return [(base, folder)]
@@ -98,9 +99,9 @@ def read_folder(label: str, folder: Path) -> list[tuple[str, TaskRuns]]:
     where = str(folder)
     summary = read_json(folder / "summary.json", where)
     try:
-        if "interrupted_at_update" in summary:
+        if stopped_at(summary) is not None:
             raise CompareError(
-                f"{where}: training stopped at update {summary['interrupted_at_update']}; "
+                f"{where}: training stopped at update {stopped_at(summary)}; "
                 f"finish it first: purejaxppo train --resume {folder}"
             )
         env = str(summary["env"])
