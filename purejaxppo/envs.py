@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purejaxppo.atari import ALE_PREFIX
 from purejaxppo.ppo import GymnaxEnv, Step, gymnax_env_names
 
 BRAX_PREFIX = "brax:"
-ALE_PREFIX = "ale:"  # real Atari games: purejaxppo/atari.py (the atari extra)
 BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
 DEFAULT_BRAX_BACKEND = "positional"
 
