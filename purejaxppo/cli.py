@@ -32,6 +32,7 @@ from purejaxppo.errors import DiskFull, NoGoodCheckpoint, is_disk_full, path_pro
 from purejaxppo.files import write_atomic, written_into_place
 from purejaxppo.ppo import (
     Config,
+    Env,
     HParams,
     check_fields_apply,
     check_hparams,
@@ -1322,7 +1323,7 @@ def probe_write(folder: Path) -> None:
         pass
 
 
-def render_atomic(config: Config, env: Any, params: Any, norm: Any, key: Any, gif: Path) -> int:
+def render_atomic(config: Config, env: Env, params: Any, norm: Any, key: Any, gif: Path) -> int:
     """render_episode into a temporary file beside `gif`, renamed into place when complete:
     a failure leaves no partial GIF (and any earlier one as it was)."""
     with written_into_place(gif, prefix=".purejaxppo-render-", suffix=".gif") as tmp:

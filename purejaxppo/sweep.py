@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purejaxppo.ppo import (
     Config,
+    Env,
     HParams,
     Trainer,
     TrainState,
@@ -180,7 +181,7 @@ def estimate_run_bytes(trainer: Trainer, chunk: int) -> int:
     return _nbytes(state) + 4 * rollout + activations + 2 * _nbytes(state.params) + metrics
 
 
-def activation_floats(network: Any, params: Any, env: Any, config: Config) -> int:
+def activation_floats(network: Any, params: Any, env: Env, config: Config) -> int:
     """Floats of every layer output for one observation, found by tracing (no compile)."""
     obs = jax.ShapeDtypeStruct((1, *env.obs_shape), np.float32)
     _, captured = jax.eval_shape(
@@ -304,7 +305,7 @@ def _pad(tree: Any, size: int) -> Any:
 class Runner:
     """Compiled init and chunked update for a block of runs, sharded over a mesh."""
 
-    def __init__(self, config: Config, env: Any = None, mesh: Mesh | None = None) -> None:
+    def __init__(self, config: Config, env: Env | None = None, mesh: Mesh | None = None) -> None:
         self.trainer = make_trainer(config, env)
         self.config = config
         self.mesh = make_mesh() if mesh is None else mesh
@@ -429,7 +430,7 @@ def aligned_chunks(
 def train_runs(
     config: Config,
     runs: Runs,
-    env: Any = None,
+    env: Env | None = None,
     chunk: int | None = None,
     mesh: Mesh | None = None,
 ) -> tuple[TrainState, dict[str, np.ndarray]]:
