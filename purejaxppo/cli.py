@@ -1,4 +1,4 @@
-"""Command line.
+"""The command line: `train`, `eval` and `compare`, and every check made before they run.
 
   purejaxppo train --env CartPole-v1 --num-seeds 16 --out runs/cartpole
   purejaxppo train --env CartPole-v1 --num-seeds 32 --out runs/lr \
@@ -7,8 +7,13 @@
   purejaxppo eval runs/lr
   purejaxppo compare runs/lr runs/cartpole --out runs/compare
 
-Every problem with the input is reported in one line with exit code 2, before anything
-compiles and before anything is written. See driver.py for what the output folder holds.
+Beside parsing, this module holds the checks: of flags, fields, sweeps and presets; of a
+multi-process job's variables and its coordinator; of the output folder (a path the OS takes,
+writable, not held by a live run, not already a run); and, for --resume and eval, that a run
+folder's records agree (config.json as record.py reads it, its checkpoints' own copies, the
+device count it was trained on). Every problem with the input is reported in one line with
+exit code 2, before anything compiles and before anything is written. See driver.py for what
+the output folder holds.
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ vmapped over runs, so a grid of 8 learning rates x 32 seeds compiles once. The r
 sharded over a 1-D device mesh, padded to a multiple of the device count. The driver advances
 all runs `chunk` updates per call, so a caller can report progress and checkpoint between calls;
 chunking does not change any result (the update is the same pure function of the state).
+
+Here too: the grid and the random search that make the settings; memory planning (one run's
+footprint estimated, then read from the compiled program's buffers, the process's own memory
+measured, and the runs per program that fit a budget); and the split of the runs among the
+processes of a multi-host job (`process_share`, `gather_runs`).
 """
 
 from __future__ import annotations
