@@ -16,12 +16,8 @@ from purejaxppo.errors import DiskFull, is_disk_full
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: a crash leaves the old file. A
     full disk raises DiskFull naming the file (and leaves no temporary file)."""
-    try:
+    with _full_disk_named(path):
         replace_file(path, data)
-    except OSError as err:
-        if is_disk_full(err):
-            raise DiskFull(f"disk full: {path} was not written") from None
-        raise
 
 
 def replace_file(path: Path, data: bytes) -> None:
@@ -57,17 +53,24 @@ def write_together(files: dict[Path, bytes]) -> None:
     written: dict[Path, Path] = {}
     try:
         for path, data in files.items():
-            try:
+            with _full_disk_named(path):
                 written[path] = _write_beside(path, data)
-            except OSError as err:
-                if is_disk_full(err):
-                    raise DiskFull(f"disk full: {path} was not written") from None
-                raise
         for path, tmp in written.items():
             os.replace(tmp, path)
     finally:
         for tmp in written.values():
             tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _full_disk_named(path: Path) -> Iterator[None]:
+    """A full disk in the block raises DiskFull naming `path`; other errors pass as they are."""
+    try:
+        yield
+    except OSError as err:
+        if is_disk_full(err):
+            raise DiskFull(f"disk full: {path} was not written") from None
+        raise
 
 
 @contextlib.contextmanager
