@@ -54,6 +54,7 @@ from purejaxppo.record import (
     check_network_fits,
     first_run_record,
     is_static_sweep,
+    read_record_file,
     settings_only,
     static_sweep_record,
     static_sweep_variants,
@@ -831,9 +832,9 @@ def read_run_record(out: Path, where: str) -> RunRecord:
 
 def read_json_record(path: Path, where: str) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{where}: {path.name} is unreadable ({err})") from None
+        return read_record_file(path)
+    except RecordError as err:
+        raise UsageError(f"{where}: {err}") from None
 
 
 def check_run_record(raw: Any, where: str) -> RunRecord:
@@ -1589,13 +1590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # restoring or evaluating. A second Ctrl-C during training comes here too.
         print(f"purejaxppo: interrupted; {next_step(args)}", file=sys.stderr)
         return 130
-    except UsageError as err:
-        print(f"purejaxppo: error: {err}", file=sys.stderr)
-        return 2
-    except MemoryError as err:
-        print(f"purejaxppo: error: {err}", file=sys.stderr)
-        return 2
-    except NoGoodCheckpoint as err:
+    except (UsageError, MemoryError, NoGoodCheckpoint) as err:
         print(f"purejaxppo: error: {err}", file=sys.stderr)
         return 2
     except DiskFull as err:

@@ -27,7 +27,13 @@ import numpy as np
 
 from purejaxppo import stats
 from purejaxppo.files import write_together
-from purejaxppo.record import RecordError, is_static_sweep, static_sweep_variants, stopped_at
+from purejaxppo.record import (
+    RecordError,
+    is_static_sweep,
+    read_record_file,
+    static_sweep_variants,
+    stopped_at,
+)
 
 METRICS = ("final", "auc")
 CURVE_POINTS = 50
@@ -73,9 +79,9 @@ def read_json(path: Path, where: str) -> Any:
     if not path.is_file():
         raise CompareError(f"{where}: no {path.name} there (not a finished purejaxppo run)")
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CompareError(f"{where}: {path.name} is unreadable ({err})") from None
+        return read_record_file(path)
+    except RecordError as err:
+        raise CompareError(f"{where}: {err}") from None
 
 
 def run_folders(label: str | None, folder: Path) -> list[tuple[str, Path]]:

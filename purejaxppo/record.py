@@ -9,6 +9,8 @@ The driver writes these files; `train --resume`, `eval` and `compare` read them 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from purejaxppo.ppo import Config, HParams, check_hparams
@@ -93,6 +95,15 @@ def settings_only(record: dict[str, Any]) -> dict[str, Any]:
 
 class RecordError(ValueError):
     """A record that is not one this version writes; its text says what is wrong."""
+
+
+def read_record_file(path: Path) -> Any:
+    """A run folder's JSON file (config.json, summary.json) as written; raises RecordError
+    saying why it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RecordError(f"{path.name} is unreadable ({err})") from None
 
 
 class RunRecord(NamedTuple):
