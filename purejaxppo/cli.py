@@ -130,10 +130,15 @@ def hold_folder(out: Path, flag: str, new_run: bool) -> FolderLock:
         check_output_dir(out)
         return lock.acquire()
     except FolderInUse as err:
-        raise UsageError(
-            f"{flag} {out}: {err} is training into this folder; wait for it to finish or use "
-            "another folder"
-        ) from None
+        raise held_by_another(out, flag, err) from None
+
+
+def held_by_another(out: Path, flag: str, err: FolderInUse) -> UsageError:
+    """The refusal of a folder that a live run holds (`err` names the run)."""
+    return UsageError(
+        f"{flag} {out}: {err} is training into this folder; wait for it to finish or use "
+        "another folder"
+    )
 
 
 def holds_run(out: Path) -> bool:
@@ -158,10 +163,7 @@ def check_not_held(out: Path, flag: str) -> None:
     try:
         FolderLock(out).check()
     except FolderInUse as err:
-        raise UsageError(
-            f"{flag} {out}: {err} is training into this folder; wait for it to finish or use "
-            "another folder"
-        ) from None
+        raise held_by_another(out, flag, err) from None
 
 
 @contextlib.contextmanager
