@@ -45,8 +45,9 @@ import numpy as np
 
 from purejaxppo import stats
 from purejaxppo.envs import make_env
-from purejaxppo.ppo import Config, HParams, check_hparams, last_episodes_return, make_train
+from purejaxppo.ppo import Config, HParams, last_episodes_return, make_train
 from purejaxppo.presets import load_preset
+from purejaxppo.sweep import Grid, layout_runs
 
 # ---------------------------------------------------------------------------------------------
 # The paper's settings and numbers.
@@ -229,14 +230,12 @@ def family_config(task: str, budget: Budget, family: str) -> Config:
 
 
 def family_runs(settings: Sequence[Setting], num_seeds: int, seed: int) -> tuple[HParams, Any]:
-    """HParams [R] and keys [R] for runs laid out setting-major (run r: setting r // num_seeds,
-    seed r % num_seeds). Seed s gets the same key in every setting and every family."""
-    rows = [check_hparams(BASE_HPARAMS.replace(**s.hparams)) for s in settings]
-    per_run = [row for row in rows for _ in range(num_seeds)]
-    hparams = jax.tree.map(lambda *xs: jnp.asarray(np.asarray(xs, np.float32)), *per_run)
-    seed_keys = jax.random.split(jax.random.key(seed), num_seeds)
-    keys = seed_keys[np.tile(np.arange(num_seeds), len(settings))]
-    return hparams, keys
+    """HParams [R] and keys [R] of a family's runs, laid out as every sweep is (run r: setting
+    r // num_seeds, seed r % num_seeds; see sweep.layout_runs). Seed s gets the same key in
+    every setting and every family."""
+    grid = Grid(tuple(settings[0].hparams), tuple(s.hparams for s in settings))
+    runs = layout_runs(BASE_HPARAMS, grid, num_seeds, seed)
+    return runs.hparams, runs.keys
 
 
 class Program(NamedTuple):

@@ -15,19 +15,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from purejaxppo import compare, stats
-from purejaxppo.driver import (
-    ranking,
-    setting_statistics,
-    settings_record,
-    write_atomic,
-    write_results,
-)
+from purejaxppo.driver import ranking, setting_statistics, write_results
+from purejaxppo.files import write_atomic
 from purejaxppo.ppo import Config, HParams
+from purejaxppo.record import Options, Sweep
 from purejaxppo.sweep import Grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,14 +48,11 @@ def make_folder(out: Path, settings: int, seeds: int, rng: np.random.Generator) 
         "episodes": np.ones_like(returns),
         "finite": np.ones(returns.shape, bool),
     }
-    runs = SimpleNamespace(
-        setting=np.repeat(np.arange(settings), seeds), seed=np.tile(np.arange(seeds), settings)
-    )
     config = Config(env="CartPole-v1", num_envs=4, num_steps=128, total_timesteps=UPDATES * 512)
+    sweep = Sweep(config, HParams(), grid, seeds)
     out.mkdir(parents=True)
-    record = settings_record(config, HParams(), grid, seeds, 0, 1)
-    write_atomic(out / "config.json", json.dumps(record).encode())
-    write_results(out, config, grid, seeds, history, runs, {}, 1.0, 1.0, 1)
+    write_atomic(out / "config.json", json.dumps(sweep.record(1, Options())).encode())
+    write_results(out, sweep, history, {}, {"compile": 1.0, "run": 1.0, "steps": 1})
 
 
 def measure(folder: Path, settings: int, seeds: int, rng: np.random.Generator) -> dict:

@@ -600,7 +600,7 @@ def machine() -> dict[str, Any]:
 
 
 def save(name: str, data: Any) -> None:
-    from purejaxppo.driver import write_atomic
+    from purejaxppo.files import write_atomic
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

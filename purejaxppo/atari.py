@@ -34,7 +34,7 @@ import numpy as np
 
 from purejaxppo.ppo import Step
 
-ALE_PREFIX = "ale:"
+ALE_PREFIX = "ale:"  # the names of real Atari games (envs.make_env sends them here)
 VARIANTS = ("sticky",)
 STICKY_PROBABILITY = 0.25
 FRAME_SKIP = 4

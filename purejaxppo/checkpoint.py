@@ -17,10 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from purejaxppo.errors import DiskFull, NoGoodCheckpoint, is_disk_full
+from purejaxppo.files import replace_file
 
 
 def _is_key(x: Any) -> bool:
@@ -218,13 +217,9 @@ class Checkpointer:
         )
         self.manager.wait_until_finished()
         folder = self.step_dir(update)
-        digest = folder_digest(folder)  # before the temporary file below exists
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{DIGEST_NAME}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(digest + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / DIGEST_NAME)
+        digest = folder_digest(folder)  # before the temporary file exists
+        # A full disk stays an OSError: save() names the checkpoint it cost.
+        replace_file(folder / DIGEST_NAME, (digest + "\n").encode())
 
     def step_dir(self, update: int) -> Path:
         return self.directory / str(update)

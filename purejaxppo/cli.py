@@ -1,4 +1,4 @@
-"""Command line.
+"""The command line: `train`, `eval` and `compare`, and every check made before they run.
 
   purejaxppo train --env CartPole-v1 --num-seeds 16 --out runs/cartpole
   purejaxppo train --env CartPole-v1 --num-seeds 32 --out runs/lr \
@@ -7,8 +7,13 @@
   purejaxppo eval runs/lr
   purejaxppo compare runs/lr runs/cartpole --out runs/compare
 
-Every problem with the input is reported in one line with exit code 2, before anything
-compiles and before anything is written. See driver.py for what the output folder holds.
+Beside parsing, this module holds the checks: of flags, fields, sweeps and presets; of a
+multi-process job's variables and its coordinator; of the output folder (a path the OS takes,
+writable, not held by a live run, not already a run); and, for --resume and eval, that a run
+folder's records agree (config.json as record.py reads it, its checkpoints' own copies, the
+device count it was trained on). Every problem with the input is reported in one line with
+exit code 2, before anything compiles and before anything is written. See driver.py for what
+the output folder holds.
 """
 
 from __future__ import annotations
@@ -23,20 +28,37 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from purejaxppo import presets
 from purejaxppo.errors import DiskFull, NoGoodCheckpoint, is_disk_full, path_problem, shown
+from purejaxppo.files import write_atomic, written_into_place
 from purejaxppo.ppo import (
     Config,
+    Env,
     HParams,
     check_fields_apply,
     check_hparams,
     field_applies,
     parse_field_value,
     parse_int,
+)
+from purejaxppo.record import (
+    STATIC_SWEEP,
+    Options,
+    RecordError,
+    RunRecord,
+    Sweep,
+    check_network_fits,
+    first_run_record,
+    is_static_sweep,
+    read_record_file,
+    settings_only,
+    static_sweep_record,
+    static_sweep_variants,
+    stopped_at,
 )
 from purejaxppo.runlock import LOCK_NAME, FolderInUse, FolderLock
 
@@ -93,17 +115,6 @@ def resolve(env: str, overrides: dict[str, Any]) -> tuple[Config, HParams]:
     return config, check_hparams(hparams.replace(**hp))
 
 
-def check_network_fits(config: Config) -> None:
-    """A conv torso needs image observations large enough for it; raises ValueError if not.
-    Builds the env only for conv torsos (an MLP takes any shape)."""
-    if config.network == "mlp":
-        return
-    from purejaxppo.envs import make_env
-    from purejaxppo.ppo import check_obs_shape
-
-    check_obs_shape(config, make_env(config.env).obs_shape)
-
-
 def hold_folder(out: Path, flag: str, new_run: bool) -> FolderLock:
     """Take `out` for this run, or refuse it in one line: when another live run is writing
     there, and (new_run) when it already holds a finished or stopped run. Nothing is created
@@ -119,10 +130,15 @@ def hold_folder(out: Path, flag: str, new_run: bool) -> FolderLock:
         check_output_dir(out)
         return lock.acquire()
     except FolderInUse as err:
-        raise UsageError(
-            f"{flag} {out}: {err} is training into this folder; wait for it to finish or use "
-            "another folder"
-        ) from None
+        raise held_by_another(out, flag, err) from None
+
+
+def held_by_another(out: Path, flag: str, err: FolderInUse) -> UsageError:
+    """The refusal of a folder that a live run holds (`err` names the run)."""
+    return UsageError(
+        f"{flag} {out}: {err} is training into this folder; wait for it to finish or use "
+        "another folder"
+    )
 
 
 def holds_run(out: Path) -> bool:
@@ -147,10 +163,7 @@ def check_not_held(out: Path, flag: str) -> None:
     try:
         FolderLock(out).check()
     except FolderInUse as err:
-        raise UsageError(
-            f"{flag} {out}: {err} is training into this folder; wait for it to finish or use "
-            "another folder"
-        ) from None
+        raise held_by_another(out, flag, err) from None
 
 
 @contextlib.contextmanager
@@ -515,9 +528,7 @@ def planned_runs(args: argparse.Namespace) -> int | None:
     (the full checks report why later)."""
     if args.resume:
         try:
-            raw = json.loads((Path(args.resume) / "config.json").read_text())
-            if "static_sweep" in raw:
-                raw = next(iter(raw["static_sweep"]["variants"].values()))
+            raw = first_run_record(json.loads((Path(args.resume) / "config.json").read_text()))
             runs = int(raw["num_seeds"]) * len(raw["grid"]["settings"])
         except (OSError, ValueError, TypeError, KeyError, AttributeError, StopIteration):
             return None
@@ -741,48 +752,33 @@ def train_into(
     """Train the grid (one subfolder per static variant) into `out`, already checked."""
     import jax
 
-    from purejaxppo.driver import (
-        SCHEDULE,
-        interval_lines,
-        run_sweep,
-        schedule_record,
-        settings_record,
-        write_atomic,
-    )
+    from purejaxppo.driver import interval_lines, train_sweep
     from purejaxppo.sweep import make_grid, random_search
 
     if args.samples is not None:
         grid = random_search(traced, args.samples, args.seed)
     else:
         grid = make_grid(traced)
-    variants = static_variants(config, static)
-    budget = memory_budget(args)
+    variants = [
+        (label, Sweep(cfg, hparams, grid, args.num_seeds, args.seed))
+        for label, cfg in static_variants(config, static)
+    ]
+    options = Options(
+        chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep or 3,
+        memory_budget=memory_budget(args), tensorboard=args.tensorboard, wandb=args.wandb,
+    )  # fmt: skip
     if static and args.process_id == 0:
         # The whole sweep, recorded before any variant trains: --resume OUT finishes them all.
-        sweep = {
-            "fields": list(static),
-            "variants": {
-                label: {
-                    **settings_record(
-                        cfg, hparams, grid, args.num_seeds, args.seed, jax.local_device_count()
-                    ),
-                    SCHEDULE: schedule_record(args.chunk, args.checkpoint_every, args.keep or 3),
-                }
-                for label, cfg in variants
-            },
-        }
-        write_atomic(out / "config.json", json.dumps({"static_sweep": sweep}, indent=2).encode())
+        devices = jax.local_device_count()
+        records = {label: sweep.record(devices, options) for label, sweep in variants}
+        record = static_sweep_record(list(static), records)
+        write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
     results = {}
-    for label, cfg in variants:
+    for label, sweep in variants:
         folder = out / label if label else out
         try:
             with hold_variant(folder if label and args.process_id == 0 else None):
-                summary = run_sweep(
-                    folder, cfg, hparams, grid, args.num_seeds, args.seed,
-                    chunk=args.chunk, checkpoint_every=args.checkpoint_every,
-                    keep=args.keep or 3, tensorboard=args.tensorboard, wandb=args.wandb,
-                    memory_budget=budget,
-                )  # fmt: skip
+                summary = train_sweep(folder, sweep, options)
         except BaseException:
             if label and not results and args.process_id == 0:
                 # The first variant was refused or stopped before it wrote anything: the
@@ -792,7 +788,7 @@ def train_into(
                     (out / "config.json").unlink(missing_ok=True)
             raise
         results[label] = summary
-        if "interrupted_at_update" in summary:
+        if stopped_at(summary) is not None:
             return 130
     if not results[variants[-1][0]]:
         return 0  # a process other than 0: process 0 reports
@@ -815,33 +811,11 @@ SUMMARY_KEYS = (
 
 
 def write_index(out: Path, results: dict[str, dict[str, Any]]) -> None:
-    from purejaxppo.driver import write_atomic
-
     index = {
         label: {k: s[k] for k in ("final_return_mean", "per_setting")}
         for label, s in results.items()
     }
-    write_atomic(out / "summary.json", json.dumps({"static_sweep": index}, indent=2).encode())
-
-
-class RunRecord(NamedTuple):
-    """A run folder's config.json, read and checked once: what --resume and eval both use."""
-
-    raw: dict[str, Any]  # as written by the driver; compared with each checkpoint's own copy
-    config: Config
-    hparams: HParams
-    grid_fields: tuple[str, ...]
-    grid_settings: tuple[dict[str, float], ...]
-    num_seeds: int
-    seed: int
-    devices: int  # devices per process the run was trained on (its numbers depend on it)
-    # How the run is cut and saved ({chunk, checkpoint_every, keep}; values None where not
-    # given); empty in records written before it was kept. Not a setting: see settings_only.
-    schedule: dict[str, Any] = {}
-
-    @property
-    def num_runs(self) -> int:
-        return len(self.grid_settings) * self.num_seeds
+    write_atomic(out / "summary.json", json.dumps({STATIC_SWEEP: index}, indent=2).encode())
 
 
 def read_run_record(out: Path, where: str) -> RunRecord:
@@ -850,7 +824,7 @@ def read_run_record(out: Path, where: str) -> RunRecord:
     if not path.is_file():
         raise UsageError(f"{where}: no config.json there (not a purejaxppo run folder)")
     raw = read_json_record(path, where)
-    if isinstance(raw, dict) and "static_sweep" in raw:
+    if is_static_sweep(raw):
         raise UsageError(
             f"{where}: this folder holds a sweep over static fields; give one of its variant "
             f"folders ({', '.join(sorted(p.name for p in out.iterdir() if p.is_dir()))})"
@@ -860,53 +834,19 @@ def read_run_record(out: Path, where: str) -> RunRecord:
 
 def read_json_record(path: Path, where: str) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{where}: {path.name} is unreadable ({err})") from None
+        return read_record_file(path)
+    except RecordError as err:
+        raise UsageError(f"{where}: {err}") from None
 
 
 def check_run_record(raw: Any, where: str) -> RunRecord:
-    """A run record (config.json's contents) checked as the command line checks its flags."""
+    """RunRecord.from_record, its refusal one UsageError naming `where`."""
     try:
-        cfg = dict(raw["config"])
-        cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
-        config = Config(**cfg)
-        check_network_fits(config)
-        hparams = check_hparams(HParams(**raw["hparams"]))
-        fields = tuple(raw["grid"]["fields"])
-        settings = tuple(dict(x) for x in raw["grid"]["settings"])
-        if not settings or any(set(x) != set(fields) for x in settings):
-            raise ValueError(f"grid settings {list(settings)} do not match fields {list(fields)}")
-        for setting in settings:
-            check_hparams(hparams.replace(**setting))
-        num_seeds, seed = raw["num_seeds"], raw["seed"]
-        devices = raw.get("devices", 1)  # records written before the device count was kept
-        for name, value, low in (
-            ("num_seeds", num_seeds, 1),
-            ("seed", seed, 0),
-            ("devices", devices, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        schedule = check_schedule(raw.get("schedule", {}))
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        return RunRecord.from_record(raw)
+    except RecordError as err:
         raise UsageError(
             f"{where}: config.json is not a run record of this version ({err})"
         ) from None
-    return RunRecord(raw, config, hparams, fields, settings, num_seeds, seed, devices, schedule)
-
-
-def check_schedule(schedule: Any) -> dict[str, Any]:
-    """A record's schedule: chunk and checkpoint_every None or an integer >= 1, keep an integer
-    >= 1; raises ValueError naming the field."""
-    if not isinstance(schedule, dict) or set(schedule) - {"chunk", "checkpoint_every", "keep"}:
-        raise ValueError(f"schedule must hold chunk, checkpoint_every and keep, got {schedule!r}")
-    for name, value in schedule.items():
-        if value is None and name != "keep":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"schedule.{name} must be an integer >= 1, got {value!r}")
-    return dict(schedule)
 
 
 def check_checkpoint_record(ckpt: Any, record: RunRecord, where: str) -> None:
@@ -925,8 +865,6 @@ def check_checkpoint_record(ckpt: Any, record: RunRecord, where: str) -> None:
 def check_same_settings(saved: Any, record: RunRecord, source: str, where: str) -> None:
     """Refuse a config.json whose settings differ from `saved`, the record kept in `source`
     (a checkpoint); the schedule may differ (a resume may change it)."""
-    from purejaxppo.driver import settings_only
-
     ours = settings_only(record.raw)
     theirs = settings_only(saved) if isinstance(saved, dict) else {}
     if theirs == ours:
@@ -964,8 +902,8 @@ def resume_train(args: argparse.Namespace) -> int:
     check_path(out, "--resume", RUN_ROOM)
     if (out / "config.json").is_file():
         raw = read_json_record(out / "config.json", where)
-        if isinstance(raw, dict) and "static_sweep" in raw:
-            return resume_static_sweep(args, out, raw["static_sweep"])
+        if is_static_sweep(raw):
+            return resume_static_sweep(args, out, raw)
         record = read_run_record(out, where)
     else:
         record = record_from_checkpoints(out, where)
@@ -980,8 +918,8 @@ def resume_train(args: argparse.Namespace) -> int:
                 found[1].get("settings"), record, f"checkpoint {found[0].name}", where
             )
         # Nothing to train: the results stay as they are, timings and files untouched.
-        print(f"{where}: this run is already complete ({record.config.num_updates} updates); "
-              "its results are left as they were", file=sys.stderr)  # fmt: skip
+        print(f"{where}: this run is already complete ({record.sweep.config.num_updates} "
+              "updates); its results are left as they were", file=sys.stderr)  # fmt: skip
         print_results(summary)
         return 0
     check_resumable(args, out, record)
@@ -995,20 +933,17 @@ def resume_train(args: argparse.Namespace) -> int:
             lock.release()
 
 
-def resume_static_sweep(args: argparse.Namespace, out: Path, sweep: Any) -> int:
-    """Finish every variant of a static sweep: resume the stopped ones, start the ones that
-    never began, leave the finished ones as they are; then rewrite the sweep's index."""
+def resume_static_sweep(args: argparse.Namespace, out: Path, raw: Any) -> int:
+    """Finish every variant of a static sweep (`raw`: its config.json): resume the stopped
+    ones, start the ones that never began, leave the finished ones as they are; then rewrite
+    the sweep's index."""
     where = f"--resume {out}"
     try:
-        variants = {str(label): rec for label, rec in dict(sweep["variants"]).items()}
-        if not variants or any("/" in label or label in ("", ".", "..") for label in variants):
-            raise ValueError(f"bad variant names {sorted(variants)}")
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        variants = static_sweep_variants(raw)
+    except RecordError as err:
         raise UsageError(
             f"{where}: config.json is not a sweep record of this version ({err})"
         ) from None
-    from purejaxppo.driver import settings_only
-
     records = {label: check_run_record(rec, f"{where}/{label}") for label, rec in variants.items()}
     for label in records:
         check_path(out / label, "--resume", RUN_ROOM)
@@ -1060,11 +995,12 @@ def finished_summary(folder: Path, record: RunRecord) -> dict[str, Any] | None:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         return None
+    config = record.sweep.config
     complete = (
         isinstance(summary, dict)
-        and "interrupted_at_update" not in summary
-        and summary.get("env") == record.config.env
-        and summary.get("total_timesteps") == record.config.num_updates * record.config.batch_size
+        and stopped_at(summary) is None
+        and summary.get("env") == config.env
+        and summary.get("total_timesteps") == config.num_updates * config.batch_size
         and all((folder / name).is_file() for name in ("metrics.npz", "curves.png"))
     )
     return summary if complete else None
@@ -1132,21 +1068,19 @@ def resume_into(
     label: str = "",
 ) -> int:
     """Continue the sweep recorded in `out` (already checked, see check_resumable, and held)."""
-    from purejaxppo.driver import run_sweep
-    from purejaxppo.sweep import Grid
+    from purejaxppo.driver import train_sweep
 
-    grid = Grid(record.grid_fields, record.grid_settings)
     # The run goes on as it was cut and saved, unless a flag says otherwise now.
     recorded = record.schedule
-    summary = run_sweep(
-        out, record.config, record.hparams, grid, record.num_seeds, record.seed,
+    options = Options(
         chunk=args.chunk or recorded.get("chunk"),
         checkpoint_every=args.checkpoint_every or recorded.get("checkpoint_every"),
         keep=args.keep or recorded.get("keep") or 3,
         resume=True, tensorboard=args.tensorboard, wandb=args.wandb,
         memory_budget=memory_budget(args),
     )  # fmt: skip
-    if "interrupted_at_update" in summary:
+    summary = train_sweep(out, record.sweep, options)
+    if stopped_at(summary) is not None:
         return 130
     if results is not None:
         results[label] = summary
@@ -1170,9 +1104,7 @@ def recorded_devices(folder: Path) -> int | None:
         devices = raw.get("devices", 1) if isinstance(raw, dict) else None
         return devices if isinstance(devices, int) and not isinstance(devices, bool) else None
     try:
-        raw = json.loads((folder / "config.json").read_text())
-        if "static_sweep" in raw:
-            raw = next(iter(raw["static_sweep"]["variants"].values()))
+        raw = first_run_record(json.loads((folder / "config.json").read_text()))
         devices = raw.get("devices", 1)
     except (OSError, ValueError, TypeError, AttributeError, KeyError, StopIteration):
         return None
@@ -1238,7 +1170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.render is None and args.render_run is not None:
         raise UsageError("--render-run chooses the run --render draws; give --render OUT.gif")
     record = read_run_record(out, str(out))
-    config, num_runs = record.config, record.num_runs
+    config, num_runs = record.sweep.config, record.sweep.num_runs
     gif = None if args.render is None else Path(args.render)
     if gif is not None:
         # A positions-only variant draws as its full task (the hiding is in the observation).
@@ -1268,7 +1200,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from purejaxppo.checkpoint import Checkpointer
     from purejaxppo.envs import make_env
     from purejaxppo.ppo import compiler_options, evaluate
-    from purejaxppo.sweep import Grid, Runner, layout_runs
+    from purejaxppo.sweep import Runner
 
     if not (out / "checkpoints").is_dir():
         raise UsageError(f"{out}: no checkpoint to evaluate")
@@ -1276,8 +1208,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ckpt = Checkpointer(out / "checkpoints")
     check_checkpoint_record(ckpt, record, str(out))
     env = make_env(config.env)
-    grid = Grid(record.grid_fields, record.grid_settings)
-    runs = layout_runs(record.hparams, grid, record.num_seeds, record.seed)
+    grid = record.sweep.grid
+    runs = record.sweep.runs()
     runner = Runner(config, env)
     abstract = runner.abstract_state(runs.keys, runs.hparams)
     state, history, meta, skipped = ckpt.restore_good(abstract)
@@ -1319,8 +1251,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "mean_return": round(float(returns[~diverged].mean()), 3) if (~diverged).any() else None,
         "diverged_excluded": int(diverged.sum()),
     }
-    from purejaxppo.driver import write_atomic
-
     # Both outputs were checked writable before anything ran; a disk that fills meanwhile
     # still loses no result: they are printed whatever is written.
     failed = []
@@ -1401,20 +1331,11 @@ def probe_write(folder: Path) -> None:
         pass
 
 
-def render_atomic(config: Config, env: Any, params: Any, norm: Any, key: Any, gif: Path) -> int:
+def render_atomic(config: Config, env: Env, params: Any, norm: Any, key: Any, gif: Path) -> int:
     """render_episode into a temporary file beside `gif`, renamed into place when complete:
     a failure leaves no partial GIF (and any earlier one as it was)."""
-    from purejaxppo.driver import current_umask
-
-    fd, tmp = tempfile.mkstemp(dir=gif.parent, prefix=".purejaxppo-render-", suffix=".gif")
-    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
-    os.close(fd)
-    try:
-        frames = render_episode(config, env, params, norm, key, tmp)
-        os.replace(tmp, gif)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return frames
+    with written_into_place(gif, prefix=".purejaxppo-render-", suffix=".gif") as tmp:
+        return render_episode(config, env, params, norm, key, str(tmp))
 
 
 RENDERABLE = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
@@ -1667,13 +1588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # restoring or evaluating. A second Ctrl-C during training comes here too.
         print(f"purejaxppo: interrupted; {next_step(args)}", file=sys.stderr)
         return 130
-    except UsageError as err:
-        print(f"purejaxppo: error: {err}", file=sys.stderr)
-        return 2
-    except MemoryError as err:
-        print(f"purejaxppo: error: {err}", file=sys.stderr)
-        return 2
-    except NoGoodCheckpoint as err:
+    except (UsageError, MemoryError, NoGoodCheckpoint) as err:
         print(f"purejaxppo: error: {err}", file=sys.stderr)
         return 2
     except DiskFull as err:

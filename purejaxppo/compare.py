@@ -26,6 +26,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from purejaxppo import stats
+from purejaxppo.files import write_together
+from purejaxppo.record import (
+    RecordError,
+    is_static_sweep,
+    read_record_file,
+    static_sweep_variants,
+    stopped_at,
+)
 
 METRICS = ("final", "auc")
 CURVE_POINTS = 50
@@ -71,9 +79,9 @@ def read_json(path: Path, where: str) -> Any:
     if not path.is_file():
         raise CompareError(f"{where}: no {path.name} there (not a finished purejaxppo run)")
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CompareError(f"{where}: {path.name} is unreadable ({err})") from None
+        return read_record_file(path)
+    except RecordError as err:
+        raise CompareError(f"{where}: {err}") from None
 
 
 def run_folders(label: str | None, folder: Path) -> list[tuple[str, Path]]:
@@ -83,10 +91,10 @@ def run_folders(label: str | None, folder: Path) -> list[tuple[str, Path]]:
         raise CompareError(f"{where}: no such folder")
     raw = read_json(folder / "config.json", where)
     base = label or folder.name
-    if isinstance(raw, dict) and "static_sweep" in raw:
+    if is_static_sweep(raw):
         try:
-            variants = list(raw["static_sweep"]["variants"])
-        except (KeyError, TypeError):
+            variants = static_sweep_variants(raw)
+        except RecordError:
             raise CompareError(f"{where}: config.json is not a sweep record") from None
         return [(f"{base}/{v}", folder / v) for v in variants]
     return [(base, folder)]
@@ -97,9 +105,9 @@ def read_folder(label: str, folder: Path) -> list[tuple[str, TaskRuns]]:
     where = str(folder)
     summary = read_json(folder / "summary.json", where)
     try:
-        if "interrupted_at_update" in summary:
+        if stopped_at(summary) is not None:
             raise CompareError(
-                f"{where}: training stopped at update {summary['interrupted_at_update']}; "
+                f"{where}: training stopped at update {stopped_at(summary)}; "
                 f"finish it first: purejaxppo train --resume {folder}"
             )
         env = str(summary["env"])
@@ -488,8 +496,6 @@ def _finish(fig: Any, ax: Any, plt: Any, xlabel: str, ylabel: str, title: str) -
 def write_outputs(out: Path, result: dict[str, Any]) -> list[str]:
     """compare.json, compare.md, compare_profile.png and compare_curves.png, all replaced or
     none (a full disk leaves the previous ones); the names never clash with a run folder's."""
-    from purejaxppo.driver import write_together
-
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "compare.json": json.dumps(result, indent=1).encode(),

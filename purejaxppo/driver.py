@@ -1,5 +1,7 @@
 """The sweep driver: train a grid x seeds into a folder in chunks, with progress, checkpoints,
-divergence reports and resume. The command line (cli.py) is a thin layer over `run_sweep`.
+divergence reports and resume, and write the results. The command line (cli.py) is a thin
+layer over `train_sweep(out, Sweep, Options)` (record.py: what to train, and how; and how the
+folder's records are read back).
 
 Folder layout:
   config.json     resolved settings (Config, base HParams, grid, seeds): what --resume checks;
@@ -20,10 +22,8 @@ import dataclasses
 import io
 import json
 import math
-import os
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -35,8 +35,12 @@ import numpy as np
 
 from purejaxppo import stats
 from purejaxppo.checkpoint import Checkpointer, remove_unfinished_checkpoints
-from purejaxppo.errors import DiskFull, is_disk_full
+from purejaxppo.files import write_atomic
 from purejaxppo.ppo import Config, HParams, final_return
+from purejaxppo.record import STOPPED_AT, Options, Sweep
+
+# Still imported from here by benchmarks/tune.py.
+from purejaxppo.record import settings_record as settings_record
 from purejaxppo.sweep import (
     Grid,
     Runner,
@@ -45,8 +49,8 @@ from purejaxppo.sweep import (
     estimate_run_bytes,
     gather_runs,
     host_bytes_per_run,
-    layout_runs,
     make_mesh,
+    padded_index,
     plan_batches,
     process_peak_rss_bytes,
     process_rss_bytes,
@@ -54,62 +58,6 @@ from purejaxppo.sweep import (
     release_freed_memory,
     state_bytes,
 )
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash leaves the old file. A
-    full disk raises DiskFull naming the file (and leaves no temporary file)."""
-    try:
-        _write_atomic(path, data)
-    except OSError as err:
-        if is_disk_full(err):
-            raise DiskFull(f"disk full: {path} was not written") from None
-        raise
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = _write_beside(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_beside(path: Path, data: bytes) -> Path:
-    """`data` in a new temporary file beside `path`, on disk; removed again if that fails."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def write_together(files: dict[Path, bytes]) -> None:
-    """Write several files so that all of them change or none does: each is written beside its
-    path first, then all are renamed into place (a rename needs no space). A full disk raises
-    DiskFull naming the file that did not fit."""
-    written: dict[Path, Path] = {}
-    try:
-        for path, data in files.items():
-            try:
-                written[path] = _write_beside(path, data)
-            except OSError as err:
-                if is_disk_full(err):
-                    raise DiskFull(f"disk full: {path} was not written") from None
-                raise
-        for path, tmp in written.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in written.values():
-            tmp.unlink(missing_ok=True)
-
 
 RESULT_FILES = ("config.json", "metrics.npz", "curves.png", "summary.json")
 
@@ -125,45 +73,6 @@ def remove_unfinished_writes(out: Path, log: Callable[[str], None]) -> None:
                 removed.append(path.name)
     if removed:
         log(f"removed {len(removed)} unfinished write(s) left by a kill: {', '.join(removed)}")
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def settings_record(
-    config: Config, hparams: HParams, grid: Grid, num_seeds: int, seed: int, devices: int
-) -> dict[str, Any]:
-    """The resolved settings as JSON; equal records mean a resume continues the same sweep.
-    `devices` (per process) is part of it: a run's numbers depend on the per-device batch."""
-    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}
-    hp = {k: float(getattr(hparams, k)) for k in vars(hparams)}
-    return {
-        "config": cfg,
-        "hparams": hp,
-        "grid": {"fields": list(grid.fields), "settings": list(grid.settings)},
-        "num_seeds": num_seeds,
-        "seed": seed,
-        "devices": devices,
-    }
-
-
-# config.json's record of how a run is cut and saved: not a setting (it changes no result, and
-# --resume may change it), so records are compared without it (see settings_only).
-SCHEDULE = "schedule"
-
-
-def schedule_record(chunk: int | None, checkpoint_every: int | None, keep: int) -> dict[str, Any]:
-    """What a resume keeps unless told otherwise: the --chunk asked for (None: automatic), the
-    checkpoint cadence (None: at the end only) and how many checkpoints are kept."""
-    return {"chunk": chunk, "checkpoint_every": checkpoint_every, "keep": keep}
-
-
-def settings_only(record: dict[str, Any]) -> dict[str, Any]:
-    """A run record without its schedule: equal ones mean the same run."""
-    return {k: v for k, v in record.items() if k != SCHEDULE}
 
 
 def default_chunk(num_updates: int, checkpoint_every: int | None) -> int:
@@ -285,10 +194,10 @@ class Sinks:
     """
 
     def __init__(
-        self, out: Path, grid: Grid, num_seeds: int, batch_size: int, tensorboard: bool,
-        wandb: bool, record: dict[str, Any],
-    ) -> None:  # fmt: skip
-        self.grid, self.num_seeds, self.batch_size = grid, num_seeds, batch_size
+        self, out: Path, sweep: Sweep, tensorboard: bool, wandb: bool, record: dict[str, Any]
+    ) -> None:
+        grid = sweep.grid
+        self.grid, self.num_seeds, self.batch_size = grid, sweep.num_seeds, sweep.config.batch_size
         self.writers = []
         # Unique names, so that two settings never share an event folder or a key.
         self.labels = stats.setting_labels(grid.fields, grid.settings, sep=",")
@@ -338,25 +247,33 @@ def run_sweep(
     grid: Grid,
     num_seeds: int,
     seed: int = 0,
-    env: Any = None,
-    chunk: int | None = None,
-    checkpoint_every: int | None = None,
-    keep: int = 3,
-    resume: bool = False,
-    memory_budget: int | None = None,
-    tensorboard: bool = False,
-    wandb: bool = False,
+    *,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+    **options: Any,
+) -> dict[str, Any]:
+    """train_sweep with the sweep given field by field and the Options as keywords: the form
+    benchmarks/tune.py calls; to go when it calls train_sweep."""
+    return train_sweep(out, Sweep(config, hparams, grid, num_seeds, seed), Options(**options), log)
+
+
+def train_sweep(
+    out: Path,
+    sweep: Sweep,
+    options: Options | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
-    """Train every (setting, seed) run of the sweep; returns the summary also written to out."""
+    """Train every (setting, seed) run of the sweep into `out` (options: Options() where None);
+    returns the summary also written there."""
     from purejaxppo.envs import make_env
     from purejaxppo.sweep import available_memory_bytes
 
-    env = make_env(config.env) if env is None else env
+    options = options or Options()
+    config, grid = sweep.config, sweep.grid
+    env = make_env(config.env)
     # An emulator pool (ale:) lives in this process once: its runs stay on one device.
     devices = jax.local_devices()[: 1 if getattr(env, "needs_one_device", False) else None]
     runner = Runner(config, env, make_mesh(devices))
-    record = settings_record(config, hparams, grid, num_seeds, seed, runner.num_devices)
+    record = sweep.record(runner.num_devices, options)
     pcount, pid = jax.process_count(), jax.process_index()
     if pcount > 1:
         quiet_log = log
@@ -364,27 +281,27 @@ def run_sweep(
         def log(text: str) -> None:
             quiet_log(f"[process {pid}/{pcount}] {text}")
 
-    num_runs = grid.size * num_seeds
+    num_runs = sweep.num_runs
     first_run, end_run, share = process_share(num_runs)
     local_runs = end_run - first_run
-    record[SCHEDULE] = schedule_record(chunk, checkpoint_every, keep)
     # Never longer than the run (the planner compiles a program of `chunk` updates), nor than
     # the checkpoint interval.
     chunk = min(
-        chunk or default_chunk(config.num_updates, checkpoint_every),
-        checkpoint_every or config.num_updates,
+        options.chunk or default_chunk(config.num_updates, options.checkpoint_every),
+        options.checkpoint_every or config.num_updates,
         config.num_updates,
     )
-    budget = memory_budget or available_memory_bytes() // 2
+    options = dataclasses.replace(options, chunk=chunk)
+    budget = options.memory_budget or available_memory_bytes() // 2
     # The planner first: it refuses a sweep too large for memory (a huge --num-seeds) in one
     # line, before anything holds an array per run. It compiles: Ctrl-C stops it at once.
     with stop_on_interrupt():
         per_block, block_bytes, compile_seconds = plan_memory(
             runner, config, local_runs, chunk, budget, num_runs
         )
-    runs = layout_runs(hparams, grid, num_seeds, seed)
+    runs = sweep.runs()
     log(
-        f"{config.env}: {grid.size} setting(s) x {num_seeds} seed(s) = {num_runs} runs"
+        f"{config.env}: {grid.size} setting(s) x {sweep.num_seeds} seed(s) = {num_runs} runs"
         + (f" (runs {first_run}..{end_run - 1} here)" if pcount > 1 else "")
         + f" on {runner.num_devices} device(s); {config.num_updates} updates of "
         f"{config.batch_size} steps; a batch of {per_block} runs needs {block_bytes / 2**20:.0f} "
@@ -393,15 +310,16 @@ def run_sweep(
     )
     log(
         (
-            f"a checkpoint every {checkpoint_every} updates (at each multiple) and at the end"
-            if checkpoint_every
+            f"a checkpoint every {options.checkpoint_every} updates (at each multiple) and at "
+            "the end"
+            if options.checkpoint_every
             else "a checkpoint at the end only (--checkpoint-every N saves every N updates)"
         )
-        + f", the newest {keep} kept; {chunk} updates per compiled call at most"
+        + f", the newest {options.keep} kept; {chunk} updates per compiled call at most"
     )
     out.mkdir(parents=True, exist_ok=True)
     if pid == 0:
-        if resume:
+        if options.resume:
             remove_unfinished_writes(out, log)
         write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
     blocks = [(lo, min(lo + per_block, end_run)) for lo in range(first_run, end_run, per_block)]
@@ -411,11 +329,7 @@ def run_sweep(
             "runs, one after another"
         )
     live = len(blocks) == 1 and pcount == 1
-    sinks = Sinks(
-        out, grid, num_seeds, config.batch_size, tensorboard and pid == 0, wandb and pid == 0,
-        record,
-    )  # fmt: skip
-    diverged: dict[int, int] = {}
+    sinks = Sinks(out, sweep, options.tensorboard and pid == 0, options.wandb and pid == 0, record)
     timing = Timing(compile=compile_seconds)
     histories = []
     interrupted = False
@@ -430,18 +344,19 @@ def run_sweep(
                 label=f"batch {b + 1}/{len(blocks)} " if len(blocks) > 1 else "",
             )
             release_freed_memory()  # the previous batch's buffers
-            history, interrupted = train_block(
-                runner, block, config, grid, chunk, checkpoint_every, keep, resume, record,
-                diverged, timing, interrupt, sinks if live else None, log,
+            done = train_block(
+                runner, block, sweep, options, record, timing, interrupt,
+                sinks if live else None, log,
             )  # fmt: skip
-            histories.append(history)
+            histories.append(done.history)
+            timing, interrupted = done.timing, done.interrupted
             if interrupted:
                 break
     if interrupted and (len(blocks) > 1 or pcount > 1):
         sinks.close()
         log(f"stopped in batch {len(histories)}/{len(blocks)}; continue with: "
             f"purejaxppo train --resume {out}")  # fmt: skip
-        return {"interrupted_at_update": int(histories[-1]["finite"].shape[1])}
+        return {STOPPED_AT: int(histories[-1]["finite"].shape[1])}
     history = {k: np.concatenate([h[k] for h in histories], axis=0) for k in histories[0]}
     totals = timing.totals()
     if pcount > 1:
@@ -460,20 +375,17 @@ def run_sweep(
     if not live:
         sinks.write(0, history)
     sinks.close()
-    diverged = {}
-    _note_divergence(history, 0, diverged)
     if pid != 0:
         log("done; process 0 writes the results")
         return {}
 
     summary = write_results(
-        out, config, grid, num_seeds, history, runs, diverged,
-        totals["compile"], totals["run"], totals["steps"], runner.num_devices,
-    )  # fmt: skip
+        out, sweep, history, first_nonfinite(history), totals, runner.num_devices
+    )
     if interrupted:
-        summary["interrupted_at_update"] = int(history["finite"].shape[1])
+        summary[STOPPED_AT] = int(history["finite"].shape[1])
         write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
-        log(f"stopped at update {summary['interrupted_at_update']}; continue with: "
+        log(f"stopped at update {summary[STOPPED_AT]}; continue with: "
             f"purejaxppo train --resume {out}")  # fmt: skip
     return summary
 
@@ -552,8 +464,8 @@ class Block(NamedTuple):
 
 
 def subset(runs: Runs, lo: int, hi: int, size: int) -> Runs:
-    """Runs lo..hi-1, padded to `size` by repeating the last (padding runs are dropped)."""
-    index = np.minimum(np.arange(lo, lo + size), hi - 1)
+    """Runs lo..hi-1, padded to `size` (see padded_index)."""
+    index = padded_index(lo, hi, size)
     return Runs(
         jax.tree.map(lambda x: x[index], runs.hparams),
         runs.keys[index],
@@ -562,34 +474,40 @@ def subset(runs: Runs, lo: int, hi: int, size: int) -> Runs:
     )
 
 
+class BlockResult(NamedTuple):
+    history: dict[str, np.ndarray]  # every metric [run, update] of the block's runs, unpadded
+    interrupted: bool  # stopped by an interrupt before the last update
+    timing: Timing  # the sweep's timings, this block's added
+
+
 def train_block(
     runner: Runner,
     block: Block,
-    config: Config,
-    grid: Grid,
-    chunk: int,
-    checkpoint_every: int | None,
-    keep: int,
-    resume: bool,
+    sweep: Sweep,
+    options: Options,
     record: dict[str, Any],
-    diverged: dict[int, int],
     timing: Timing,
     interrupt: Interrupt,
     sinks: Sinks | None,
     log: Callable[[str], None],
-) -> tuple[dict[str, np.ndarray], bool]:
-    """Train one block to the end (or to an interrupt), checkpointing as it goes."""
+) -> BlockResult:
+    """Train one block to the end (or to an interrupt), checkpointing as it goes. `record` is
+    config.json's, kept in each checkpoint; `timing` the sweep's so far (left as it was)."""
+    config, checkpoint_every = sweep.config, options.checkpoint_every
+    timing = dataclasses.replace(timing)
     n = block.count
     hp = runner.place(block.runs.hparams)
-    if resume:
+    if options.resume:
         removed = remove_unfinished_checkpoints(block.ckpt_dir)
         if removed:
             log(f"{block.label}removed {len(removed)} unfinished checkpoint write(s) left by a "
                 f"kill in {block.ckpt_dir}: {', '.join(removed)}")  # fmt: skip
-    ckpt = Checkpointer(block.ckpt_dir, max_to_keep=keep, process_local=jax.process_count() > 1)
+    ckpt = Checkpointer(
+        block.ckpt_dir, max_to_keep=options.keep, process_local=jax.process_count() > 1
+    )
     history: dict[str, np.ndarray] = {}
     start = 0
-    if resume and ckpt.all_steps():
+    if options.resume and ckpt.all_steps():
         state, history, meta, skipped = ckpt.restore_good(
             runner.abstract_state(block.runs.keys, block.runs.hparams)
         )
@@ -606,16 +524,17 @@ def train_block(
             fresh = runner.init(block.runs.keys, block.runs.hparams)
             state = state._replace(env=fresh.env)
             log(f"{block.label}the emulators cannot be checkpointed: every game restarts")
-        _note_divergence(history, 0, diverged, block.offset)
     else:
-        if resume:
+        if options.resume:
             log(f"{block.label}no checkpoint in {block.ckpt_dir}: training starts at update 0")
         t0 = time.perf_counter()
         state = jax.block_until_ready(runner.init(block.runs.keys, block.runs.hparams))
         timing.compile += time.perf_counter() - t0
+    # Runs reported as diverged already (before a resume): not reported again.
+    reported = first_nonfinite(history) if history else {}
 
     interrupted = False
-    for first, length in aligned_chunks(start, config.num_updates, chunk, checkpoint_every):
+    for first, length in aligned_chunks(start, config.num_updates, options.chunk, checkpoint_every):
         t0 = time.perf_counter()
         runner.compile(block.runs.keys.shape[0], length)  # a shorter piece, if any
         timing.compile += time.perf_counter() - t0
@@ -632,9 +551,11 @@ def train_block(
         )
         if sinks is not None:
             sinks.write(first, metrics)
-        for r, update in _note_divergence(metrics, first, diverged, block.offset):
-            who = _describe(r, block.runs, grid, block.offset)
-            log(f"run {who} went non-finite at update {update}")
+        for r, update in first_nonfinite(metrics, first).items():
+            if r not in reported:
+                reported[r] = update
+                who = _describe(r, block.runs, sweep.grid, block.offset)
+                log(f"run {who} went non-finite at update {update}")
         done = first + length
         sps = length * config.batch_size * n / elapsed
         log(block.label + progress_line(done, config.num_updates, config.batch_size, sps, history))
@@ -649,21 +570,14 @@ def train_block(
     if start == config.num_updates:
         log(f"{block.label}already complete")
     ckpt.close()
-    return history, interrupted
+    return BlockResult(history, interrupted, timing)
 
 
-def _note_divergence(
-    metrics: dict[str, np.ndarray], first: int, diverged: dict[int, int], offset: int = 0
-) -> list[tuple[int, int]]:
-    """Record the first non-finite update of each run (global index = offset + local);
-    returns the newly diverged (local run, update) pairs."""
-    new = []
+def first_nonfinite(metrics: dict[str, np.ndarray], first: int = 0) -> dict[int, int]:
+    """The first update at which each run went non-finite, by run index (the metrics' row),
+    for the runs that did; `first` is the update of the metrics' first column."""
     bad = metrics["finite"] == 0
-    for r in np.flatnonzero(bad.any(axis=1)):
-        if offset + int(r) not in diverged:
-            diverged[offset + int(r)] = first + int(np.argmax(bad[r]))
-            new.append((int(r), diverged[offset + int(r)]))
-    return new
+    return {int(r): first + int(np.argmax(bad[r])) for r in np.flatnonzero(bad.any(axis=1))}
 
 
 def _describe(r: int, runs: Any, grid: Grid, offset: int = 0) -> str:
@@ -678,18 +592,17 @@ def peak_rss_mb() -> float:
 
 def write_results(
     out: Path,
-    config: Config,
-    grid: Grid,
-    num_seeds: int,
+    sweep: Sweep,
     history: dict[str, np.ndarray],
-    runs: Any,
     diverged: dict[int, int],
-    compile_seconds: float,
-    run_seconds: float,
-    steps_run: int,
+    timing: dict[str, Any],
     devices: int = 1,
 ) -> dict[str, Any]:
-    """metrics.npz [setting, seed, update], summary.json and curves.png, each written atomically."""
+    """metrics.npz [setting, seed, update], summary.json and curves.png, each written atomically.
+    history: every metric [run, update]; diverged: the first non-finite update by run;
+    timing: the whole run's seconds compiling and running, and env steps run (Timing.totals)."""
+    config, grid, num_seeds = sweep.config, sweep.grid, sweep.num_seeds
+    compile_seconds, run_seconds, steps_run = timing["compile"], timing["run"], timing["steps"]
     updates = history["finite"].shape[1]
     shaped = {k: v.reshape(grid.size, num_seeds, updates) for k, v in history.items()}
     env_steps = (np.arange(updates, dtype=np.int64) + 1) * config.batch_size
@@ -701,7 +614,7 @@ def write_results(
     # A diverged run's returns say nothing about its setting: left out of every mean, counted.
     kept = np.ones(finals.shape, bool)
     for r in diverged:
-        kept[int(runs.setting[r]), int(runs.seed[r])] = False
+        kept[divmod(r, num_seeds)] = False
     per_setting = []
     for h, setting in enumerate(grid.settings):
         row = finals[h][kept[h]]
@@ -735,10 +648,10 @@ def write_results(
         "diverged": [
             {
                 "run": r,
-                "setting": int(runs.setting[r]),
-                "seed": int(runs.seed[r]),
+                "setting": r // num_seeds,
+                "seed": r % num_seeds,
                 "update": u,
-                **grid.settings[int(runs.setting[r])],
+                **grid.settings[r // num_seeds],
             }
             for r, u in sorted(diverged.items())
         ],

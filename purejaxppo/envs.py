@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxppo.ppo import GymnaxEnv, Step, gymnax_env_names
+from purejaxppo.atari import ALE_PREFIX
+from purejaxppo.ppo import Env, GymnaxEnv, Step, gymnax_env_names
 
 BRAX_PREFIX = "brax:"
-ALE_PREFIX = "ale:"  # real Atari games: purejaxppo/atari.py (the atari extra)
 BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
 DEFAULT_BRAX_BACKEND = "positional"
 
@@ -168,7 +168,7 @@ def parse_brax_name(env: str) -> tuple[str, str]:
     return name, backend or DEFAULT_BRAX_BACKEND
 
 
-def make_env(env: str, **kwargs: Any) -> Any:
+def make_env(env: str, **kwargs: Any) -> Env:
     """The adapter for an environment name; unknown names raise a ValueError listing known ones."""
     if env.startswith(ALE_PREFIX):
         from purejaxppo.atari import AleEnv

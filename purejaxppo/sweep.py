@@ -6,6 +6,11 @@ vmapped over runs, so a grid of 8 learning rates x 32 seeds compiles once. The r
 sharded over a 1-D device mesh, padded to a multiple of the device count. The driver advances
 all runs `chunk` updates per call, so a caller can report progress and checkpoint between calls;
 chunking does not change any result (the update is the same pure function of the state).
+
+Here too: the grid and the random search that make the settings; memory planning (one run's
+footprint estimated, then read from the compiled program's buffers, the process's own memory
+measured, and the runs per program that fit a budget); and the split of the runs among the
+processes of a multi-host job (`process_share`, `gather_runs`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purejaxppo.ppo import (
     Config,
+    Env,
     HParams,
     Trainer,
     TrainState,
@@ -180,7 +186,7 @@ def estimate_run_bytes(trainer: Trainer, chunk: int) -> int:
     return _nbytes(state) + 4 * rollout + activations + 2 * _nbytes(state.params) + metrics
 
 
-def activation_floats(network: Any, params: Any, env: Any, config: Config) -> int:
+def activation_floats(network: Any, params: Any, env: Env, config: Config) -> int:
     """Floats of every layer output for one observation, found by tracing (no compile)."""
     obs = jax.ShapeDtypeStruct((1, *env.obs_shape), np.float32)
     _, captured = jax.eval_shape(
@@ -285,14 +291,18 @@ def layout_runs(base: HParams, grid: Grid, num_seeds: int, seed: int) -> Runs:
     return Runs(hp, keys[seed_index], setting, seed_index)
 
 
+def padded_index(lo: int, hi: int, size: int) -> np.ndarray:
+    """`size` indices: lo..hi-1, then hi-1 repeated, to pad a batch of runs to a size the
+    devices divide (padding runs repeat the last real one and are dropped afterwards)."""
+    return np.minimum(np.arange(lo, lo + size), hi - 1)
+
+
 def _pad(tree: Any, size: int) -> Any:
-    """Pad the leading axis to `size` by repeating the last entry (padding runs are dropped)."""
+    """Pad the leading axis to `size` (see padded_index)."""
 
     def pad(x: jax.Array) -> jax.Array:
-        extra = size - x.shape[0]
-        if extra == 0:
-            return x
-        return jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)], axis=0)
+        n = x.shape[0]
+        return x if n == size else x[padded_index(0, n, size)]
 
     return jax.tree.map(pad, tree)
 
@@ -300,7 +310,7 @@ def _pad(tree: Any, size: int) -> Any:
 class Runner:
     """Compiled init and chunked update for a block of runs, sharded over a mesh."""
 
-    def __init__(self, config: Config, env: Any = None, mesh: Mesh | None = None) -> None:
+    def __init__(self, config: Config, env: Env | None = None, mesh: Mesh | None = None) -> None:
         self.trainer = make_trainer(config, env)
         self.config = config
         self.mesh = make_mesh() if mesh is None else mesh
@@ -425,7 +435,7 @@ def aligned_chunks(
 def train_runs(
     config: Config,
     runs: Runs,
-    env: Any = None,
+    env: Env | None = None,
     chunk: int | None = None,
     mesh: Mesh | None = None,
 ) -> tuple[TrainState, dict[str, np.ndarray]]:

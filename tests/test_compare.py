@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from purejaxppo import compare, stats
 from purejaxppo.cli import main
-from purejaxppo.driver import interval_lines, settings_record, write_atomic, write_results
+from purejaxppo.driver import interval_lines, write_results
+from purejaxppo.files import write_atomic
 from purejaxppo.ppo import Config, HParams
+from purejaxppo.record import Options, Sweep
 from purejaxppo.sweep import Draw, Grid, make_grid, random_search
 
 
@@ -45,11 +46,11 @@ def fake_run(
         "episodes": np.isfinite(flat).astype(np.float32),
         "finite": np.ones((h * s, u), bool),
     }
-    runs = SimpleNamespace(setting=np.repeat(np.arange(h), s), seed=np.tile(np.arange(s), h))
+    sweep = Sweep(config, HParams(), grid, s)
     out.mkdir(parents=True)
-    record = settings_record(config, HParams(), grid, s, 0, 1)
-    write_atomic(out / "config.json", json.dumps(record).encode())
-    return write_results(out, config, grid, s, history, runs, diverged or {}, 1.0, 1.0, 64)
+    write_atomic(out / "config.json", json.dumps(sweep.record(1, Options())).encode())
+    timing = {"compile": 1.0, "run": 1.0, "steps": 64}
+    return write_results(out, sweep, history, diverged or {}, timing)
 
 
 def flat_returns(finals: list[list[float]], updates: int = 20) -> np.ndarray:

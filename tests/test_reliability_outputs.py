@@ -157,16 +157,16 @@ def test_a_normalization_that_cannot_rank_is_refused(tmp_path, capsys, case):
 
 def fail_on(monkeypatch, path_fragment: str) -> None:
     """Writing a file whose name holds `path_fragment` fails as on a full disk."""
-    from purejaxppo import driver
+    from purejaxppo import files
 
-    real = driver._write_beside
+    real = files._write_beside
 
     def write_beside(path: Path, data: bytes) -> Path:
         if path_fragment in str(path):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, data)
 
-    monkeypatch.setattr(driver, "_write_beside", write_beside)
+    monkeypatch.setattr(files, "_write_beside", write_beside)
 
 
 def test_compare_on_a_full_disk_changes_none_of_its_files(tmp_path, capsys, monkeypatch):
