@@ -17,13 +17,13 @@ search inside each static program. Stages, each a folder under RUNS/FAMILY/:
              --budget), 2 seeds; plus the random-policy runs where the family measures them.
   finalists  the top --finalists settings by normalized IQM over the coarse tasks (only static
              programs finished on every coarse task compete) on ALL the family's tasks, on new
-             seeds; one `run_sweep` per static program and task, its Grid the finalists.
+             seeds; one `train_sweep` per static program and task, its Grid the finalists.
   confirm    the winner (the best finalist; `--winner-from coarse` takes the best coarse setting
              when the finalists stage has not run) and the family's anchors, on 8 fresh seeds:
              normalized IQM [95% CI] across the tasks, per-task IQM, P(winner > anchor), curves.
   report     no training: reads every folder and writes OUT/tune_FAMILY.{json,md,png}.
 
-Every run is a `purejaxppo train` subprocess (coarse, random policy) or the driver's `run_sweep`
+Every run is a `purejaxppo train` subprocess (coarse, random policy) or the driver's `train_sweep`
 (finalists, confirm: an arbitrary list of traced settings in one program), with checkpoints every
 tenth of the run. A finished folder (summary.json with the requested steps) is reused; a stopped
 one is resumed; a folder holding other settings than the stage plans is refused. So a stopped
@@ -401,11 +401,11 @@ class Job(NamedTuple):
     static: str  # the static program's name (coarse, finalists) or the group's label
     names: tuple[str, ...]  # the candidate each grid setting stands for, in grid order
     argv: tuple[str, ...]  # `purejaxppo train` arguments (without --out) for CLI jobs
-    sweep: Any  # (Config, HParams, Grid) for run_sweep jobs; None for CLI jobs
+    sweep: Any  # (Config, HParams, Grid) for train_sweep jobs; None for CLI jobs
     num_seeds: int
     seed: int
     steps: int
-    # Each candidate's values of the family's traced fields, in grid order (run_sweep jobs: the
+    # Each candidate's values of the family's traced fields, in grid order (train_sweep jobs: the
     # grid holds only the fields in which the candidates differ); None: the grid's settings.
     settings: tuple[dict[str, float], ...] | None = None
 
@@ -435,7 +435,7 @@ def resolve_argv(argv: Sequence[str]) -> tuple[Any, Any, Any]:
 
 def expected_record(job: Job) -> dict[str, Any]:
     """The folder's config.json as this job would write it, less the device count."""
-    from purejaxppo.driver import settings_record
+    from purejaxppo.record import settings_record
 
     config, hparams, grid = job.sweep if job.sweep is not None else resolve_argv(job.argv)
     record = settings_record(config, hparams, grid, job.num_seeds, job.seed, 1)
@@ -658,22 +658,20 @@ def run_job(job: Job, log: Callable[[str], None]) -> None:
     if job.sweep is None:
         train_cli(job, resume=state == "stopped")
     else:
-        from purejaxppo.driver import run_sweep
+        from purejaxppo.driver import train_sweep
+        from purejaxppo.record import Options, Sweep
 
         config, hparams, grid = job.sweep
-        summary = run_sweep(
-            job.folder,
-            config,
-            hparams,
-            grid,
-            job.num_seeds,
-            job.seed,
+        options = Options(
             checkpoint_every=max(1, config.num_updates // CHECKPOINTS_PER_RUN),
             resume=state == "stopped",
         )
+        summary = train_sweep(
+            job.folder, Sweep(config, hparams, grid, job.num_seeds, job.seed), options
+        )
         if "interrupted_at_update" in summary:
             raise KeyboardInterrupt
-    from purejaxppo.driver import write_atomic
+    from purejaxppo.files import write_atomic
 
     write_atomic(job.folder / "tune_machine.json", json.dumps(machine_note(), indent=2).encode())
     log(f"{job.folder}: done in {time.time() - t0:.0f} s")
@@ -770,7 +768,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    from purejaxppo.driver import write_atomic
+    from purejaxppo.files import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, indent=2).encode())
@@ -1624,7 +1622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--anchors {bad[0]}: {name}'s anchors are {list(FAMILIES[name].anchors)}")
     from purejaxppo.ppo import use_cpu_cores
 
-    use_cpu_cores()  # before JAX starts, as the command line does: run_sweep matches it
+    use_cpu_cores()  # before JAX starts, as the command line does: train_sweep matches it
     stages = (
         STAGES[:3] if args.stage == "all" else (() if args.stage == "report" else (args.stage,))
     )

@@ -36,11 +36,10 @@ import numpy as np
 from purejaxppo import stats
 from purejaxppo.checkpoint import Checkpointer, remove_unfinished_checkpoints
 from purejaxppo.files import write_atomic
-from purejaxppo.ppo import Config, HParams, final_return
+from purejaxppo.ppo import Config, final_return
 from purejaxppo.record import STOPPED_AT, Options, Sweep
 
 # Still imported from here by benchmarks/tune.py.
-from purejaxppo.record import settings_record as settings_record
 from purejaxppo.sweep import (
     Grid,
     Runner,
@@ -238,22 +237,6 @@ class Sinks:
             writer.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
-
-
-def run_sweep(
-    out: Path,
-    config: Config,
-    hparams: HParams,
-    grid: Grid,
-    num_seeds: int,
-    seed: int = 0,
-    *,
-    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
-    **options: Any,
-) -> dict[str, Any]:
-    """train_sweep with the sweep given field by field and the Options as keywords: the form
-    benchmarks/tune.py calls; to go when it calls train_sweep."""
-    return train_sweep(out, Sweep(config, hparams, grid, num_seeds, seed), Options(**options), log)
 
 
 def train_sweep(
