@@ -11,27 +11,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_cartpole_purejaxrl_defaults_16_seeds():
-    # PureJaxRL's CartPole defaults, which are also Config() and HParams() defaults.
-    config = Config(
-        env="CartPole-v1",
-        num_envs=4,
-        num_steps=128,
-        total_timesteps=500_000,
-        update_epochs=4,
-        num_minibatches=4,
-        hidden_sizes=(64, 64),
-        activation="tanh",
-        anneal_lr=True,
-    )
-    hparams = HParams(
-        learning_rate=2.5e-4,
-        gamma=0.99,
-        gae_lambda=0.95,
-        clip_coef=0.2,
-        ent_coef=0.01,
-        vf_coef=0.5,
-        max_grad_norm=0.5,
-    )
+    # PureJaxRL's CartPole settings (the purejaxrl-cartpole preset), which are also the Config()
+    # and HParams() defaults.
+    from purejaxppo.presets import preset_settings
+
+    config, hparams = preset_settings("purejaxrl-cartpole")
     assert config == Config() and hparams == HParams()
     _, metrics, summary = train_seeds(config, hparams, 16)
     finals = final_return(metrics)
