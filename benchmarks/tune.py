@@ -1399,7 +1399,14 @@ def build_record(
             resolved[task] = json.loads(
                 json.dumps({"config": vars(config), "hparams": vars(hparams)})
             )
-        record["winner"] = {**winner, "set": " ".join(sets[1:]), "resolved_over_today": resolved}
+        # The winner's own assignments (after the family's start settings and "--set").
+        own = sets[len(family.start) + 1 :]
+        record["winner"] = {
+            **winner,
+            "start": " ".join(family.start),
+            "set": " ".join(own),
+            "resolved": resolved,
+        }
     if confirm is not None:
         record["confirm"] = {
             "steps_per_run": cjobs[0].steps if cjobs else None,
@@ -1535,7 +1542,8 @@ def markdown(record: dict[str, Any]) -> str:
         w = record["winner"]
         lines += [
             "",
-            f"**Winner** (from the {w['from']} stage, draw {w['draw']}): `--set {w['set']}`",
+            f"**Winner** (from the {w['from']} stage, draw {w['draw']}): "
+            f"`{(w.get('start', '') + ' --set').strip()} {w['set']}`",
         ]
     c = record["confirm"]
     if c:

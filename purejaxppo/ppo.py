@@ -2132,28 +2132,30 @@ PENDULUM_PRESET = (
         max_grad_norm=2.0,
     ),
 )
-# MinAtar (all five games share it): the PPO paper's Atari hyperparameters (Table 5) as they are:
-# 8 actors x T 128, 3 epochs of 4 minibatches (256 samples), Adam 2.5e-4 and clip 0.1 both
-# annealed to 0, c1 1, c2 0.01, with the MinAtar torso; 5M steps. Its tuned replacement is being
-# confirmed (benchmarks/results/tune_minatar.md).
+# MinAtar (all five games share it): 64 actors x T 128, 4 epochs of 8 minibatches, a 64x64 ReLU
+# MLP (PureJaxRL's shape), with the tuned step size, clip, entropy, lambda and value weight; 1M
+# steps, the budget it was tuned at. On 8 fresh seeds x 1M steps of four games: Breakout IQM 29.9,
+# normalized IQM 0.96 against 0.69 for PureJaxRL's MinAtar settings (tune_minatar.md).
 MINATAR_PRESET = (
     dict(
-        network="minatar_cnn",
-        num_envs=8,
+        network="mlp",
+        hidden_sizes=(64, 64),
+        activation="relu",
+        num_envs=64,
         num_steps=128,
-        total_timesteps=5_000_000,
-        update_epochs=3,
-        num_minibatches=4,
+        total_timesteps=1_000_000,
+        update_epochs=4,
+        num_minibatches=8,
         anneal_lr=True,
-        anneal_clip=True,
+        anneal_clip=False,
     ),
     dict(
-        learning_rate=2.5e-4,
+        learning_rate=0.00597,
         gamma=0.99,
-        gae_lambda=0.95,
-        clip_coef=0.1,
-        ent_coef=0.01,
-        vf_coef=1.0,
+        gae_lambda=0.831,
+        clip_coef=0.209,
+        ent_coef=0.00878,
+        vf_coef=0.932,
         max_grad_norm=0.5,
     ),
 )

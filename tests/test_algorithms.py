@@ -195,7 +195,7 @@ REFUSED = {
     ),
     "kl_target without a reader": (["--set", "kl_target=0.02"], "kl_target applies only"),
     "trpo on a shared torso": (
-        ["--env", "Breakout-MinAtar", "--set", "objective=trpo"],
+        ["--env", "Breakout-MinAtar", "--config", "minatar-paper", "--set", "objective=trpo"],
         "objective='trpo' needs network='mlp'",
     ),
     "adaptive step on trpo": (

@@ -80,31 +80,27 @@ def episode_mean(metrics, updates=slice(None)):
     return float(np.where(c > 0, np.nan_to_num(r) * c, 0.0).sum() / c.sum())
 
 
-# Freeway with 4 seeds, for the suite's time: measured 2026-12-02 (one device), its last quarter
-# is 18.84 against bars of 1.56 and 1.53; Breakout keeps 8 (at 4 seeds: 1.67 against 1.33).
-@pytest.mark.parametrize("game, steps, seeds", [("Breakout", 100_000, 8), ("Freeway", 100_000, 4)])
-def test_minatar_preset_learns(game, steps, seeds):
-    # The shipped preset (PPO paper Table 5, minatar_cnn torso), fewer steps than its 5M.
-    config, hparams = preset(f"{game}-MinAtar")
-    assert config.network == "minatar_cnn" and config.anneal_clip
-    _, metrics, summary = train_seeds(config.replace(total_timesteps=steps), hparams, seeds)
-    # The random figure from the same code: learning rate 0 keeps the initial policy, which the
-    # 0.01 policy-head gain makes near-uniform.
-    _, frozen, _ = train_seeds(
-        config.replace(total_timesteps=25_600), hparams.replace(learning_rate=0.0), seeds
-    )
-    random = episode_mean(frozen)
-    n = metrics["episodes"].shape[1]
-    # Quarters, not tenths: Freeway's 2500-step episodes all end together, so each quarter of
-    # its updates holds one or two episode ends per environment.
-    first, last = (
-        episode_mean(metrics, slice(0, n // 4)),
-        episode_mean(metrics, slice(-n // 4, None)),
-    )
-    print(f"{game}-MinAtar, {seeds} seeds x {steps}: first quarter {first:.2f}, last quarter "
-          f"{last:.2f}, random policy {random:.2f}; {summary}")  # fmt: skip
-    assert last >= 2.0 * random + 0.5
-    assert last >= first + 0.5
+def test_minatar_default_learns_ahead_of_the_papers_settings_4_seeds():
+    # The MinAtar default (tuned by benchmarks/tune.py) against the setting it replaced (the
+    # paper's Atari Table 5 with the conv torso, preset minatar-paper), Breakout at 200k of the
+    # default's 1M steps. Measured 2026-12-06 on one device: last quarter of the updates 7.44
+    # against 3.24 (first quarter 0.90 and 0.70); the default also trains 3x faster here.
+    from purejaxppo.presets import defaults_for, preset_settings
+
+    env = "Breakout-MinAtar"
+    last, first = {}, {}
+    for name, (config, hparams) in (
+        ("default", defaults_for(env)),
+        ("paper", preset_settings("minatar-paper", env)),
+    ):
+        _, metrics, summary = train_seeds(config.replace(total_timesteps=200_000), hparams, 4)
+        n = metrics["episodes"].shape[1]
+        first[name] = episode_mean(metrics, slice(0, n // 4))
+        last[name] = episode_mean(metrics, slice(-n // 4, None))
+        print(f"{env} {name}, 4 seeds x 200k: first quarter {first[name]:.2f}, last quarter "
+              f"{last[name]:.2f}; {summary}")  # fmt: skip
+    assert last["default"] >= 5.0 and last["default"] >= first["default"] + 3.0
+    assert last["default"] >= last["paper"] + 2.0
 
 
 def shipped(name, **changes):
