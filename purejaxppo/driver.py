@@ -36,7 +36,7 @@ import numpy as np
 from purejaxppo import stats
 from purejaxppo.checkpoint import Checkpointer, remove_unfinished_checkpoints
 from purejaxppo.files import write_atomic
-from purejaxppo.ppo import Config, final_return
+from purejaxppo.ppo import Config, final_return, padded_index
 from purejaxppo.record import STOPPED_AT, Options, Sweep
 
 # Still imported from here by benchmarks/tune.py.
@@ -49,7 +49,6 @@ from purejaxppo.sweep import (
     gather_runs,
     host_bytes_per_run,
     make_mesh,
-    padded_index,
     plan_batches,
     process_peak_rss_bytes,
     process_rss_bytes,

@@ -2357,6 +2357,12 @@ def compiler_options() -> dict[str, Any] | None:
     return {"xla_backend_optimization_level": 2}
 
 
+def padded_index(lo: int, hi: int, size: int) -> np.ndarray:
+    """`size` indices: lo..hi-1, then hi-1 repeated, to pad a batch of runs to a size the
+    devices divide (padding runs repeat the last real one and are dropped afterwards)."""
+    return np.minimum(np.arange(lo, lo + size), hi - 1)
+
+
 def train_seeds(
     config: Config,
     hparams: HParams,
@@ -2382,7 +2388,7 @@ def train_seeds(
     )
     keys = jax.random.split(jax.random.key(seed), num_seeds)
     padded = -(-num_seeds // len(devices)) * len(devices)
-    keys = jax.device_put(keys[np.minimum(np.arange(padded), num_seeds - 1)], sharding)
+    keys = jax.device_put(keys[padded_index(0, num_seeds, padded)], sharding)
     t0 = time.perf_counter()
     compiled = train.lower(keys, hparams).compile()
     compile_seconds = time.perf_counter() - t0

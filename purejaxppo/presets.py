@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from purejaxppo.atari import ALE_PREFIX
 from purejaxppo.ppo import PRESETS as GYMNAX_PRESETS
 from purejaxppo.ppo import Config, HParams
 
@@ -38,7 +39,7 @@ def default_fields(env: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Config fields, HParams fields) the shipped defaults of `env` set; copies."""
     if env.startswith("brax:"):
         cfg, hp = BRAX_DEFAULT
-    elif env.startswith("ale:"):
+    elif env.startswith(ALE_PREFIX):
         _, cfg, hp = load_preset("atari")  # the paper's Atari settings, for every game
     else:
         cfg, hp = GYMNAX_PRESETS.get(env, ({}, {}))

@@ -38,6 +38,7 @@ from purejaxppo.ppo import (
     initial_hidden,
     make_trainer,
     obs_size,
+    padded_index,
 )
 
 HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))
@@ -289,12 +290,6 @@ def layout_runs(base: HParams, grid: Grid, num_seeds: int, seed: int) -> Runs:
     setting = np.repeat(np.arange(grid.size), num_seeds)
     seed_index = np.tile(np.arange(num_seeds), grid.size)
     return Runs(hp, keys[seed_index], setting, seed_index)
-
-
-def padded_index(lo: int, hi: int, size: int) -> np.ndarray:
-    """`size` indices: lo..hi-1, then hi-1 repeated, to pad a batch of runs to a size the
-    devices divide (padding runs repeat the last real one and are dropped afterwards)."""
-    return np.minimum(np.arange(lo, lo + size), hi - 1)
 
 
 def _pad(tree: Any, size: int) -> Any:
