@@ -105,11 +105,9 @@ def test_minatar_default_learns_ahead_of_the_papers_settings_4_seeds():
 
 def shipped(name, **changes):
     """(Config, HParams) of a shipped YAML preset, with Config changes."""
-    from purejaxppo.cli import resolve
-    from purejaxppo.presets import load_preset
+    from purejaxppo.presets import preset_settings
 
-    env, cfg, hp = load_preset(name)
-    config, hparams = resolve(env, {**cfg, **hp})
+    config, hparams = preset_settings(name)
     return config.replace(**changes), hparams
 
 
