@@ -208,6 +208,12 @@ class Env(Protocol):
     one, `final_obs` the true next observation before that reset (a time limit bootstraps from
     it). Discrete actions are int32 scalars in [0, action_dim); continuous ones [action_dim]
     floats, clipped by the trainer to [action_low, action_high] before `step`.
+
+    An env whose legal actions change (a board game, a packing task) also defines
+    `action_mask(state) -> bool [action_dim]`, True where an action is legal in `state` (after
+    `reset`, and after `step`'s auto-reset: the actions legal at the `obs` the policy sees next).
+    The trainer then gives the other actions zero probability everywhere the policy is used
+    (see `legal_actions`); without the method every action is always legal.
     """
 
     obs_shape: tuple[int, ...]
@@ -404,6 +410,27 @@ class Dist(NamedTuple):
 
     loc: jax.Array
     scale: jax.Array
+
+
+# The logit an illegal action gets: the most negative finite float32, so its probability is
+# exactly 0 (exp underflows), it never wins a sample or an argmax, and log-probabilities,
+# entropy and KL stay finite (0 * finite = 0) instead of the 0 * inf = nan of -inf.
+MASKED_LOGIT = float(np.finfo(np.float32).min)
+
+
+def legal_actions(env: Env, state: Any) -> jax.Array | None:
+    """Env.action_mask of a batch of states ([N] -> bool [N, A]); None for an env without one."""
+    if not hasattr(env, "action_mask"):
+        return None
+    return jax.vmap(env.action_mask)(state)
+
+
+def mask_policy(dist: Dist, mask: jax.Array | None) -> Dist:
+    """The categorical restricted to legal actions (mask [..., A], True = legal): illegal
+    logits replaced by MASKED_LOGIT, which also stops their gradient. None: unchanged."""
+    if mask is None:
+        return dist
+    return dist._replace(loc=jnp.where(mask, dist.loc, MASKED_LOGIT))
 
 
 def dist_log_prob(discrete: bool, dist: Dist, action: jax.Array) -> jax.Array:
@@ -673,6 +700,7 @@ class Transition(NamedTuple):
     # state the true next observation is seen from (the bootstrap); () without a core
     valid: Any = None  # 1.0 for a real step, 0.0 for an auto-reset placeholder (Step.valid)
     episode_end: Any = None  # where the game ended, if the env tells it apart from done
+    action_mask: Any = None  # bool [..., A]: the legal actions at obs (Env.action_mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -701,6 +729,8 @@ def rollout(
         obs_stat = norm.obs.update(carry.obs) if use_obs_norm else norm.obs
         obs = normalize_obs(obs_stat, carry.obs) if use_obs_norm else carry.obs
         dist, value, hidden = network.apply(params, obs, carry.hidden)
+        mask = legal_actions(env, carry.state)
+        dist = mask_policy(dist, mask)
         action = dist_sample(env.discrete, dist, act_key)
         # The Gaussian sample is kept unclipped for the log-prob; only the env sees the clip.
         env_action = action if env.discrete else jnp.clip(action, low, high)
@@ -730,6 +760,7 @@ def rollout(
             next_hidden=hidden,
             valid=out.valid,
             episode_end=out.episode_end,
+            action_mask=mask,
         )
         new_carry = next_env_carry(out, ep_return, ep_length, hidden)
         return (new_carry, Normalizer(obs_stat, ret_stat, ret_acc)), transition
@@ -897,6 +928,7 @@ class Batch(NamedTuple):
     done: jax.Array | None = None
     hidden: Any = None
     valid: jax.Array | None = None  # Step.valid (None: every step is real)
+    action_mask: jax.Array | None = None  # legal actions (Env.action_mask; None: all legal)
 
 
 def update_batch(
@@ -907,7 +939,7 @@ def update_batch(
     their episode ends and `hidden`, the core's state the rollout started from."""
     data = Batch(
         traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns,
-        valid=traj.valid,
+        valid=traj.valid, action_mask=traj.action_mask,
     )  # fmt: skip
     if config.core == "none":
         return jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
@@ -916,17 +948,20 @@ def update_batch(
 
 def batch_outputs(network: ActorCritic, params: Any, batch: Batch) -> tuple[Dist, jax.Array]:
     """(Dist, value) of the network on a Batch's observations: all at once for steps, by
-    replay from the stored hidden state for sequences."""
+    replay from the stored hidden state for sequences; the policy restricted to the legal
+    actions the rollout saw (every objective, its entropy and KL read the policy here)."""
     if batch.hidden is None:
         dist, value, _ = network.apply(params, batch.obs)
-        return dist, value
-    return replay(network, params, batch.obs, batch.done, batch.hidden)
+    else:
+        dist, value = replay(network, params, batch.obs, batch.done, batch.hidden)
+    return mask_policy(dist, batch.action_mask), value
 
 
 def batch_policy(network: ActorCritic, params: Any, batch: Batch) -> Dist:
     """batch_outputs' policy alone (a replay runs both halves)."""
     if batch.hidden is None:
-        return network.apply(params, batch.obs, method=ActorCritic.policy)[0]
+        dist = network.apply(params, batch.obs, method=ActorCritic.policy)[0]
+        return mask_policy(dist, batch.action_mask)
     return batch_outputs(network, params, batch)[0]
 
 
@@ -1468,13 +1503,15 @@ def deterministic_action(
     obs_stat: RunningStat | None,
     obs: jax.Array,
     hidden: tuple[jax.Array, ...],
+    mask: jax.Array | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """The trained policy's deterministic step: obs [..., *obs_shape], normalized with the frozen
     training statistics obs_stat (None: the run did not normalize), -> (the argmax / mean action
-    clipped to the action bounds [...] or [..., D], the core's next hidden state)."""
+    clipped to the action bounds [...] or [..., D], the core's next hidden state). `mask`
+    [..., A]: the legal actions (Env.action_mask), the argmax taken among them."""
     o = obs if obs_stat is None else normalize_obs(obs_stat, obs)
     dist, hidden = network.apply(params, o, hidden, method=ActorCritic.policy)
-    action = dist_mode(env.discrete, dist)
+    action = dist_mode(env.discrete, mask_policy(dist, mask))
     if not env.discrete:
         action = jnp.clip(action, env.action_low, env.action_high)
     return action, hidden
@@ -1497,7 +1534,8 @@ def evaluate(
 
     def step(c, step_key):
         state, obs, hidden, total, alive = c
-        action, hidden = deterministic_action(network, env, params, obs_stat, obs, hidden)
+        mask = legal_actions(env, state)
+        action, hidden = deterministic_action(network, env, params, obs_stat, obs, hidden, mask)
         out = jax.vmap(env.step)(jax.random.split(step_key, num_episodes), state, action)
         # The game's raw score until the game ends (not a lost life; Step.score, episode_end).
         total = total + jnp.where(alive, out.reward if out.score is None else out.score, 0.0)
