@@ -13,7 +13,8 @@ true next observation before that reset, which is what a time-limit truncation b
 
 Names: a gymnax id (`"CartPole-v1"`), or `"brax:NAME"` / `"brax:NAME@BACKEND"` for brax (backend
 one of generalized, positional, spring, mjx; default positional, which is fast on a CPU), or
-`"ale:GAME"` / `"ale:GAME:sticky"` for a real Atari game through ale-py (purejaxppo/atari.py).
+`"ale:GAME"` / `"ale:GAME:sticky"` for a real Atari game through ale-py (purejaxppo/atari.py),
+`"jumanji:NAME"` for a jumanji task (purejaxppo/suites.py, its extra; action masks).
 
 Partially observable variants, for policies with memory (`core=gru`), are named `ID:VARIANT`:
 `CartPole-v1:positions-only` (cart position and pole angle; the velocities hidden),
@@ -35,6 +36,7 @@ import numpy as np
 
 from purejaxppo.atari import ALE_PREFIX
 from purejaxppo.ppo import Env, GymnaxEnv, Step, gymnax_env_names
+from purejaxppo.suites import JUMANJI_PREFIX
 
 BRAX_PREFIX = "brax:"
 BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
@@ -174,6 +176,10 @@ def make_env(env: str, **kwargs: Any) -> Env:
         from purejaxppo.atari import AleEnv
 
         return AleEnv(env)
+    if env.startswith(JUMANJI_PREFIX):
+        from purejaxppo.suites import JumanjiEnv
+
+        return JumanjiEnv(env[len(JUMANJI_PREFIX) :], **kwargs)
     if env.startswith(BRAX_PREFIX):
         name, backend = parse_brax_name(env)
         return BraxEnv(name, backend=backend, **kwargs)
@@ -200,6 +206,10 @@ def is_known_env(env: str) -> bool:
         except ValueError:
             return False
         return True
+    if env.startswith(JUMANJI_PREFIX):
+        from purejaxppo.suites import jumanji_names
+
+        return env[len(JUMANJI_PREFIX) :] in jumanji_names()  # MissingExtra without jumanji
     if env.startswith(BRAX_PREFIX):
         name, backend = parse_brax_name(env)
         return name in brax_env_names() and backend in BRAX_BACKENDS

@@ -17,6 +17,7 @@ import yaml
 from purejaxppo.atari import ALE_PREFIX
 from purejaxppo.ppo import PRESETS as GYMNAX_PRESETS
 from purejaxppo.ppo import Config, HParams
+from purejaxppo.suites import JUMANJI_PREFIX
 
 # Continuous-control defaults for brax tasks: 10 epochs, Adam 3e-4, no entropy bonus, running
 # observation and reward normalization (on by default for continuous actions).
@@ -27,11 +28,24 @@ BRAX_DEFAULT: tuple[dict[str, Any], dict[str, Any]] = (
     dict(learning_rate=3e-4, ent_coef=0.0),
 )
 
+# jumanji tasks (one setting for all of them): the MinAtar default's shape (64 envs, a 64x64
+# ReLU MLP, 4 epochs x 8 minibatches) with 64-step rollouts, Adam 3e-3 annealed, no entropy
+# bonus. The learning rate was picked from 1e-3, 3e-3, 1e-2 on Knapsack-v1 (2 seeds x 300k
+# steps, 2026-12-06); not tuned further (BENCHMARKS.md, "jumanji").
+JUMANJI_DEFAULT: tuple[dict[str, Any], dict[str, Any]] = (
+    dict(
+        network="mlp", hidden_sizes=(64, 64), activation="relu", num_envs=64, num_steps=64,
+        total_timesteps=1_000_000, update_epochs=4, num_minibatches=8,
+    ),
+    dict(learning_rate=3e-3, ent_coef=0.0),
+)  # fmt: skip
+
 # Named presets that are an environment's shipped defaults: name -> env.
 ENV_DEFAULT_PRESETS = {
     "cartpole": "CartPole-v1",
     "pendulum": "Pendulum-v1",
     "brax-inverted-pendulum": "brax:inverted_pendulum",
+    "jumanji": "jumanji:Knapsack-v1",  # every jumanji: task starts from it
 }
 
 
@@ -39,6 +53,8 @@ def default_fields(env: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Config fields, HParams fields) the shipped defaults of `env` set; copies."""
     if env.startswith("brax:"):
         cfg, hp = BRAX_DEFAULT
+    elif env.startswith(JUMANJI_PREFIX):
+        cfg, hp = JUMANJI_DEFAULT
     elif env.startswith(ALE_PREFIX):
         _, cfg, hp = load_preset("atari")  # the paper's Atari settings, for every game
     else:

@@ -50,6 +50,7 @@ COMMANDS = {
     "pip install purejaxppo[render]": ("extra", "render"),
     "pip install purejaxppo[wandb]": ("extra", "wandb"),
     "pip install purejaxppo[atari]": ("extra", "atari"),
+    "pip install purejaxppo[jumanji]": ("extra", "jumanji"),
     "purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 "
     "--out runs/cartpole": ("run", SMALL_TRAIN),
     "purejaxppo train --config pendulum --num-seeds 8 --out runs/pendulum": ("run", SMALL_TRAIN),
@@ -228,9 +229,12 @@ def test_python_blocks_parse_and_shrink():
 
 def test_make_targets():
     # make test runs the whole suite: no marker filter, so notebooks and README tests run in CI.
-    assert make_dry_run("test").strip().endswith("/python -m pytest -q --durations=10")
+    # Two test processes by default (CI has 2 cores), TEST_JOBS=N for another count.
+    whole = make_dry_run("test").strip()
+    assert whole.endswith("/python -m pytest -q --durations=10 -n 2 --dist worksteal"), whole
     fast = make_dry_run("test-fast").strip()
-    assert fast.endswith('/python -m pytest -q -m "not slow and not integration"')
+    assert fast.endswith('/python -m pytest -q -n 2 -m "not slow and not integration"'), fast
+    assert make_dry_run("test", "TEST_JOBS=4").strip().endswith("-n 4 --dist worksteal")
     train = make_dry_run("train").strip()
     assert re.fullmatch(
         r"\S+/purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 "
@@ -255,7 +259,7 @@ def test_pip_extras_exist():
     for name in wanted:
         deps = [r.split(";")[0] for r in requires if re.search(rf"extra == .{name}.", r)]
         assert deps, f"README installs the extra {name!r}; the package declares none"
-    assert wanted == {"render", "wandb", "atari"}
+    assert wanted == {"render", "wandb", "atari", "jumanji"}
     assert any(re.search(r"ale-py\[xla\].*extra == .atari.", r) for r in requires)
     assert any(re.search(r"pygame.*extra == .render.", r) for r in requires)
     assert any(re.search(r"wandb.*extra == .wandb.", r) for r in requires)

@@ -1,0 +1,151 @@
+"""The newer JAX suites through their adapters (purejaxppo/suites.py): how fast, and what a
+short run learns against a random policy.
+
+    python benchmarks/suites.py --part speed
+        per task, in one process: env steps/s of the adapter alone (a uniformly random legal
+        action each step, in a jitted scan through the same vmapped one-environment interface
+        the trainer uses) and of training with the task's preset (one seed), compile apart
+    python benchmarks/suites.py --part learn --steps 500000 --seeds 4
+        per task: `purejaxppo train` with its preset on fresh seeds, the final return (the last
+        5% of updates) with a bootstrap interval, beside the random legal policy's mean return
+        over 1024 episodes
+
+Results go to results/suites.json (each part keeps the other's entries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+from throughput import machine, save  # noqa: E402
+
+TASKS = ("jumanji:Snake-v1", "jumanji:Knapsack-v1")
+
+
+def random_legal(env, num_envs: int, steps: int):
+    """A jitted scan of `steps` steps of `num_envs` envs taking a uniformly random legal action
+    (all actions legal without a mask); returns (returns of finished episodes summed, count)."""
+    import jax
+    import jax.numpy as jnp
+
+    from purejaxppo.ppo import legal_actions
+
+    def run(key):
+        reset_key, key = jax.random.split(key)
+        obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
+
+        def step(c, k):
+            state, ret, total, count = c
+            act_key, env_key = jax.random.split(k)
+            mask = legal_actions(env, state)
+            logits = jnp.zeros((num_envs, env.action_dim))
+            if mask is not None:
+                logits = jnp.where(mask, logits, -jnp.inf)
+            action = jax.random.categorical(act_key, logits)
+            out = jax.vmap(env.step)(jax.random.split(env_key, num_envs), state, action)
+            ret = ret + out.reward
+            done = out.terminated | out.truncated
+            total = total + jnp.sum(jnp.where(done, ret, 0.0))
+            count = count + jnp.sum(done)
+            return (out.state, jnp.where(done, 0.0, ret), total, count), None
+
+        init = (state, jnp.zeros(num_envs), jnp.float32(0), jnp.int32(0))
+        (_, _, total, count), _ = jax.lax.scan(step, init, jax.random.split(key, steps))
+        return total, count
+
+    return jax.jit(run)
+
+
+def adapter_speed(task: str, num_envs: int = 64, steps: int = 200) -> dict:
+    import jax
+
+    from purejaxppo.envs import make_env
+
+    run = random_legal(make_env(task), num_envs, steps)
+    t0 = time.perf_counter()
+    jax.block_until_ready(run(jax.random.key(0)))
+    first = time.perf_counter() - t0
+    times = []
+    for i in range(3):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(jax.random.key(i + 1)))
+        times.append(time.perf_counter() - t0)
+    return {
+        "num_envs": num_envs,
+        "steps": steps,
+        "env_steps_per_second": round(num_envs * steps / min(times)),
+        "compile_and_first_run_seconds": round(first, 2),
+    }
+
+
+def random_return(task: str, episodes: int = 1024) -> float:
+    """Mean return of the random legal policy over at least `episodes` finished episodes."""
+    import jax
+
+    from purejaxppo.envs import make_env
+
+    env = make_env(task)
+    run = random_legal(env, 256, 200)
+    total, count, key = 0.0, 0, jax.random.key(7)
+    while count < episodes:
+        key, k = jax.random.split(key)
+        t, c = run(k)
+        total, count = total + float(t), count + int(c)
+    return round(total / count, 3)
+
+
+def train(task: str, steps: int, seeds: int, out: Path, seed: int) -> dict:
+    cmd = [sys.executable, "-m", "purejaxppo.cli", "train", "--env", task,
+           "--num-seeds", str(seeds), "--seed", str(seed), "--total-timesteps", str(steps),
+           "--out", str(out)]  # fmt: skip
+    if (out / "summary.json").exists():
+        cmd = [sys.executable, "-m", "purejaxppo.cli", "train", "--resume", str(out)]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    keep = ("env", "num_seeds", "total_timesteps", "compile_seconds", "run_seconds",
+            "steps_per_second", "final_return", "final_return_mean", "intervals")  # fmt: skip
+    return {"wall_seconds": round(time.time() - t0, 1), **{k: summary.get(k) for k in keep}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("speed", "learn"), required=True)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--steps", type=int, default=500_000, help="env steps per seed")
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1000, help="first seed (fresh seeds)")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "suites"))
+    args = parser.parse_args()
+    path = RESULTS / "suites.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["machine"] = machine()
+    for task in args.tasks:
+        row = data.setdefault(task, {})
+        if args.part == "speed":
+            row["adapter"] = adapter_speed(task)
+            run = train(task, 8192, 1, Path(args.runs) / f"speed-{task}", 0)
+            speed = ("compile_seconds", "run_seconds", "steps_per_second")
+            row["training_one_seed"] = {k: run[k] for k in speed}
+        else:
+            row["random_policy_return"] = random_return(task)
+            out = Path(args.runs) / f"learn-{task}-{args.steps}-seeds{args.seeds}"
+            row["learning"] = train(task, args.steps, args.seeds, out, args.seed)
+        print(json.dumps({task: row}), flush=True)
+        save("suites", data)
+
+
+if __name__ == "__main__":
+    main()
