@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/cartpole-$(shell date +%Y%m%d-%H%M%S)
 ARGS ?=
+# Test processes (pytest-xdist): CI's machine has 2 cores; each process holds 1-2 GiB.
+TEST_JOBS ?= 2
 
 .PHONY: install train test test-fast lint notebooks clean
 
@@ -15,19 +17,20 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,atari]"
+	$(BIN)/python -m pip install --quiet -e ".[test,atari,jumanji]"
 	touch $@
 
 train: install
 	$(BIN)/purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 --out $(OUT) $(ARGS)
 
-# One run, ordered unit -> integration -> slow (learning) tests; see tests/conftest.py.
+# One run over TEST_JOBS processes, each taking tests in the order unit -> integration -> slow
+# (learning) and stealing from the other when idle; see tests/conftest.py.
 test: install
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q --durations=10 -n $(TEST_JOBS) --dist worksteal
 
 # Pure-function unit tests only (no trainer compiles), for a quick loop while editing.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not integration"
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m "not slow and not integration"
 
 lint: install
 	$(BIN)/ruff check purejaxppo tests benchmarks notebooks
