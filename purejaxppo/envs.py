@@ -207,9 +207,15 @@ def is_known_env(env: str) -> bool:
             return False
         return True
     if env.startswith(JUMANJI_PREFIX):
-        from purejaxppo.suites import jumanji_names
+        from purejaxppo.suites import JumanjiEnv, MissingExtra
 
-        return env[len(JUMANJI_PREFIX) :] in jumanji_names()  # MissingExtra without jumanji
+        try:
+            JumanjiEnv(env[len(JUMANJI_PREFIX) :])  # a known task the adapter takes
+        except MissingExtra:
+            raise
+        except ValueError:
+            return False
+        return True
     if env.startswith(BRAX_PREFIX):
         name, backend = parse_brax_name(env)
         return name in brax_env_names() and backend in BRAX_BACKENDS

@@ -94,7 +94,7 @@ class JumanjiEnv:
         if not hasattr(spec, "num_values") or np.shape(spec.num_values) != ():
             raise ValueError(
                 f"{full}: the adapter takes tasks with one discrete action per step; "
-                f"this one's action spec is {spec}"
+                f"{name}'s action is a {type(spec).__name__} of shape {tuple(spec.shape)}"
             )
         self.discrete = True
         self.action_dim = int(spec.num_values)

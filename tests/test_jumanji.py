@@ -36,11 +36,16 @@ jumanji = pytest.importorskip("jumanji")
 from purejaxppo.suites import JumanjiEnv, flat_observation  # noqa: E402
 
 
-def test_unknown_tasks_are_refused_in_one_line(tmp_path, capsys):
+def test_unknown_and_unsupported_tasks_are_refused_in_one_line(tmp_path, capsys):
     assert cli(["train", "--env", "jumanji:NoSuchTask-v0", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "unknown jumanji environment 'NoSuchTask-v0'" in err and err.count("\n") == 1, err
     assert "Snake-v1" in err  # the known ones listed
+    # A task whose action is several numbers (BinPack: an empty space and an item).
+    assert cli(["train", "--env", "jumanji:BinPack-v2", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "one discrete action per step" in err, err
+    assert "MultiDiscreteArray of shape (2,)" in err
     assert not (tmp_path / "x").exists()
 
 
