@@ -404,6 +404,73 @@ def atari_section(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def suites_section(data: dict[str, Any]) -> list[str]:
+    """benchmarks/suites.py: the newer suites' adapters, speed and a short learning run."""
+    tasks = [k for k in data if ":" in k]  # suite:NAME
+    lines = [
+        "## jumanji tasks through the adapter (`jumanji:NAME`, action masks)",
+        "",
+        *([machine_line(data["machine"])] if "machine" in data else []),
+        "`python benchmarks/suites.py --part speed`: env steps/s of the adapter alone (64 "
+        "environments, a uniformly random legal action each step, in a jitted scan through the "
+        "vmapped one-environment interface the trainer uses; best of 3) and of training with the "
+        "`jumanji` preset (one seed, 64 environments) through `purejaxppo train`, in one process "
+        "per task, compile apart.",
+        "",
+        "| task | adapter alone, env steps/s | compile + first run s | training, env steps/s "
+        "| training compile s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for task in tasks:
+        row = data[task]
+        if "adapter" not in row:
+            continue
+        a, t = row["adapter"], row["training_one_seed"]
+        lines.append(
+            f"| `{task}` | {a['env_steps_per_second']:,} | {a['compile_and_first_run_seconds']} "
+            f"| {t['steps_per_second']:,.0f} | {t['compile_seconds']:.1f} |"
+        )
+    learned = [t for t in tasks if "learning" in data[t]]
+    if learned:
+        lines += [
+            "",
+            "`python benchmarks/suites.py --part learn`: the `jumanji` preset through "
+            "`purejaxppo train` on fresh seeds; final return = mean return of the episodes "
+            "ending in the last 5% of updates, IQM over seeds with a 95% bootstrap interval; "
+            "the random legal policy's mean return over 1024 whole episodes (the first episode of "
+            "each of 1024 environments).",
+            "",
+            "| task | seeds x steps | random legal policy | final return IQM [95% CI] | "
+            "per seed | wall min |",
+            "|---|---|---:|---|---|---:|",
+        ]
+        for task in learned:
+            r = data[task]["learning"]
+            ps = r["per_setting"][0]
+            ci = "no episode ended in the window"
+            if ps["final_return_iqm"] is not None:
+                lo, hi = ps["final_return_iqm_ci"]
+                ci = f"{ps['final_return_iqm']:.2f} [{lo:.2f}, {hi:.2f}]"
+            seeds = ", ".join("-" if v is None else f"{v:.2f}" for v in r["final_return"][0])
+            lines.append(
+                f"| `{task}` | {r['num_seeds']} x {r['total_timesteps']:,} | "
+                f"{data[task]['random_policy_return']} | {ci} | {seeds} | "
+                f"{r['wall_seconds'] / 60:.1f} |"
+            )
+    for line in data.get("reading", []):
+        lines += ["", line]
+    choice = data.get("learning_rate_choice")
+    if choice:
+        lines += ["", choice["how"], "", "| learning rate | final return IQM [95% CI] |",
+                  "|---:|---|"]  # fmt: skip
+        for row in choice["per_setting"]:
+            lo, hi = row["final_return_iqm_ci"]
+            lines.append(
+                f"| {row['learning_rate']} | {row['final_return_iqm']:.2f} [{lo:.2f}, {hi:.2f}] |"
+            )
+    return lines + [""]
+
+
 def devices_section(data: dict[str, Any]) -> list[str]:
     out = [
         "## Every core by default (default command vs `--devices 1`)",
@@ -568,8 +635,9 @@ def write_report() -> Path:
         "`python benchmarks/algorithms.py --part atari|mujoco` (PPO vs A2C, VPG, TRPO),",
         "`python benchmarks/stats_cost.py` (what the interval statistics cost),",
         "`python benchmarks/update_cost.py` (what PPO's update costs over the bare passes),",
-        "`python benchmarks/tune.py` (each family's defaults chosen by our own sweeps) and",
-        "`python benchmarks/atari.py --part speed|learn` (real Atari through ale-py);",
+        "`python benchmarks/tune.py` (each family's defaults chosen by our own sweeps),",
+        "`python benchmarks/atari.py --part speed|learn` (real Atari through ale-py) and",
+        "`python benchmarks/suites.py --part speed|learn` (jumanji tasks, action masks);",
         "each rebuilds this file from `benchmarks/results/`. Absolute figures drift on shared",
         "machines; the ratios are measured within one process.",
         "",
@@ -589,6 +657,7 @@ def write_report() -> Path:
         ("algorithms_mujoco", algorithms_section),
         ("stats_cost", stats_cost_section),
         ("atari_speed", atari_section),
+        ("suites", suites_section),
     ]:
         data = load(name)
         if data is not None:

@@ -8,7 +8,7 @@ short run learns against a random policy.
     python benchmarks/suites.py --part learn --steps 500000 --seeds 4
         per task: `purejaxppo train` with its preset on fresh seeds, the final return (the last
         5% of updates) with a bootstrap interval, beside the random legal policy's mean return
-        over 1024 episodes
+        over 1024 whole episodes (the first of each of 1024 environments)
 
 Results go to results/suites.json (each part keeps the other's entries).
 """
@@ -89,19 +89,44 @@ def adapter_speed(task: str, num_envs: int = 64, steps: int = 200) -> dict:
 
 
 def random_return(task: str, episodes: int = 1024) -> float:
-    """Mean return of the random legal policy over at least `episodes` finished episodes."""
+    """Mean return of the random legal policy over `episodes` whole episodes: the first episode
+    of each of `episodes` environments, every one of which ends within max_episode_steps (the
+    first episode of each is a fair draw; a run of fixed length would favour short ones)."""
     import jax
+    import jax.numpy as jnp
 
     from purejaxppo.envs import make_env
+    from purejaxppo.ppo import legal_actions
 
     env = make_env(task)
-    run = random_legal(env, 256, 200)
-    total, count, key = 0.0, 0, jax.random.key(7)
-    while count < episodes:
-        key, k = jax.random.split(key)
-        t, c = run(k)
-        total, count = total + float(t), count + int(c)
-    return round(total / count, 3)
+
+    def run(key):
+        reset_key, key = jax.random.split(key)
+        _, state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
+
+        def step(c, k):
+            state, ret, first, ended = c
+            act_key, env_key = jax.random.split(k)
+            mask = legal_actions(env, state)
+            logits = jnp.zeros((episodes, env.action_dim))
+            if mask is not None:
+                logits = jnp.where(mask, logits, -jnp.inf)
+            action = jax.random.categorical(act_key, logits)
+            out = jax.vmap(env.step)(jax.random.split(env_key, episodes), state, action)
+            ret = ret + jnp.where(ended, 0.0, out.reward)
+            done = out.terminated | out.truncated
+            first = jnp.where(done & ~ended, ret, first)
+            return (out.state, ret, first, ended | done), None
+
+        zeros = jnp.zeros(episodes)
+        init = (state, zeros, zeros, jnp.zeros(episodes, jnp.bool_))
+        steps = jax.random.split(key, env.max_episode_steps)
+        (_, _, first, ended), _ = jax.lax.scan(step, init, steps)
+        return first, ended
+
+    first, ended = jax.jit(run)(jax.random.key(7))
+    assert bool(ended.all()), "an episode outlived max_episode_steps"
+    return round(float(first.mean()), 3)
 
 
 def train(task: str, steps: int, seeds: int, out: Path, seed: int) -> dict:
@@ -116,7 +141,7 @@ def train(task: str, steps: int, seeds: int, out: Path, seed: int) -> dict:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
     keep = ("env", "num_seeds", "total_timesteps", "compile_seconds", "run_seconds",
-            "steps_per_second", "final_return", "final_return_mean", "intervals")  # fmt: skip
+            "steps_per_second", "final_return", "final_return_mean", "per_setting")  # fmt: skip
     return {"wall_seconds": round(time.time() - t0, 1), **{k: summary.get(k) for k in keep}}
 
 
@@ -136,7 +161,7 @@ def main() -> None:
         row = data.setdefault(task, {})
         if args.part == "speed":
             row["adapter"] = adapter_speed(task)
-            run = train(task, 8192, 1, Path(args.runs) / f"speed-{task}", 0)
+            run = train(task, 65536, 1, Path(args.runs) / f"speed-{task}", 0)
             speed = ("compile_seconds", "run_seconds", "steps_per_second")
             row["training_one_seed"] = {k: run[k] for k in speed}
         else:

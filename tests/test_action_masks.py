@@ -203,6 +203,7 @@ def networks():
     return net4, params, net3, params3
 
 
+@pytest.mark.integration  # seconds each: the losses and their gradients run op by op
 @pytest.mark.parametrize("objective", [o for o in OBJECTIVES if o != "trpo"])
 def test_every_objective_on_a_masked_batch_equals_the_restricted_policy(objective):
     cfg = config(objective=objective, norm_adv=True, clip_vloss=True)
@@ -222,6 +223,7 @@ def test_every_objective_on_a_masked_batch_equals_the_restricted_policy(objectiv
     assert np.abs(head["kernel"][:, :3]).sum() > 0
 
 
+@pytest.mark.integration
 def test_trpo_step_on_a_masked_batch_equals_the_restricted_policy():
     cfg = config(objective="trpo", norm_adv=True)
     net4, params4, net3, params3 = networks()
