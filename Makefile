@@ -28,9 +28,10 @@ train: install
 test: install
 	$(BIN)/python -m pytest -q --durations=10 -n $(TEST_JOBS) --dist worksteal
 
-# Pure-function unit tests only (no trainer compiles), for a quick loop while editing.
+# Pure-function unit tests only (no trainer compiles), for a quick loop while editing; a test
+# file stays in one process (its module fixtures are built once).
 test-fast: install
-	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m "not slow and not integration"
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow and not integration"
 
 lint: install
 	$(BIN)/ruff check purejaxppo tests benchmarks notebooks

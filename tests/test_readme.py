@@ -233,7 +233,9 @@ def test_make_targets():
     whole = make_dry_run("test").strip()
     assert whole.endswith("/python -m pytest -q --durations=10 -n 2 --dist worksteal"), whole
     fast = make_dry_run("test-fast").strip()
-    assert fast.endswith('/python -m pytest -q -n 2 -m "not slow and not integration"'), fast
+    assert fast.endswith(
+        '/python -m pytest -q -n 2 --dist loadfile -m "not slow and not integration"'
+    ), fast
     assert make_dry_run("test", "TEST_JOBS=4").strip().endswith("-n 4 --dist worksteal")
     train = make_dry_run("train").strip()
     assert re.fullmatch(
