@@ -32,13 +32,26 @@ from throughput import machine, save  # noqa: E402
 TASKS = ("jumanji:Snake-v1", "jumanji:Knapsack-v1")
 
 
+def random_legal_action(env, state, key, n: int):
+    """A uniformly random legal action for each of a batch of n states (any action where the
+    env has no mask)."""
+    import jax
+    import jax.numpy as jnp
+
+    from purejaxppo.ppo import legal_actions
+
+    mask = legal_actions(env, state)
+    logits = jnp.zeros((n, env.action_dim))
+    if mask is not None:
+        logits = jnp.where(mask, logits, -jnp.inf)
+    return jax.random.categorical(key, logits)
+
+
 def random_legal(env, num_envs: int, steps: int):
     """A jitted scan of `steps` steps of `num_envs` envs taking a uniformly random legal action
     (all actions legal without a mask); returns (returns of finished episodes summed, count)."""
     import jax
     import jax.numpy as jnp
-
-    from purejaxppo.ppo import legal_actions
 
     def run(key):
         reset_key, key = jax.random.split(key)
@@ -47,11 +60,7 @@ def random_legal(env, num_envs: int, steps: int):
         def step(c, k):
             state, ret, total, count = c
             act_key, env_key = jax.random.split(k)
-            mask = legal_actions(env, state)
-            logits = jnp.zeros((num_envs, env.action_dim))
-            if mask is not None:
-                logits = jnp.where(mask, logits, -jnp.inf)
-            action = jax.random.categorical(act_key, logits)
+            action = random_legal_action(env, state, act_key, num_envs)
             out = jax.vmap(env.step)(jax.random.split(env_key, num_envs), state, action)
             ret = ret + out.reward
             done = out.terminated | out.truncated
@@ -96,7 +105,6 @@ def random_return(task: str, episodes: int = 1024) -> float:
     import jax.numpy as jnp
 
     from purejaxppo.envs import make_env
-    from purejaxppo.ppo import legal_actions
 
     env = make_env(task)
 
@@ -107,11 +115,7 @@ def random_return(task: str, episodes: int = 1024) -> float:
         def step(c, k):
             state, ret, first, ended = c
             act_key, env_key = jax.random.split(k)
-            mask = legal_actions(env, state)
-            logits = jnp.zeros((episodes, env.action_dim))
-            if mask is not None:
-                logits = jnp.where(mask, logits, -jnp.inf)
-            action = jax.random.categorical(act_key, logits)
+            action = random_legal_action(env, state, act_key, episodes)
             out = jax.vmap(env.step)(jax.random.split(env_key, episodes), state, action)
             ret = ret + jnp.where(ended, 0.0, out.reward)
             done = out.terminated | out.truncated

@@ -73,11 +73,6 @@ class JumanjiState(NamedTuple):
     time: jax.Array  # int32 steps into the running episode (the adapter's time limit)
 
 
-def jumanji_names() -> list[str]:
-    jumanji = import_suite("jumanji", "jumanji", JUMANJI_PREFIX + "NAME")
-    return sorted(jumanji.registered_environments())
-
-
 class JumanjiEnv:
     """A jumanji task (one discrete action per step) as an Env: auto-reset, terminated and
     truncated kept apart, observations by the module's rule."""
