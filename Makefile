@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,atari,jumanji]"
+	$(BIN)/python -m pip install --quiet -e ".[test,atari,jumanji,craftax,xminigrid,playground]"
 	touch $@
 
 train: install

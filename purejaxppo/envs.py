@@ -14,7 +14,8 @@ true next observation before that reset, which is what a time-limit truncation b
 Names: a gymnax id (`"CartPole-v1"`), or `"brax:NAME"` / `"brax:NAME@BACKEND"` for brax (backend
 one of generalized, positional, spring, mjx; default positional, which is fast on a CPU), or
 `"ale:GAME"` / `"ale:GAME:sticky"` for a real Atari game through ale-py (purejaxppo/atari.py),
-`"jumanji:NAME"` for a jumanji task (purejaxppo/suites.py, its extra; action masks).
+`"jumanji:NAME"`, `"craftax:NAME"`, `"xminigrid:NAME"` and `"playground:NAME"` for the suites of
+purejaxppo/suites.py (each in its extra; jumanji's action masks).
 
 Partially observable variants, for policies with memory (`core=gru`), are named `ID:VARIANT`:
 `CartPole-v1:positions-only` (cart position and pole angle; the velocities hidden),
@@ -36,7 +37,7 @@ import numpy as np
 
 from purejaxppo.atari import ALE_PREFIX
 from purejaxppo.ppo import Env, GymnaxEnv, Step, gymnax_env_names
-from purejaxppo.suites import JUMANJI_PREFIX
+from purejaxppo.suites import SUITE_PREFIXES
 
 BRAX_PREFIX = "brax:"
 BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
@@ -176,10 +177,10 @@ def make_env(env: str, **kwargs: Any) -> Env:
         from purejaxppo.atari import AleEnv
 
         return AleEnv(env)
-    if env.startswith(JUMANJI_PREFIX):
-        from purejaxppo.suites import JumanjiEnv
+    if env.startswith(SUITE_PREFIXES):
+        from purejaxppo.suites import make_suite_env
 
-        return JumanjiEnv(env[len(JUMANJI_PREFIX) :], **kwargs)
+        return make_suite_env(env, **kwargs)
     if env.startswith(BRAX_PREFIX):
         name, backend = parse_brax_name(env)
         return BraxEnv(name, backend=backend, **kwargs)
@@ -206,11 +207,11 @@ def is_known_env(env: str) -> bool:
         except ValueError:
             return False
         return True
-    if env.startswith(JUMANJI_PREFIX):
-        from purejaxppo.suites import JumanjiEnv, MissingExtra
+    if env.startswith(SUITE_PREFIXES):
+        from purejaxppo.suites import MissingExtra, make_suite_env
 
         try:
-            JumanjiEnv(env[len(JUMANJI_PREFIX) :])  # a known task the adapter takes
+            make_suite_env(env)  # a known task the adapter takes
         except MissingExtra:
             raise
         except ValueError:

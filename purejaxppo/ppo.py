@@ -1526,7 +1526,9 @@ def evaluate(
     env: Env | None = None,
 ) -> jax.Array:
     """Run num_episodes episodes in parallel with the mean/argmax action; returns [num_episodes]
-    undiscounted returns. Observations are normalized with the trained statistics, frozen."""
+    undiscounted returns. Observations are normalized with the trained statistics, frozen. The
+    loop stops once every episode has ended (at most env.max_episode_steps steps): a game with a
+    long time limit costs what its episodes last."""
     env = GymnaxEnv(config.env) if env is None else env
     network = make_network(config, env)
     use_obs_norm, _ = resolve_normalization(config, env)
@@ -1547,9 +1549,17 @@ def evaluate(
     obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
     hidden = initial_hidden(config, (num_episodes,))  # carried through the episode
     init = (state, obs, hidden, jnp.zeros(num_episodes), jnp.ones(num_episodes, jnp.bool_))
-    (_, _, _, total, _), _ = jax.lax.scan(
-        step, init, jax.random.split(run_key, env.max_episode_steps)
-    )
+    keys = jax.random.split(run_key, env.max_episode_steps)
+
+    def more(c):
+        i, (*_, alive) = c
+        return (i < env.max_episode_steps) & alive.any()
+
+    def body(c):
+        i, carry = c
+        return i + 1, step(carry, keys[i])[0]
+
+    _, (_, _, _, total, _) = jax.lax.while_loop(more, body, (jnp.int32(0), init))
     return total
 
 

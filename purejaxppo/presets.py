@@ -17,7 +17,7 @@ import yaml
 from purejaxppo.atari import ALE_PREFIX
 from purejaxppo.ppo import PRESETS as GYMNAX_PRESETS
 from purejaxppo.ppo import Config, HParams
-from purejaxppo.suites import JUMANJI_PREFIX
+from purejaxppo.suites import CRAFTAX_PREFIX, JUMANJI_PREFIX, PLAYGROUND_PREFIX, XMINIGRID_PREFIX
 
 # Continuous-control defaults for brax tasks: 10 epochs, Adam 3e-4, no entropy bonus, running
 # observation and reward normalization (on by default for continuous actions).
@@ -40,19 +40,48 @@ JUMANJI_DEFAULT: tuple[dict[str, Any], dict[str, Any]] = (
     dict(learning_rate=3e-3, ent_coef=0.0),
 )  # fmt: skip
 
+# Craftax games: the Craftax paper's PPO baseline (a 3 x 512 tanh MLP, Adam 2e-4 annealed,
+# lambda 0.8, entropy 0.01, clip 0.2, gradient norm 1.0, 4 epochs x 8 minibatches of 64-step
+# rollouts) on 64 environments instead of its 1024, so that a 1M-step run on a small machine
+# makes 244 updates rather than 15.
+CRAFTAX_DEFAULT: tuple[dict[str, Any], dict[str, Any]] = (
+    dict(
+        network="mlp", hidden_sizes=(512, 512, 512), activation="tanh", num_envs=64,
+        num_steps=64, total_timesteps=1_000_000, update_epochs=4, num_minibatches=8,
+    ),
+    dict(learning_rate=2e-4, gae_lambda=0.8, ent_coef=0.01, max_grad_norm=1.0),
+)  # fmt: skip
+
+# XLand-MiniGrid: the jumanji preset's shape on the [V, V, 2] view flattened (64 envs x 64
+# steps, a 64x64 ReLU MLP, 4 x 8), Adam 1e-3 and entropy 0.01 as xminigrid's own PPO baseline.
+XMINIGRID_DEFAULT: tuple[dict[str, Any], dict[str, Any]] = (
+    dict(
+        network="mlp", hidden_sizes=(64, 64), activation="relu", num_envs=64, num_steps=64,
+        total_timesteps=1_000_000, update_epochs=4, num_minibatches=8,
+    ),
+    dict(learning_rate=1e-3, ent_coef=0.01),
+)  # fmt: skip
+
 # Named presets that are an environment's shipped defaults: name -> env.
 ENV_DEFAULT_PRESETS = {
     "cartpole": "CartPole-v1",
     "pendulum": "Pendulum-v1",
     "brax-inverted-pendulum": "brax:inverted_pendulum",
     "jumanji": "jumanji:Knapsack-v1",  # every jumanji: task starts from it
+    "craftax": "craftax:Craftax-Classic-Symbolic-v1",  # every craftax: game
+    "xminigrid": "xminigrid:MiniGrid-Empty-8x8",  # every xminigrid: task
+    "playground": "playground:CartpoleBalance",  # every playground: task (the brax defaults)
 }
 
 
 def default_fields(env: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Config fields, HParams fields) the shipped defaults of `env` set; copies."""
-    if env.startswith("brax:"):
+    if env.startswith(("brax:", PLAYGROUND_PREFIX)):
         cfg, hp = BRAX_DEFAULT
+    elif env.startswith(CRAFTAX_PREFIX):
+        cfg, hp = CRAFTAX_DEFAULT
+    elif env.startswith(XMINIGRID_PREFIX):
+        cfg, hp = XMINIGRID_DEFAULT
     elif env.startswith(JUMANJI_PREFIX):
         cfg, hp = JUMANJI_DEFAULT
     elif env.startswith(ALE_PREFIX):

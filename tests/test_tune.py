@@ -204,7 +204,10 @@ def test_a_finalist_keeps_every_traced_field_its_program_shares(tmp_path):
 def test_brax_family_has_table_1_tasks_on_the_objectives_backends():
     from benchmarks.objectives import PROTOCOLS
 
-    assert {t: b.backend for t, b in PROTOCOLS["full"].items()} == tune.BRAX_TASKS
+    # Every Table-1 task of the objectives protocol on its backend, but swimmer (its only
+    # backend, generalized, fails at the first step on jax 0.10: see tune.BRAX_TASKS).
+    full = {t: b.backend for t, b in PROTOCOLS["full"].items()}
+    assert full.pop("swimmer") == "generalized" and full == tune.BRAX_TASKS
     assert set(tune.BRAX.coarse_tasks) <= set(tune.BRAX.tasks)
 
 

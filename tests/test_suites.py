@@ -1,0 +1,225 @@
+"""Craftax, XLand-MiniGrid and MuJoCo Playground through their adapters (purejaxppo/suites.py),
+and the command line over every suite prefix: the install hint without an extra; unknown names;
+episode ends (terminations and truncations kept apart, auto-reset with the true final
+observation); XLand ruleset benchmarks from a file and a failed download; a run through
+`purejaxppo train`, resumed bit for bit from its checkpoint, then `purejaxppo eval`. Skipped
+only where an extra is missing (make test installs them all). The learning tests per suite are
+at the end (slow)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo.cli import main
+
+
+def cli(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+@pytest.mark.parametrize(
+    "env, module, extra",
+    [
+        ("craftax:Craftax-Classic-Symbolic-v1", "craftax.craftax_env", "craftax"),
+        ("xminigrid:MiniGrid-Empty-8x8", "xminigrid", "xminigrid"),
+        ("playground:CartpoleBalance", "mujoco_playground", "playground"),
+    ],
+)
+def test_without_the_extra_the_command_line_says_how_to_install_it(
+    env, module, extra, tmp_path, capsys, monkeypatch
+):
+    from purejaxppo.suites import make_suite_env
+
+    make_suite_env.cache_clear()
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    out = tmp_path / "run"
+    assert cli(["train", "--env", env, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"pip install 'purejaxppo[{extra}]'" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "env, says",
+    [
+        ("craftax:Craftax-Nope-v1", "unknown craftax environment 'Craftax-Nope-v1'"),
+        ("xminigrid:MiniGrid-Nope", "unknown xminigrid environment 'MiniGrid-Nope'"),
+        ("xminigrid:MiniGrid-Empty-8x8@trivial-21k", "only XLand-* grids take a ruleset"),
+        ("xminigrid:XLand-MiniGrid-R1-9x9@nope", "unknown ruleset benchmark 'nope'"),
+        ("playground:Nope", "unknown playground environment 'Nope'"),
+        ("playground:CartpoleBalance@cuda", "must be one of ('jax', 'warp')"),
+        ("jumanji:Snake-v1:unmasked-please", "unknown jumanji environment"),
+    ],
+)
+def test_unknown_names_are_refused_in_one_line(env, says, tmp_path, capsys):
+    pytest.importorskip({"cr": "craftax", "xm": "xminigrid", "pl": "mujoco_playground",
+                         "ju": "jumanji"}[env[:2]])  # fmt: skip
+    assert cli(["train", "--env", env, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def steps(env, actions, state):
+    outs = []
+    for i, a in enumerate(actions):
+        out = env.step(jax.random.key(100 + i), state, jnp.asarray(a))
+        outs.append(out)
+        state = out.state
+    return outs
+
+
+@pytest.mark.integration
+def test_craftax_death_terminates_and_its_time_limit_truncates():
+    pytest.importorskip("craftax")
+    from purejaxppo.suites import CraftaxEnv
+
+    env = CraftaxEnv("Craftax-Classic-Symbolic-v1")
+    assert (env.obs_shape, env.action_dim, env.max_episode_steps) == ((1345,), 17, 10_000)
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
+    _, state = reset(jax.random.key(0))
+    noop = jnp.int32(0)
+    out = step(jax.random.key(1), state, noop)
+    assert not bool(out.terminated | out.truncated) and int(out.state.timestep) == 1
+    dead = state.replace(player_health=jnp.asarray(-1, state.player_health.dtype))
+    out = step(jax.random.key(1), dead, noop)
+    assert bool(out.terminated) and not bool(out.truncated)
+    fresh_obs, _ = reset(jax.random.split(jax.random.key(1))[1])  # the step's reset key
+    np.testing.assert_array_equal(out.obs, fresh_obs)
+    assert int(out.state.timestep) == 0 and int(out.state.player_health) == 9
+    # The game's own time limit ends an episode as a truncation.
+    late = state.replace(timestep=jnp.asarray(9_999, jnp.int32))
+    out = step(jax.random.key(2), late, noop)
+    assert bool(out.truncated) and not bool(out.terminated) and int(out.state.timestep) == 0
+    assert not np.array_equal(out.obs, out.final_obs)
+
+
+@pytest.mark.integration
+def test_xminigrid_goal_terminates_time_limit_truncates_and_rulesets_come_from_a_file(
+    tmp_path, monkeypatch
+):
+    pytest.importorskip("xminigrid")
+    from xminigrid import benchmarks
+
+    from purejaxppo.suites import XMiniGridEnv
+
+    env = XMiniGridEnv("MiniGrid-Empty-5x5")
+    assert (env.obs_shape, env.action_dim, env.max_episode_steps) == ((7, 7, 2), 6, 100)
+    _, state = env.reset(jax.random.key(0))
+    # forward, forward, turn right, forward, forward: onto the goal in the far corner.
+    outs = steps(env, [0, 0, 1, 0, 0], state)
+    assert [bool(o.terminated) for o in outs] == [False] * 4 + [True]
+    assert not any(bool(o.truncated) for o in outs)
+    assert float(outs[-1].reward) == pytest.approx(1 - 0.9 * 5 / 100)  # xminigrid's reward
+    np.testing.assert_array_equal(outs[-1].state.timestep.state.agent.position, [1, 1])
+    env.params = env.params.replace(max_steps=3)  # its own limit is a truncation
+    outs = steps(env, [1, 1, 1], state)
+    assert [(bool(o.terminated), bool(o.truncated)) for o in outs][-1] == (False, True)
+
+    # A ruleset benchmark saved to a file: every reset draws one of its rulesets.
+    grid = XMiniGridEnv("XLand-MiniGrid-R1-9x9")
+    base = grid.params.ruleset
+    goals = np.stack([np.asarray(base.goal), np.asarray(base.goal)])
+    goals[1, 0] = 3  # a second, different goal
+    path = tmp_path / "two.pkl"
+    benchmarks.save_bz2_pickle(
+        {"goals": goals, "rules": np.stack([base.rules] * 2),
+         "init_tiles": np.stack([base.init_tiles] * 2), "num_rules": np.ones(2, np.int32)},
+        str(path),
+    )  # fmt: skip
+    env = XMiniGridEnv(f"XLand-MiniGrid-R1-9x9@{path}")
+    drawn = {int(env.reset(jax.random.key(k))[1].ruleset.goal[0]) for k in range(12)}
+    assert drawn == {int(goals[0, 0]), 3}
+    out = jax.jit(env.step)(jax.random.key(1), env.reset(jax.random.key(2))[1], jnp.int32(2))
+    assert out.state.ruleset.goal.shape == goals[0].shape
+
+    # A registered benchmark that cannot be downloaded: one line naming it and where it goes.
+    def offline(*args, **kwargs):
+        raise OSError("no network here")
+
+    monkeypatch.setattr(benchmarks, "DATA_PATH", str(tmp_path / "data"))
+    monkeypatch.setattr(benchmarks.urllib.request, "urlretrieve", offline)
+    with pytest.raises(ValueError, match=r"cannot load the ruleset benchmark 'trivial-21k' \("):
+        XMiniGridEnv("XLand-MiniGrid-R1-9x9@trivial-21k")
+
+
+@pytest.mark.integration
+def test_playground_time_limit_truncates_and_dict_observations_give_the_policys_state():
+    pytest.importorskip("mujoco_playground")
+    from purejaxppo.suites import PlaygroundEnv
+
+    env = PlaygroundEnv("CartpoleBalance")
+    assert (env.obs_shape, env.action_dim, env.max_episode_steps) == ((5,), 1, 1000)
+    assert not env.discrete and env.action_low.tolist() == [-1.0]
+    _, state = env.reset(jax.random.key(0))
+    env.max_episode_steps = 3
+    step = jax.jit(env.step)
+    outs, s = [], state
+    for i in range(4):
+        outs.append(step(jax.random.key(i), s, jnp.zeros(1)))
+        s = outs[-1].state
+    flags = [(bool(o.terminated), bool(o.truncated)) for o in outs]
+    assert flags == [(False, False), (False, False), (False, True), (False, False)]
+    assert int(outs[2].state.time) == 0 and float(outs[0].reward) > 0
+    # The task's reset after the truncation, from the step's key.
+    fresh_obs, _ = jax.jit(env.reset)(jax.random.key(2))
+    np.testing.assert_allclose(outs[2].obs, fresh_obs, rtol=1e-6)
+    # The observation rule: a dict's `state` entry is the policy's observation.
+    obs = {"privileged_state": jnp.ones(7), "state": jnp.arange(3.0)}
+    np.testing.assert_array_equal(PlaygroundEnv._obs(obs), [0, 1, 2])
+    np.testing.assert_array_equal(PlaygroundEnv._obs({"a": jnp.ones((2, 2)), "b": 1}), [1] * 5)
+
+
+@pytest.mark.integration
+def test_jumanji_unmasked_withholds_the_mask():
+    pytest.importorskip("jumanji")
+    from purejaxppo.suites import JumanjiEnv
+
+    env = JumanjiEnv("Knapsack-v1:unmasked")
+    assert not env.masked and not hasattr(env, "action_mask")
+    assert env.name == "jumanji:Knapsack-v1:unmasked" and env.obs_shape == (150,)
+
+
+# A run of each prefix through the command line, tiny: 4 envs x 8 steps x 4 updates.
+TINY = ["--set", "num_envs=4", "num_steps=8", "update_epochs=1", "num_minibatches=2",
+        "hidden_sizes=16,16", "--total-timesteps", "128", "--checkpoint-every", "2"]  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "env",
+    [
+        "craftax:Craftax-Classic-Symbolic-v1",
+        "xminigrid:MiniGrid-Empty-5x5",
+        "playground:CartpoleBalance",
+        "jumanji:Knapsack-v1",
+    ],
+)
+def test_each_prefix_trains_resumes_bit_for_bit_and_evaluates(env, tmp_path, capsys):
+    pytest.importorskip({"cr": "craftax", "xm": "xminigrid", "pl": "mujoco_playground",
+                         "ju": "jumanji"}[env[:2]])  # fmt: skip
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert cli(["train", "--env", env, "--num-seeds", "2", *TINY, "--out", str(full)]) == 0
+    # The same run stopped after update 2: its later checkpoint and summary gone.
+    shutil.copytree(full, part)
+    shutil.rmtree(part / "checkpoints" / "4")
+    (part / "summary.json").unlink()
+    assert cli(["train", "--resume", str(part)]) == 0
+    a, b = np.load(full / "metrics.npz"), np.load(part / "metrics.npz")
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert json.loads((part / "summary.json").read_text())["env"] == env
+    capsys.readouterr()
+    assert cli(["eval", str(full), "--episodes", "1"]) == 0
+    assert "return" in capsys.readouterr().out
