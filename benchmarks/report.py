@@ -408,14 +408,16 @@ def suites_section(data: dict[str, Any]) -> list[str]:
     """benchmarks/suites.py: the newer suites' adapters, speed and a short learning run."""
     tasks = [k for k in data if ":" in k]  # suite:NAME
     lines = [
-        "## jumanji tasks through the adapter (`jumanji:NAME`, action masks)",
+        "## The newer suites through their adapters (jumanji, Craftax, XLand-MiniGrid, "
+        "MuJoCo Playground)",
         "",
         *([machine_line(data["machine"])] if "machine" in data else []),
         "`python benchmarks/suites.py --part speed`: env steps/s of the adapter alone (64 "
         "environments, a uniformly random legal action each step, in a jitted scan through the "
-        "vmapped one-environment interface the trainer uses; best of 3) and of training with the "
-        "`jumanji` preset (one seed, 64 environments) through `purejaxppo train`, in one process "
-        "per task, compile apart.",
+        "vmapped one-environment interface the trainer uses; best of 3; continuous actions "
+        "uniform in their bounds) and of training with the suite's preset (one seed) through "
+        "`purejaxppo train`, in one process per task, compile apart (65,536 steps; Craftax "
+        "16,384 and CheetahRun 8,192, which run at hundreds of steps/s here).",
         "",
         "| task | adapter alone, env steps/s | compile + first run s | training, env steps/s "
         "| training compile s |",
@@ -434,11 +436,12 @@ def suites_section(data: dict[str, Any]) -> list[str]:
     if learned:
         lines += [
             "",
-            "`python benchmarks/suites.py --part learn`: the `jumanji` preset through "
-            "`purejaxppo train` on fresh seeds; final return = mean return of the episodes "
-            "ending in the last 5% of updates, IQM over seeds with a 95% bootstrap interval; "
-            "the random legal policy's mean return over 1024 whole episodes (the first episode of "
-            "each of 1024 environments).",
+            "`python benchmarks/suites.py --part learn`: each suite's preset through "
+            "`purejaxppo train` on fresh seeds (1000 on); final return = mean return of the "
+            "episodes ending in the last 5% of updates, IQM over seeds with a 95% bootstrap "
+            "interval; the random (legal) policy's mean return over whole episodes (the first "
+            "episode of each of 1024 environments, 64 for Craftax). `:unmasked` is the same task "
+            "with its action mask withheld: its random policy picks among all actions.",
             "",
             "| task | seeds x steps | random legal policy | final return IQM [95% CI] | "
             "per seed | wall min |",
@@ -457,6 +460,10 @@ def suites_section(data: dict[str, Any]) -> list[str]:
                 f"{data[task]['random_policy_return']} | {ci} | {seeds} | "
                 f"{r['wall_seconds'] / 60:.1f} |"
             )
+    published = data.get("published", [])
+    if published:
+        lines += ["", "Published figures beside these (their budgets, not ours):", ""]
+        lines += [f"- {line}" for line in published]
     for line in data.get("reading", []):
         lines += ["", line]
     choice = data.get("learning_rate_choice")
@@ -637,7 +644,8 @@ def write_report() -> Path:
         "`python benchmarks/update_cost.py` (what PPO's update costs over the bare passes),",
         "`python benchmarks/tune.py` (each family's defaults chosen by our own sweeps),",
         "`python benchmarks/atari.py --part speed|learn` (real Atari through ale-py) and",
-        "`python benchmarks/suites.py --part speed|learn` (jumanji tasks, action masks);",
+        "`python benchmarks/suites.py --part speed|learn` (jumanji, Craftax, XLand-MiniGrid, "
+        "Playground; action masks);",
         "each rebuilds this file from `benchmarks/results/`. Absolute figures drift on shared",
         "machines; the ratios are measured within one process.",
         "",

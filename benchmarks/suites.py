@@ -5,10 +5,11 @@ short run learns against a random policy.
         per task, in one process: env steps/s of the adapter alone (a uniformly random legal
         action each step, in a jitted scan through the same vmapped one-environment interface
         the trainer uses) and of training with the task's preset (one seed), compile apart
-    python benchmarks/suites.py --part learn --steps 500000 --seeds 4
-        per task: `purejaxppo train` with its preset on fresh seeds, the final return (the last
-        5% of updates) with a bootstrap interval, beside the random legal policy's mean return
-        over 1024 whole episodes (the first of each of 1024 environments)
+    python benchmarks/suites.py --part learn [--tasks ...] [--steps N --seeds S]
+        per task: `purejaxppo train` with its preset on fresh seeds (TASKS: each task's budget),
+        the final return (the last 5% of updates) with a bootstrap interval, beside the random
+        legal policy's mean return over 1024 whole episodes (the first of each of 1024
+        environments; 64 for Craftax)
 
 Results go to results/suites.json (each part keeps the other's entries).
 """
@@ -29,16 +30,41 @@ sys.path.insert(0, str(ROOT))
 
 from throughput import machine, save  # noqa: E402
 
-TASKS = ("jumanji:Snake-v1", "jumanji:Knapsack-v1")
+# Per task: the learning part's default budget (env steps per seed, seeds) and the random
+# policy's measurement (episodes, and the scan length that must see every one of them end:
+# Craftax's time limit is 10,000 steps, but random play dies within a few hundred).
+TASKS = {
+    "jumanji:Snake-v1": dict(steps=2_000_000, seeds=4),
+    "jumanji:Knapsack-v1": dict(steps=500_000, seeds=4),
+    "jumanji:Knapsack-v1:unmasked": dict(steps=500_000, seeds=4),
+    "craftax:Craftax-Classic-Symbolic-v1": dict(
+        steps=200_000, seeds=2, random_episodes=64, random_steps=2_000
+    ),
+    "xminigrid:MiniGrid-Empty-8x8": dict(steps=500_000, seeds=4),
+    "xminigrid:MiniGrid-DoorKey-5x5": dict(steps=500_000, seeds=4),
+    "playground:CartpoleBalance": dict(steps=500_000, seeds=4),
+}
+# Tasks whose learning this machine cannot afford: throughput only.
+SPEED_ONLY = ("craftax:Craftax-Classic-Pixels-v1", "playground:CheetahRun")
+# Training steps timed by --part speed where 65,536 would take many minutes on this CPU.
+SPEED_STEPS = {
+    "craftax:Craftax-Classic-Symbolic-v1": 16_384,
+    "craftax:Craftax-Classic-Pixels-v1": 16_384,
+    "playground:CheetahRun": 8_192,
+}
 
 
 def random_legal_action(env, state, key, n: int):
     """A uniformly random legal action for each of a batch of n states (any action where the
-    env has no mask)."""
+    env has no mask; uniform in the action bounds for continuous actions)."""
     import jax
     import jax.numpy as jnp
 
     from purejaxppo.ppo import legal_actions
+
+    if not env.discrete:
+        shape = (n, env.action_dim)
+        return jax.random.uniform(key, shape, minval=env.action_low, maxval=env.action_high)
 
     mask = legal_actions(env, state)
     logits = jnp.zeros((n, env.action_dim))
@@ -76,6 +102,8 @@ def random_legal(env, num_envs: int, steps: int):
 
 
 def adapter_speed(task: str, num_envs: int = 64, steps: int = 200) -> dict:
+    if task in SPEED_STEPS:
+        steps = 32  # a few hundred steps/s on this CPU
     import jax
 
     from purejaxppo.envs import make_env
@@ -97,10 +125,11 @@ def adapter_speed(task: str, num_envs: int = 64, steps: int = 200) -> dict:
     }
 
 
-def random_return(task: str, episodes: int = 1024) -> float:
+def random_return(task: str, episodes: int = 1024, steps: int | None = None) -> float:
     """Mean return of the random legal policy over `episodes` whole episodes: the first episode
-    of each of `episodes` environments, every one of which ends within max_episode_steps (the
-    first episode of each is a fair draw; a run of fixed length would favour short ones)."""
+    of each of `episodes` environments, every one of which ends within `steps` (default
+    max_episode_steps; the first episode of each is a fair draw; a run of fixed length would
+    favour short ones)."""
     import jax
     import jax.numpy as jnp
 
@@ -124,12 +153,12 @@ def random_return(task: str, episodes: int = 1024) -> float:
 
         zeros = jnp.zeros(episodes)
         init = (state, zeros, zeros, jnp.zeros(episodes, jnp.bool_))
-        steps = jax.random.split(key, env.max_episode_steps)
-        (_, _, first, ended), _ = jax.lax.scan(step, init, steps)
+        keys = jax.random.split(key, steps or env.max_episode_steps)
+        (_, _, first, ended), _ = jax.lax.scan(step, init, keys)
         return first, ended
 
     first, ended = jax.jit(run)(jax.random.key(7))
-    assert bool(ended.all()), "an episode outlived max_episode_steps"
+    assert bool(ended.all()), f"an episode outlived {steps or env.max_episode_steps} steps"
     return round(float(first.mean()), 3)
 
 
@@ -152,26 +181,36 @@ def train(task: str, steps: int, seeds: int, out: Path, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("speed", "learn"), required=True)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--steps", type=int, default=500_000, help="env steps per seed")
-    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--tasks", nargs="+", default=None, choices=[*TASKS, *SPEED_ONLY])
+    parser.add_argument("--steps", type=int, default=None, help="env steps per seed (TASKS)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per task (TASKS)")
     parser.add_argument("--seed", type=int, default=1000, help="first seed (fresh seeds)")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "suites"))
     args = parser.parse_args()
     path = RESULTS / "suites.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     data["machine"] = machine()
-    for task in args.tasks:
+    tasks = args.tasks or ([*TASKS, *SPEED_ONLY] if args.part == "speed" else list(TASKS))
+    for task in tasks:
         row = data.setdefault(task, {})
         if args.part == "speed":
             row["adapter"] = adapter_speed(task)
-            run = train(task, 65536, 1, Path(args.runs) / f"speed-{task}", 0)
+            # Craftax and a contact-rich Playground task run at a few hundred steps/s here: a
+            # few updates are enough to time them.
+            steps = SPEED_STEPS.get(task, 65_536)
+            run = train(task, steps, 1, Path(args.runs) / f"speed-{task}-{steps}", 0)
             speed = ("compile_seconds", "run_seconds", "steps_per_second")
-            row["training_one_seed"] = {k: run[k] for k in speed}
+            row["training_one_seed"] = {"steps": steps, **{k: run[k] for k in speed}}
         else:
-            row["random_policy_return"] = random_return(task)
-            out = Path(args.runs) / f"learn-{task}-{args.steps}-seeds{args.seeds}"
-            row["learning"] = train(task, args.steps, args.seeds, out, args.seed)
+            if task in SPEED_ONLY:
+                raise SystemExit(f"--part learn: {task} is measured for speed only")
+            plan = TASKS[task]
+            steps, seeds = args.steps or plan["steps"], args.seeds or plan["seeds"]
+            row["random_policy_return"] = random_return(
+                task, plan.get("random_episodes", 1024), plan.get("random_steps")
+            )
+            out = Path(args.runs) / f"learn-{task}-{steps}-seeds{seeds}"
+            row["learning"] = train(task, steps, seeds, out, args.seed)
         print(json.dumps({task: row}), flush=True)
         save("suites", data)
 

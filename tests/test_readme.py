@@ -51,6 +51,9 @@ COMMANDS = {
     "pip install purejaxppo[wandb]": ("extra", "wandb"),
     "pip install purejaxppo[atari]": ("extra", "atari"),
     "pip install purejaxppo[jumanji]": ("extra", "jumanji"),
+    "pip install purejaxppo[craftax]": ("extra", "craftax"),
+    "pip install purejaxppo[xminigrid]": ("extra", "xminigrid"),
+    "pip install purejaxppo[playground]": ("extra", "playground"),
     "purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 "
     "--out runs/cartpole": ("run", SMALL_TRAIN),
     "purejaxppo train --config pendulum --num-seeds 8 --out runs/pendulum": ("run", SMALL_TRAIN),
@@ -261,7 +264,10 @@ def test_pip_extras_exist():
     for name in wanted:
         deps = [r.split(";")[0] for r in requires if re.search(rf"extra == .{name}.", r)]
         assert deps, f"README installs the extra {name!r}; the package declares none"
-    assert wanted == {"render", "wandb", "atari", "jumanji"}
+    assert wanted == {"render", "wandb", "atari", "jumanji", "craftax", "xminigrid", "playground"}
+    assert any(re.search(r"craftax.*extra == .craftax.", r) for r in requires)
+    assert any(re.search(r"xminigrid.*extra == .xminigrid.", r) for r in requires)
+    assert any(re.search(r"playground.*extra == .playground.", r) for r in requires)
     assert any(re.search(r"ale-py\[xla\].*extra == .atari.", r) for r in requires)
     assert any(re.search(r"pygame.*extra == .render.", r) for r in requires)
     assert any(re.search(r"wandb.*extra == .wandb.", r) for r in requires)

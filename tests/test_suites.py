@@ -223,3 +223,39 @@ def test_each_prefix_trains_resumes_bit_for_bit_and_evaluates(env, tmp_path, cap
     capsys.readouterr()
     assert cli(["eval", str(full), "--episodes", "1"]) == 0
     assert "return" in capsys.readouterr().out
+
+
+# The random policy's mean return over whole episodes (benchmarks/suites.py random_return,
+# results/suites.json, 2026-12-06) and each suite's lean learning run: the suite's preset
+# through `purejaxppo train`, the fewest steps at which the last quarter of the updates is
+# clearly above both the random policy and the run's own first quarter.
+LEARNING = {
+    # env: (seeds, steps, random policy's return, margin, --set overrides)
+    "xminigrid:MiniGrid-Empty-8x8": (2, 120_000, 0.106, 0.3, []),
+    "playground:CartpoleBalance": (2, 600_000, 355.963, 200.0, []),
+    # Craftax steps at a few hundred env steps/s here: 16 envs, for 16 updates in 16k steps.
+    "craftax:Craftax-Classic-Symbolic-v1": (1, 16_384, 1.5, 0.5, ["--set", "num_envs=16"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", list(LEARNING))
+def test_each_suites_preset_learns_through_the_command_line(env, tmp_path):
+    pytest.importorskip({"cr": "craftax", "xm": "xminigrid", "pl": "mujoco_playground"}[env[:2]])
+    seeds, total, random, margin, extra = LEARNING[env]
+    out = tmp_path / "run"
+    argv = ["train", "--env", env, "--num-seeds", str(seeds), "--total-timesteps", str(total),
+            "--out", str(out), *extra]  # fmt: skip
+    assert cli(argv) == 0
+    metrics = np.load(out / "metrics.npz")
+    r, c = metrics["episode_return"][0], metrics["episodes"][0]  # [seed, update]
+    assert metrics["finite"].all()
+
+    def episode_mean(updates: slice) -> float:  # episode-weighted, over the seeds
+        w = c[:, updates]
+        return float(np.where(w > 0, np.nan_to_num(r[:, updates]) * w, 0.0).sum() / w.sum())
+
+    n = r.shape[1]
+    first, last = episode_mean(slice(0, n // 4)), episode_mean(slice(-n // 4, None))
+    print(f"{env} {seeds} seeds x {total}: first quarter {first:.3f}, last quarter {last:.3f}")
+    assert last >= random + margin and last >= first + margin
