@@ -234,7 +234,7 @@ LEARNING = {
     "xminigrid:MiniGrid-Empty-8x8": (2, 120_000, 0.106, 0.3, []),
     "playground:CartpoleBalance": (2, 600_000, 355.963, 200.0, []),
     # Craftax steps at a few hundred env steps/s here: 16 envs, for 16 updates in 16k steps.
-    "craftax:Craftax-Classic-Symbolic-v1": (1, 16_384, 1.5, 0.5, ["--set", "num_envs=16"]),
+    "craftax:Craftax-Classic-Symbolic-v1": (1, 16_384, 1.381, 0.5, ["--set", "num_envs=16"]),
 }
 
 
