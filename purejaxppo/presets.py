@@ -57,12 +57,9 @@ CRAFTAX_DEFAULT: tuple[dict[str, Any], dict[str, Any]] = (
 # one of lr {3e-4, 1e-3, 3e-3} x entropy {0.01, 0.03} that solved all 8 runs of Empty-8x8 and
 # DoorKey-5x5 (seeds 0-3 x 500k steps, 2026-12-06; BENCHMARKS.md) with the most entropy.
 XMINIGRID_DEFAULT: tuple[dict[str, Any], dict[str, Any]] = (
-    dict(
-        network="mlp", hidden_sizes=(64, 64), activation="relu", num_envs=64, num_steps=64,
-        total_timesteps=1_000_000, update_epochs=4, num_minibatches=8,
-    ),
+    JUMANJI_DEFAULT[0],
     dict(learning_rate=1e-3, ent_coef=0.03),
-)  # fmt: skip
+)
 
 # Named presets that are an environment's shipped defaults: name -> env.
 ENV_DEFAULT_PRESETS = {

@@ -1,8 +1,8 @@
 """jumanji tasks through the adapter (purejaxppo/suites.py): the install hint without the
 extra; the observation rule; auto-reset with the true final observation; terminations and
-truncations kept apart; the task's action mask routed to Env.action_mask; the jumanji preset
-learning Knapsack through the command line. Skipped only where the jumanji extra is missing
-(make test installs it)."""
+truncations kept apart; the task's action mask routed to Env.action_mask (the jumanji preset's
+learning test is with the other suites' in tests/test_suites.py). Skipped only where the jumanji
+extra is missing (make test installs it)."""
 
 from __future__ import annotations
 
@@ -109,31 +109,3 @@ def test_the_adapters_time_limit_is_a_truncation():
     # The truncated step's final observation is the third packing, the obs a fresh episode.
     assert np.asarray(outs[2].final_obs[100:103]).all()
     assert not np.asarray(outs[2].obs[100:]).any()
-
-
-# The random legal policy's mean return on Knapsack-v1 (benchmarks/suites.py random_return:
-# a uniform legal action each step, 1024 whole episodes, 2026-12-06).
-KNAPSACK_RANDOM = 13.488
-
-
-@pytest.mark.slow
-def test_the_jumanji_default_learns_knapsack_through_the_command_line_2_seeds(tmp_path):
-    # The jumanji preset at 150k of its 1M steps, run by `purejaxppo train`. Measured
-    # 2026-12-06 on one device: first quarter of the updates 13.56, last quarter 14.07 (final
-    # returns 14.15 and 14.13); at 300k steps 14.7-14.8.
-    out = tmp_path / "knapsack"
-    argv = ["train", "--env", "jumanji:Knapsack-v1", "--num-seeds", "2",
-            "--total-timesteps", "150000", "--out", str(out)]  # fmt: skip
-    assert cli(argv) == 0
-    metrics = np.load(out / "metrics.npz")
-    r, c = metrics["episode_return"][0], metrics["episodes"][0]  # [seed, update]
-    assert metrics["finite"].all()
-
-    def episode_mean(updates: slice) -> float:  # episode-weighted, over both seeds
-        w = c[:, updates]
-        return float(np.where(w > 0, np.nan_to_num(r[:, updates]) * w, 0.0).sum() / w.sum())
-
-    n = r.shape[1]
-    first, last = episode_mean(slice(0, n // 4)), episode_mean(slice(-n // 4, None))
-    print(f"Knapsack-v1 2 seeds x 150k: first quarter {first:.2f}, last quarter {last:.2f}")
-    assert last >= KNAPSACK_RANDOM + 0.3 and last >= first + 0.3
