@@ -38,7 +38,20 @@ def pytest_configure(config):
     # Tests that call the command line in this process run on one XLA CPU device, whichever
     # test starts JAX first (the command line would otherwise take one device per core).
     # Several devices are tested in subprocesses.
+    import os
+    from pathlib import Path
+
+    # A persistent XLA compilation cache for the session: many tests compile the same program
+    # again (a run and its resume, the README's commands, the same tiny trainer), and loading
+    # one is a fraction of compiling it. One folder per xdist process, so no two processes
+    # write one entry; set in the environment, so the command-line subprocesses share it.
+    # JAX_COMPILATION_CACHE_DIR set by the caller wins (an empty value turns it off).
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    cache = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-cache" / worker
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
     import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"] or None)
 
     from purejaxppo.ppo import chosen_cpu_devices
 
