@@ -73,6 +73,15 @@ def random_legal_action(env, state, key, n: int):
     return jax.random.categorical(key, logits)
 
 
+def random_step(env, state, key, n: int):
+    """One step of a batch of n envs, each taking a uniformly random legal action: the Step."""
+    import jax
+
+    act_key, env_key = jax.random.split(key)
+    action = random_legal_action(env, state, act_key, n)
+    return jax.vmap(env.step)(jax.random.split(env_key, n), state, action)
+
+
 def random_legal(env, num_envs: int, steps: int):
     """A jitted scan of `steps` steps of `num_envs` envs taking a uniformly random legal action
     (all actions legal without a mask); returns (returns of finished episodes summed, count)."""
@@ -85,9 +94,7 @@ def random_legal(env, num_envs: int, steps: int):
 
         def step(c, k):
             state, ret, total, count = c
-            act_key, env_key = jax.random.split(k)
-            action = random_legal_action(env, state, act_key, num_envs)
-            out = jax.vmap(env.step)(jax.random.split(env_key, num_envs), state, action)
+            out = random_step(env, state, k, num_envs)
             ret = ret + out.reward
             done = out.terminated | out.truncated
             total = total + jnp.sum(jnp.where(done, ret, 0.0))
@@ -143,9 +150,7 @@ def random_return(task: str, episodes: int = 1024, steps: int | None = None) -> 
 
         def step(c, k):
             state, ret, first, ended = c
-            act_key, env_key = jax.random.split(k)
-            action = random_legal_action(env, state, act_key, episodes)
-            out = jax.vmap(env.step)(jax.random.split(env_key, episodes), state, action)
+            out = random_step(env, state, k, episodes)
             ret = ret + jnp.where(ended, 0.0, out.reward)
             done = out.terminated | out.truncated
             first = jnp.where(done & ~ended, ret, first)
