@@ -1,10 +1,10 @@
 """Craftax, XLand-MiniGrid and MuJoCo Playground through their adapters (purejaxppo/suites.py),
 and the command line over every suite prefix: the install hint without an extra; unknown names;
 episode ends (terminations and truncations kept apart, auto-reset with the true final
-observation); XLand ruleset benchmarks from a file and a failed download; a run through
-`purejaxppo train`, resumed bit for bit from its checkpoint, then `purejaxppo eval`. Skipped
-only where an extra is missing (make test installs them all). The learning tests per suite are
-at the end (slow)."""
+observation); XLand ruleset benchmarks from a file and a failed download. At the end (slow),
+one run per suite through `purejaxppo train` with the suite's preset: it learns, resumes bit
+for bit from its checkpoint, and `purejaxppo eval` plays it. Skipped only where an extra is
+missing (make test installs them all)."""
 
 from __future__ import annotations
 
@@ -192,39 +192,6 @@ def test_jumanji_unmasked_withholds_the_mask():
 
 
 # A run of each prefix through the command line, tiny: 4 envs x 8 steps x 4 updates.
-TINY = ["--set", "num_envs=4", "num_steps=8", "update_epochs=1", "num_minibatches=2",
-        "hidden_sizes=16,16", "--total-timesteps", "128", "--checkpoint-every", "2"]  # fmt: skip
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize(
-    "env",
-    [
-        "craftax:Craftax-Classic-Symbolic-v1",
-        "xminigrid:MiniGrid-Empty-5x5",
-        "playground:CartpoleBalance",
-        "jumanji:Knapsack-v1",
-    ],
-)
-def test_each_prefix_trains_resumes_bit_for_bit_and_evaluates(env, tmp_path, capsys):
-    pytest.importorskip({"cr": "craftax", "xm": "xminigrid", "pl": "mujoco_playground",
-                         "ju": "jumanji"}[env[:2]])  # fmt: skip
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert cli(["train", "--env", env, "--num-seeds", "2", *TINY, "--out", str(full)]) == 0
-    # The same run stopped after update 2: its later checkpoint and summary gone.
-    shutil.copytree(full, part)
-    shutil.rmtree(part / "checkpoints" / "4")
-    (part / "summary.json").unlink()
-    assert cli(["train", "--resume", str(part)]) == 0
-    a, b = np.load(full / "metrics.npz"), np.load(part / "metrics.npz")
-    for k in a.files:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert json.loads((part / "summary.json").read_text())["env"] == env
-    capsys.readouterr()
-    assert cli(["eval", str(full), "--episodes", "1"]) == 0
-    assert "return" in capsys.readouterr().out
-
-
 # The random policy's mean return over whole episodes (benchmarks/suites.py random_return,
 # results/suites.json, 2026-12-06) and each suite's lean learning run: the suite's preset
 # through `purejaxppo train`, the fewest steps at which the last quarter of the updates is
@@ -237,29 +204,53 @@ LEARNING = {
     "xminigrid:MiniGrid-Empty-8x8": (2, 120_000, 0.106, 0.3, []),
     "playground:CartpoleBalance": (2, 600_000, 355.963, 200.0, []),
     # Craftax steps at a few hundred env steps/s here: 16 envs, for 16 updates in 16k steps.
-    "craftax:Craftax-Classic-Symbolic-v1": (1, 16_384, 1.381, 0.5, ["--set", "num_envs=16"]),
+    "craftax:Craftax-Classic-Symbolic-v1": (1, 16_384, 1.381, 0.5, ["num_envs=16"]),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("env", list(LEARNING))
-def test_each_suites_preset_learns_through_the_command_line(env, tmp_path):
+def test_each_suite_learns_resumes_bit_for_bit_and_evaluates_from_the_command_line(
+    env, tmp_path, capsys
+):
+    """One run per suite (each suite's compile is the larger part of its cost): the preset
+    learns; the same run stopped at its checkpoint one update before the end resumes to the
+    same metrics, every array equal; `purejaxppo eval` plays the trained policy."""
     pytest.importorskip({"cr": "craftax", "xm": "xminigrid", "pl": "mujoco_playground",
                          "ju": "jumanji"}[env[:2]])  # fmt: skip
-    seeds, total, random, margin, extra = LEARNING[env]
-    out = tmp_path / "run"
+    from purejaxppo.presets import defaults_for
+
+    seeds, total, random, margin, sets = LEARNING[env]
+    config, _ = defaults_for(env)
+    num_envs = int(dict(s.split("=") for s in sets).get("num_envs", config.num_envs))
+    updates = total // (num_envs * config.num_steps)
+    every = updates - 1  # checkpoints one update before the end, and at the end
+    full, part = tmp_path / "full", tmp_path / "part"
     argv = ["train", "--env", env, "--num-seeds", str(seeds), "--total-timesteps", str(total),
-            "--out", str(out), *extra]  # fmt: skip
-    assert cli(argv) == 0
-    metrics = np.load(out / "metrics.npz")
+            "--checkpoint-every", str(every), "--out", str(full)]  # fmt: skip
+    assert cli(argv + (["--set", *sets] if sets else [])) == 0
+    metrics = np.load(full / "metrics.npz")
     r, c = metrics["episode_return"][0], metrics["episodes"][0]  # [seed, update]
-    assert metrics["finite"].all()
+    assert metrics["finite"].all() and r.shape[1] == updates
 
-    def episode_mean(updates: slice) -> float:  # episode-weighted, over the seeds
-        w = c[:, updates]
-        return float(np.where(w > 0, np.nan_to_num(r[:, updates]) * w, 0.0).sum() / w.sum())
+    def episode_mean(window: slice) -> float:  # episode-weighted, over the seeds
+        w = c[:, window]
+        return float(np.where(w > 0, np.nan_to_num(r[:, window]) * w, 0.0).sum() / w.sum())
 
-    n = r.shape[1]
-    first, last = episode_mean(slice(0, n // 4)), episode_mean(slice(-n // 4, None))
-    print(f"{env} {seeds} seeds x {total}: first quarter {first:.3f}, last quarter {last:.3f}")
-    assert last >= random + margin and last >= first + margin
+    first, last = episode_mean(slice(0, updates // 4)), episode_mean(slice(-updates // 4, None))
+    said = f"{env} {seeds} seeds x {total}: first quarter {first:.3f}, last quarter {last:.3f}"
+    assert last >= random + margin and last >= first + margin, said
+
+    # The same run killed after update `every`: its last checkpoint and summary gone.
+    shutil.copytree(full, part)
+    assert sorted(int(p.name) for p in (part / "checkpoints").iterdir())[-2:] == [every, updates]
+    shutil.rmtree(part / "checkpoints" / str(updates))
+    (part / "summary.json").unlink()
+    assert cli(["train", "--resume", str(part)]) == 0
+    b = np.load(part / "metrics.npz")
+    for k in metrics.files:
+        np.testing.assert_array_equal(metrics[k], b[k], err_msg=k)
+    assert json.loads((part / "summary.json").read_text())["env"] == env
+    capsys.readouterr()
+    assert cli(["eval", str(full), "--episodes", "1"]) == 0
+    assert "return" in capsys.readouterr().out
