@@ -64,7 +64,7 @@ ACTIVATIONS = ("tanh", "relu")
 NETWORKS = ("mlp", "cnn", "nature_cnn", "minatar_cnn")
 
 
-CORES = ("none", "gru")
+CORES = ("none", "gru", "lstm")
 
 
 def _field(default: Any, doc: str) -> Any:
@@ -106,12 +106,20 @@ class Config:
     conv_channels: int = _field(16, "output channels of the minatar_cnn convolution")
     core: str = _field(
         "none",
-        "recurrent core between torso and heads: none, or gru (a policy with memory: the hidden "
-        "state is carried per environment and reset where an episode ends; minibatches become "
-        "groups of whole environment sequences, so num_minibatches must divide num_envs)",
+        "recurrent core between torso and heads: none, gru or lstm (a policy with memory: the "
+        "hidden state is carried per environment and reset where an episode ends; minibatches "
+        "become groups of sequences of seq_len steps, so num_minibatches must divide "
+        "num_envs * num_steps / seq_len)",
     )
     core_size: int = _field(
-        64, "gru: hidden state width (the mlp's separate actor and critic each get a gru)"
+        64, "gru, lstm: hidden state width (the mlp's separate actor and critic each get a core)"
+    )
+    seq_len: int = _field(
+        0,
+        "gru, lstm: the steps of one training sequence; 0 = the whole rollout (num_steps). A "
+        "shorter length cuts each environment's rollout into chunks that start from the hidden "
+        "state the rollout had there; gradients stop at chunk starts (truncated backpropagation "
+        "through time). Must divide num_steps",
     )
     adaptive_lr: bool = _field(
         False, "scale the step size from the measured KL vs kl_target (vanilla PG's adaptive step)"
@@ -135,6 +143,16 @@ class Config:
     @property
     def num_updates(self) -> int:
         return self.total_timesteps // self.batch_size
+
+    @property
+    def sequence_length(self) -> int:
+        """A recurrent core's training sequence: seq_len steps, or the whole rollout."""
+        return self.seq_len or self.num_steps
+
+    @property
+    def num_sequences(self) -> int:
+        """A recurrent core's training sequences per rollout: num_envs * num_steps / seq_len."""
+        return self.batch_size // self.sequence_length
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -554,11 +572,12 @@ class ActorCritic(nn.Module):
             self.critic_torso = MLPTorso(self.hidden_sizes, self.activation, ndim)
         else:
             self.torso = ConvTorso(self.conv_layers, CONV_TORSOS[self.network][1])
-        if self.core == "gru":
+        if self.core != "none":
+            cell = CORE_CELLS[self.core]
             if self.network == "mlp":
-                self.actor_core, self.critic_core = GRU(self.core_size), GRU(self.core_size)
+                self.actor_core, self.critic_core = cell(self.core_size), cell(self.core_size)
             else:
-                self.shared_core = GRU(self.core_size)
+                self.shared_core = cell(self.core_size)
         zeros = nn.initializers.zeros
         self.policy_head = nn.Dense(self.action_dim, kernel_init=zeros)
         self.value_head = nn.Dense(1, kernel_init=zeros)
@@ -592,10 +611,25 @@ class ActorCritic(nn.Module):
         if self.core == "none":
             return feats, hidden
         if self.network == "mlp":
-            h_pi, h_v = self.actor_core(hidden[0], feats[0]), self.critic_core(hidden[1], feats[1])
-            return (h_pi, h_v), (h_pi, h_v)
-        h = self.shared_core(hidden[0], feats[0])
-        return (h, h), (h,)
+            f_pi, h_pi = self.actor_core(hidden[0], feats[0])
+            f_v, h_v = self.critic_core(hidden[1], feats[1])
+            return (f_pi, f_v), (h_pi, h_v)
+        f, h = self.shared_core(hidden[0], feats[0])
+        return (f, f), (h,)
+
+    def remember_sequence(
+        self, feats: tuple[jax.Array, jax.Array], hidden: tuple[jax.Array, ...], done: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """The core over sequences (replay): features [T, B, F] from the state `hidden` before
+        step 0 (leaves [B, S]), the state reset after each step that ended an episode (done
+        [T, B]) -> the features for the heads [T, B, H]."""
+        if self.network == "mlp":
+            return (
+                self.actor_core.sequence(hidden[0], feats[0], done),
+                self.critic_core.sequence(hidden[1], feats[1], done),
+            )
+        f = self.shared_core.sequence(hidden[0], feats[0], done)
+        return f, f
 
     def heads(self, feats: tuple[jax.Array, jax.Array]) -> tuple[Dist, jax.Array]:
         """(policy features, value features) [..., F] -> (Dist [..., A], value [...])."""
@@ -619,8 +653,8 @@ class ActorCritic(nn.Module):
             return dist, hidden
         x = self.actor_torso(obs)
         if self.core != "none":
-            x = self.actor_core(hidden[0], x)
-            hidden = (x, hidden[1])
+            x, h = self.actor_core(hidden[0], x)
+            hidden = (h, hidden[1])
         return self._dist(self.policy_head(x)), hidden
 
     def value(
@@ -632,8 +666,8 @@ class ActorCritic(nn.Module):
             return value, hidden
         x = self.critic_torso(obs)
         if self.core != "none":
-            x = self.critic_core(hidden[1], x)
-            hidden = (hidden[0], x)
+            x, h = self.critic_core(hidden[1], x)
+            hidden = (hidden[0], h)
         return self.value_head(x)[..., 0], hidden
 
     def _dist(self, loc: jax.Array) -> Dist:
@@ -915,8 +949,8 @@ def value_loss(
 
 
 class Batch(NamedTuple):
-    """Update data: fields [B] (shuffled steps), or for a recurrent core [T, B] whole
-    sequences with `done` [T, B] and `hidden`, the core's state before step 0 (leaves [B, H])."""
+    """Update data: fields [B] (shuffled steps), or for a recurrent core [L, S] sequences with
+    `done` [L, S] and `hidden`, the core's state before each sequence's first step."""
 
     obs: jax.Array
     action: jax.Array
@@ -935,15 +969,19 @@ def update_batch(
     config: Config, traj: Transition, advantages: jax.Array, returns: jax.Array, hidden: Any
 ) -> Batch:
     """The learning data of one rollout (fields [T, N, ...]): without a core, the T * N steps
-    flattened to [B] (the epochs shuffle steps); with one, the [T, N] sequences kept whole with
-    their episode ends and `hidden`, the core's state the rollout started from."""
+    flattened to [B] (the epochs shuffle steps); with one, sequences with their episode ends
+    and the core's state before each (chunk_sequences; whole [T, N] sequences from `hidden`,
+    the state the rollout started from, unless seq_len is shorter)."""
     data = Batch(
         traj.obs, traj.action, traj.log_prob, traj.dist, traj.value, advantages, returns,
         valid=traj.valid, action_mask=traj.action_mask,
     )  # fmt: skip
     if config.core == "none":
         return jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), data)
-    return data._replace(done=traj.terminated | traj.truncated, hidden=hidden)
+    data = data._replace(done=traj.terminated | traj.truncated, hidden=hidden)
+    if config.sequence_length == config.num_steps:
+        return data
+    return chunk_sequences(data, traj.next_hidden, config.sequence_length)
 
 
 def batch_outputs(network: ActorCritic, params: Any, batch: Batch) -> tuple[Dist, jax.Array]:
@@ -1080,8 +1118,8 @@ class Hooks(NamedTuple):
     """Where an update differs between objectives and cores; choose_hooks picks each once.
 
     minibatches(batch, perm, M) -> [M, ...]: PPO shuffles steps (step_minibatches); a recurrent
-      core shuffles whole environment sequences (sequence_minibatches). `shuffle_size` is what
-      perm permutes: B steps or N environments.
+      core shuffles sequences (sequence_minibatches). `shuffle_size` is what perm permutes: B
+      steps, or the rollout's sequences (N whole ones, or N * T / seq_len chunks).
     policy_step(params, network, discrete, batch, hparams, config) -> (params, stats): a policy
       step on the whole batch before the epochs; PPO's does nothing, TRPO's is its natural step.
     loss(params, network, config, discrete, minibatch, hparams, kl_beta) -> (loss, stats): what
@@ -1102,7 +1140,7 @@ def choose_hooks(config: Config) -> Hooks:
     if config.core == "none":
         shuffle_size, minibatches = config.batch_size, step_minibatches
     else:
-        shuffle_size, minibatches = config.num_envs, sequence_minibatches
+        shuffle_size, minibatches = config.num_sequences, sequence_minibatches
     if config.objective == "trpo":
         policy_step, loss = trpo_policy_step, value_fit_loss
     else:
@@ -1660,31 +1698,137 @@ class ConvTorso(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Extension: recurrent core (core=gru). Adds a GRU between torso and heads with a hidden state
-# carried per environment through the rollout (EnvCarry.hidden, reset where an episode ends);
-# hooks in at ActorCritic.remember, at the minibatches hook (sequence_minibatches: whole
-# environment sequences) and at batch_outputs (replay from the stored state).
+# Extension: recurrent cores (core=gru, lstm). Adds a core between torso and heads with a hidden
+# state carried per environment through the rollout (EnvCarry.hidden, reset where an episode
+# ends); hooks in at ActorCritic.remember, at the minibatches hook (sequence_minibatches:
+# sequences of seq_len steps, cut by update_batch) and at batch_outputs (replay from the
+# stored state).
 # ---------------------------------------------------------------------------------------------
 
 
+class RecurrentWeights(nn.Module):
+    """A core's recurrent kernel [H, G] and bias [G] (a Dense's parameters, not applied: the
+    core multiplies them itself, step by step or, for the gradient, all steps at once)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, width: int) -> tuple[jax.Array, jax.Array]:
+        zeros = nn.initializers.zeros
+        return self.param("kernel", zeros, (width, self.features)), self.param(
+            "bias", zeros, (self.features,)
+        )
+
+
 class GRU(nn.Module):
-    """One step of a gated recurrent unit (Cho et al. 2014), h [..., H], x [..., F] -> h':
+    """A gated recurrent unit (Cho et al. 2014), state h [..., H], input x [..., F]:
       r = sigmoid(W_r x + U_r h + b_r),  z = sigmoid(W_z x + U_z h + b_z)
       n = tanh(W_n x + b_n + r * (U_n h + c_n)),  h' = (1 - z) n + z h
-    The three gates' weights are one [F, 3H] and one [H, 3H] matrix: two matmuls a step."""
+    The three gates' weights are one [F, 3H] (core_input) and one [H, 3H] (core_recurrent)
+    matrix. The heads read h'."""
 
     size: int
 
-    @nn.compact
-    def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
-        zeros = nn.initializers.zeros
-        gx = nn.Dense(3 * self.size, kernel_init=zeros, name="core_input")(x)
-        gh = nn.Dense(3 * self.size, kernel_init=zeros, name="core_recurrent")(h)
+    def setup(self) -> None:
+        self.core_input = nn.Dense(3 * self.size, kernel_init=nn.initializers.zeros)
+        self.core_recurrent = RecurrentWeights(3 * self.size)
+
+    @staticmethod
+    def recurrent_input(state: jax.Array) -> jax.Array:
+        return state
+
+    @staticmethod
+    def update(gx: jax.Array, gh: jax.Array, h: jax.Array) -> jax.Array:
+        """The new state from the input's gates gx = W x + b and the state's gh = U h + c."""
         xr, xz, xn = jnp.split(gx, 3, axis=-1)
         hr, hz, hn = jnp.split(gh, 3, axis=-1)
         r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
         n = jnp.tanh(xn + r * hn)
         return (1.0 - z) * n + z * h
+
+    @staticmethod
+    def output(state: jax.Array) -> jax.Array:
+        return state
+
+    def __call__(self, state: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One step: (state [..., S], x [..., F]) -> (features for the heads, new state)."""
+        gx = self.core_input(x)
+        kernel, bias = self.core_recurrent(self.size)
+        new = self.update(gx, self.recurrent_input(state) @ kernel + bias, state)
+        return self.output(new), new
+
+    def sequence(self, state: jax.Array, xs: jax.Array, done: jax.Array) -> jax.Array:
+        """Every step of sequences: xs [T, B, F] from `state` [B, S], reset after each step
+        that ended an episode (done [T, B]) -> the features for the heads [T, B, H]."""
+        kernel, bias = self.core_recurrent(self.size)
+        gx = self.core_input(xs)  # all T * B steps in one matmul, before the loop
+        return self.output(scan_core(self, gx, state, done, kernel, bias))
+
+
+class LSTM(GRU):
+    """A long short-term memory cell (Hochreiter and Schmidhuber 1997, with a forget gate),
+    state [c, h] [..., 2H], input x [..., F]:
+      i, f, g, o = W x + b + U h (four [H] blocks)
+      c' = sigmoid(f) c + sigmoid(i) tanh(g),  h' = sigmoid(o) tanh(c')
+    core_input [F, 4H], core_recurrent [H, 4H], every bias starting at zero. The heads read h'."""
+
+    def setup(self) -> None:
+        self.core_input = nn.Dense(4 * self.size, kernel_init=nn.initializers.zeros)
+        self.core_recurrent = RecurrentWeights(4 * self.size)
+
+    @staticmethod
+    def recurrent_input(state: jax.Array) -> jax.Array:
+        return state[..., state.shape[-1] // 2 :]
+
+    @staticmethod
+    def update(gx: jax.Array, gh: jax.Array, state: jax.Array) -> jax.Array:
+        c = state[..., : state.shape[-1] // 2]
+        i, f, g, o = jnp.split(gx + gh, 4, axis=-1)
+        c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+        return jnp.concatenate([c, nn.sigmoid(o) * jnp.tanh(c)], axis=-1)
+
+    @staticmethod
+    def output(state: jax.Array) -> jax.Array:
+        return state[..., state.shape[-1] // 2 :]
+
+
+CORE_CELLS = {"gru": GRU, "lstm": LSTM}
+CORE_STATE_WIDTH = {"gru": 1, "lstm": 2}  # the state's width in core_size units
+
+
+def scan_core(
+    cell: GRU,
+    gx: jax.Array,
+    state: jax.Array,
+    done: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+) -> jax.Array:
+    """A core's states after every step of sequences [T, B, S]: gx [T, B, G] the input's gates
+    of every step, `state` [B, S] before step 0, the state reset to zeros after a step that
+    ended an episode (done [T, B]).
+
+    The same values as stepping cell by cell, with a cheaper gradient. Differentiating a scan
+    that multiplies by the recurrent kernel inside the loop adds the kernel's gradient up one
+    step at a time in the backward loop (an outer product of a few rows per step). Here the loop
+    multiplies by stop_gradient(kernel) plus a term that is exactly zero in value and carries
+    the kernel's and bias' gradient: (S_in @ kernel + bias) - stop_gradient(same), with S_in the
+    states each step starts from, taken from a first, gradient-free pass of the same loop. The
+    kernel's gradient is then one [T * B]-row matmul after the loop, and every derivative rule
+    (forward mode too, as TRPO's Fisher-vector products need) still applies."""
+    stop = jax.lax.stop_gradient
+
+    def run(gx, state, kernel, bias, zero):
+        def step(s: jax.Array, x: tuple[jax.Array, jax.Array, jax.Array]):
+            gx_t, zero_t, d = x
+            new = cell.update(gx_t, cell.recurrent_input(s) @ kernel + bias + zero_t, s)
+            return jnp.where(d[..., None], 0.0, new), (new, s)
+
+        return jax.lax.scan(step, state, (gx, zero, done))[1]
+
+    _, starts = run(stop(gx), stop(state), stop(kernel), stop(bias), jnp.zeros_like(gx))
+    gh = stop(cell.recurrent_input(starts)) @ kernel + bias
+    return run(gx, state, stop(kernel), stop(bias), gh - stop(gh))[0]
 
 
 def reset_hidden(hidden: Any, done: jax.Array) -> Any:
@@ -1698,7 +1842,8 @@ def initial_hidden(config: Config, batch_shape: Sequence[int] = ()) -> tuple[jax
     if config.core == "none":
         return ()
     cores = 2 if config.network == "mlp" else 1
-    return tuple(jnp.zeros((*batch_shape, config.core_size), jnp.float32) for _ in range(cores))
+    width = config.core_size * CORE_STATE_WIDTH[config.core]
+    return tuple(jnp.zeros((*batch_shape, width), jnp.float32) for _ in range(cores))
 
 
 def replay(
@@ -1706,22 +1851,41 @@ def replay(
 ) -> tuple[Dist, jax.Array]:
     """A recurrent network over stored sequences: obs [T, B, *obs_shape], done [T, B] (step t
     ended an episode, so the state after it restarts at zeros), hidden the state before step 0
-    (leaves [B, H]) -> (Dist with [T, B, A] leaves, value [T, B]). The torso and heads run on all
-    T * B steps at once; the core steps through time exactly as the rollout did."""
+    (leaves [B, S]) -> (Dist with [T, B, A] leaves, value [T, B]). The torso, the core's input
+    gates and the heads run on all T * B steps at once; the core steps through time exactly as
+    the rollout did (scan_core)."""
     feats = network.apply(params, obs, method=ActorCritic.features)
-
-    def step(h: Any, x: tuple[Any, jax.Array]) -> tuple[Any, Any]:
-        f, d = x
-        out, h = network.apply(params, f, h, method=ActorCritic.remember)
-        return reset_hidden(h, d), out
-
-    _, feats = jax.lax.scan(step, hidden, (feats, done))
+    feats = network.apply(params, feats, hidden, done, method=ActorCritic.remember_sequence)
     return network.apply(params, feats, method=ActorCritic.heads)
 
 
+def chunk_sequences(data: Batch, next_hidden: Any, length: int) -> Batch:
+    """Whole [T, N] sequences cut into chunks of `length` steps: fields [T, N, ...] ->
+    [length, T / length * N, ...] (chunk c of env n at column c * N + n), and `hidden` the state
+    each chunk starts from, [T / length * N, S]: the rollout's starting state for the first
+    chunk, then the state the rollout carried into the chunk's first step (next_hidden [T, N]
+    after the step before it, reset where that step ended an episode). The replay starts each
+    chunk exactly where the rollout was, so the first minibatch's ratio is still exactly 1."""
+    steps, envs = data.done.shape
+    chunks = steps // length
+
+    def cut(x: jax.Array) -> jax.Array:
+        x = x.reshape((chunks, length) + x.shape[1:])  # [C, L, N, ...]
+        return jnp.moveaxis(x, 0, 1).reshape((length, chunks * envs) + x.shape[3:])
+
+    before = jax.tree.map(lambda h: h[length - 1 : -1 : length], next_hidden)  # [C - 1, N, S]
+    before = reset_hidden(before, data.done[length - 1 : -1 : length])
+    starts = jax.tree.map(
+        lambda h0, h: jnp.concatenate([h0[None], h]).reshape((chunks * envs,) + h.shape[2:]),
+        data.hidden,
+        before,
+    )
+    return jax.tree.map(cut, data._replace(hidden=None))._replace(hidden=starts)
+
+
 def sequence_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) -> Batch:
-    """A recurrent Batch cut into minibatches of whole environment sequences, in the order of
-    perm [N]: fields [T, N, ...] -> [M, T, N / M, ...], hidden [N, H] -> [M, N / M, H]."""
+    """A recurrent Batch cut into minibatches of sequences, in the order of perm [S]: fields
+    [L, S, ...] -> [M, L, S / M, ...], hidden [S, H] -> [M, S / M, H]."""
 
     def cut(x: jax.Array) -> jax.Array:
         x = x[:, perm].reshape((x.shape[0], num_minibatches, -1) + x.shape[2:])
@@ -1735,12 +1899,25 @@ def sequence_minibatches(batch: Batch, perm: jax.Array, num_minibatches: int) ->
 
 
 def check_recurrent_config(config: Config) -> None:
-    """A recurrent minibatch is a group of whole environment sequences: M must divide N."""
-    if config.core != "none" and config.num_envs % config.num_minibatches:
+    """A recurrent minibatch is a group of sequences of seq_len steps: seq_len divides the
+    rollout, and M divides the number of sequences."""
+    if not isinstance(config.seq_len, int) or isinstance(config.seq_len, bool):
+        raise ValueError(f"Config.seq_len must be an integer, got {config.seq_len!r}")
+    if (
+        config.seq_len < 0
+        or config.seq_len > config.num_steps
+        or (config.seq_len and config.num_steps % config.seq_len)
+    ):
         raise ValueError(
-            f"Config.num_minibatches={config.num_minibatches} must divide num_envs="
-            f"{config.num_envs} with core={config.core!r} (a recurrent minibatch is a group of "
-            "whole environment sequences)"
+            f"Config.seq_len must be 0 (the whole rollout) or divide num_steps={config.num_steps}"
+            f", got {config.seq_len}"
+        )
+    if config.core != "none" and config.num_sequences % config.num_minibatches:
+        raise ValueError(
+            f"Config.num_minibatches={config.num_minibatches} must divide the "
+            f"{config.num_sequences} sequences of a rollout with core={config.core!r} (num_envs "
+            f"{config.num_envs} x num_steps {config.num_steps} / seq_len "
+            f"{config.sequence_length}: a recurrent minibatch is a group of sequences)"
         )
 
 
@@ -2093,7 +2270,8 @@ FIELD_SCOPES: dict[str, FieldScope] = {
     "rmsprop_eps": FieldScope(
         lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
     ),
-    "core_size": FieldScope(lambda c: c.core != "none", "core=gru", ("core",)),
+    "core_size": FieldScope(lambda c: c.core != "none", "core=gru or lstm", ("core",)),
+    "seq_len": FieldScope(lambda c: c.core != "none", "core=gru or lstm", ("core",)),
 }
 
 

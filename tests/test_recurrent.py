@@ -1,4 +1,5 @@
-"""Recurrent policies: the GRU core's hidden state through rollout, replay, resume and eval."""
+"""Recurrent policies: the GRU and LSTM cores' hidden state through rollout, replay (whole
+rollouts and seq_len chunks), the replay's gradient, resume and eval."""
 
 import json
 
@@ -11,13 +12,16 @@ from conftest import tiny_config
 from purejaxppo.envs import make_env
 from purejaxppo.ppo import (
     ActorCritic,
+    Batch,
     HParams,
     Step,
     batch_outputs,
+    chunk_sequences,
     dist_log_prob,
     initial_hidden,
     make_trainer,
     replay,
+    reset_hidden,
     rollout,
     sequence_minibatches,
     update_batch,
@@ -63,11 +67,12 @@ def gru_config(**changes):
 
 
 @pytest.mark.integration  # compiles a trainer: seconds, not for test-fast
-def test_hidden_state_resets_to_zero_where_an_episode_ends():
+@pytest.mark.parametrize("core", ["gru", "lstm"])
+def test_hidden_state_resets_to_zero_where_an_episode_ends(core):
     # 2 envs x 5 steps. Env 0 starts 2 steps from its end: it terminates at t = 1, restarts at
     # 3 steps left and terminates again at t = 4. Env 1 starts 4 steps from its end and is cut
     # by a time limit (truncated) at t = 3.
-    cfg = gru_config(num_steps=5)
+    cfg = gru_config(num_steps=5, core=core)
     trainer = make_trainer(cfg, Countdown())
     state = trainer.init(jax.random.key(0), HParams())
     env_state = (jnp.asarray([2, 4], jnp.int32), jnp.asarray([False, True]))
@@ -103,33 +108,126 @@ def test_hidden_state_resets_to_zero_where_an_episode_ends():
 
 
 @pytest.mark.integration  # compiles a trainer: seconds, not for test-fast
-@pytest.mark.parametrize("network", ["mlp", "minatar_cnn"])
-def test_replay_from_the_stored_state_reproduces_the_rollout_exactly(network):
+@pytest.mark.parametrize(
+    "network, core, seq_len",
+    [("mlp", "gru", 0), ("minatar_cnn", "gru", 0), ("mlp", "gru", 4), ("mlp", "lstm", 0),
+     ("minatar_cnn", "lstm", 4)],
+)  # fmt: skip
+def test_replay_from_the_stored_state_reproduces_the_rollout_exactly(network, core, seq_len):
     # Episodes end inside the rollout and the rollout starts from a nonzero state (after one
-    # update): replaying a minibatch of whole sequences gives the rollout's own log-probabilities
-    # bit for bit, so the first epoch's ratio is exactly 1 before any step.
+    # update): replaying the sequences (whole, or chunks of seq_len steps from the state the
+    # rollout had at each chunk's first step) gives the rollout's own log-probabilities bit for
+    # bit, so the first epoch's ratio is exactly 1 before any step, in every minibatch.
     env = "Breakout-MinAtar" if network != "mlp" else "CartPole-v1"
-    cfg = gru_config(env=env, network=network, conv_channels=2, num_envs=4, num_steps=16)
+    cfg = gru_config(
+        env=env, network=network, conv_channels=2, num_envs=4, num_steps=16, core=core,
+        seq_len=seq_len,
+    )  # fmt: skip
     trainer = make_trainer(cfg)
     state, _ = jax.jit(trainer.update)(trainer.init(jax.random.key(0), HParams()), HParams())
     assert all(np.any(x != 0) for x in state.env.hidden)
 
     @jax.jit
-    def first_minibatch(state):
+    def replayed(state):
         _, _, traj = rollout(
             cfg, trainer.env, trainer.network, state.params, state.env, state.norm,
             jax.random.key(3), HParams(),
         )  # fmt: skip
         data = update_batch(cfg, traj, traj.value, traj.value, state.env.hidden)
-        mb = jax.tree.map(lambda x: x[0], sequence_minibatches(data, jnp.asarray([3, 1, 0, 2]), 2))
-        dist, value = batch_outputs(trainer.network, state.params, mb)
-        ratio = jnp.exp(dist_log_prob(trainer.env.discrete, dist, mb.action) - mb.log_prob)
-        return ratio, value, mb.value, mb.done
+        perm = jax.random.permutation(jax.random.key(4), cfg.num_sequences)
+        mbs = sequence_minibatches(data, perm, 2)
 
-    ratio, value, old_value, done = first_minibatch(state)
-    assert ratio.shape == (16, 2) and done.any()
+        def outputs(mb):
+            dist, value = batch_outputs(trainer.network, state.params, mb)
+            ratio = jnp.exp(dist_log_prob(trainer.env.discrete, dist, mb.action) - mb.log_prob)
+            return ratio, value, mb.value
+
+        return jax.lax.map(outputs, mbs), data
+
+    (ratio, value, old_value), data = replayed(state)
+    length = seq_len or 16
+    assert ratio.shape == (2, length, 4 * 16 // length // 2) and data.done.any()
+    if seq_len:  # some chunk starts inside an episode, from a state the rollout made
+        starts = np.asarray(data.hidden[0][4:])  # the chunks after each env's first
+        assert np.any(starts != 0) and not np.allclose(starts, np.asarray(data.hidden[0][:4])[:1])
     np.testing.assert_array_equal(ratio, 1.0)
     np.testing.assert_allclose(value, old_value, rtol=1e-6, atol=1e-6)
+
+
+def test_chunks_by_hand():
+    # 6 steps x 2 envs cut into chunks of 3: env n's chunk c is column c * 2 + n; its start
+    # state is the rollout's first state (c = 0) or the state after step 3c - 1, reset to zero
+    # where that step ended an episode (env 1 at t = 2).
+    obs = 10 * jnp.arange(6.0)[:, None, None] + jnp.asarray([[0.0], [100.0]])
+    done = jnp.zeros((6, 2), bool).at[2, 1].set(True).at[4, 0].set(True)
+    zeros = jnp.zeros((6, 2))
+    data = Batch(obs, zeros, zeros, None, zeros, zeros, zeros, done=done,
+                 hidden=(jnp.asarray([[-1.0], [-2.0]]),))  # fmt: skip
+    next_hidden = (obs + 0.5,)  # the state after step t
+    out = chunk_sequences(data, next_hidden, 3)
+    np.testing.assert_array_equal(out.obs[..., 0], [[0, 100, 30, 130], [10, 110, 40, 140],
+                                                    [20, 120, 50, 150]])  # fmt: skip
+    np.testing.assert_array_equal(out.done, [[0, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0]])
+    np.testing.assert_array_equal(out.hidden[0][:, 0], [-1.0, -2.0, 20.5, 0.0])
+    # reset_hidden is the rollout's own reset: where done, zeros; elsewhere the state.
+    np.testing.assert_array_equal(reset_hidden((jnp.ones((2, 1)),), done[2])[0][:, 0], [1, 0])
+
+
+@pytest.mark.integration  # compiles the replay and its gradient four times
+@pytest.mark.parametrize("core", ["gru", "lstm"])
+@pytest.mark.parametrize("network", ["mlp", "minatar_cnn"])
+def test_the_replays_gradient_equals_the_plain_scans(core, network):
+    # scan_core's loop multiplies by a stopped kernel and takes the kernel's gradient in one
+    # matmul after the loop: the same values bit for bit as stepping the network's own cell in
+    # a plain scan, the same gradient to float rounding, and forward mode (TRPO's Fisher-vector
+    # products) still differentiates it.
+    env = "Breakout-MinAtar" if network != "mlp" else "CartPole-v1"
+    cfg = gru_config(env=env, network=network, conv_channels=2, core=core, core_size=8)
+    trainer = make_trainer(cfg)
+    params = trainer.init(jax.random.key(0), HParams()).params
+    noise = jax.random.split(jax.random.key(5), len(jax.tree.leaves(params)))
+    leaves, tree = jax.tree.flatten(params)
+    params = tree.unflatten(
+        [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, noise, strict=True)]
+    )
+    obs = jax.random.normal(jax.random.key(1), (16, 3, *trainer.env.obs_shape))
+    done = jax.random.bernoulli(jax.random.key(2), 0.15, (16, 3))
+    assert done.any()
+    hidden = tuple(
+        jax.random.normal(jax.random.key(3 + i), h.shape)
+        for i, h in enumerate(initial_hidden(cfg, (3,)))
+    )
+
+    def plain(params, obs, done, hidden):
+        feats = trainer.network.apply(params, obs, method=ActorCritic.features)
+
+        def step(h, x):
+            out, h = trainer.network.apply(params, x[0], h, method=ActorCritic.remember)
+            return jax.tree.map(lambda a: jnp.where(x[1][:, None], 0.0, a), h), out
+
+        feats = jax.lax.scan(step, hidden, (feats, done))[1]
+        return trainer.network.apply(params, feats, method=ActorCritic.heads)
+
+    def loss(params, fn):
+        dist, value = fn(params, obs, done, hidden)
+        return (dist.loc * jnp.arange(dist.loc.shape[-1])).sum() + (value**2).sum()
+
+    for a, b in zip(
+        jax.tree.leaves(jax.jit(replay, static_argnums=0)(trainer.network, params, obs, done,
+                                                          hidden)),
+        jax.tree.leaves(jax.jit(plain)(params, obs, done, hidden)),
+        strict=True,
+    ):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+    ours = jax.jit(jax.grad(lambda p: loss(p, lambda *a: replay(trainer.network, *a))))(params)
+    theirs = jax.jit(jax.grad(lambda p: loss(p, plain)))(params)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+    assert any(np.abs(x).max() > 0 for x in jax.tree.leaves(ours["params"]))
+    tangent = jax.jvp(
+        jax.grad(lambda p: loss(p, lambda *a: replay(trainer.network, *a))), (params,), (params,)
+    )[1]
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(tangent))
 
 
 def test_gradients_flow_through_time_and_stop_at_an_episode_end():
@@ -164,9 +262,14 @@ def test_a_recurrent_core_is_a_field_that_changes_behaviour_and_keeps_state_per_
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(num_envs=4, num_minibatches=8, num_steps=16), "num_minibatches=8 must divide"),
-        (dict(core="lstm"), "Config.core must be one of ('none', 'gru')"),
+        (dict(num_envs=4, num_minibatches=8, num_steps=16), "num_minibatches=8 must divide the 4"),
+        (dict(num_envs=2, num_minibatches=8, seq_len=4), "num_minibatches=8 must divide the 4"),
+        (dict(core="rnn"), "Config.core must be one of ('none', 'gru', 'lstm')"),
         (dict(core_size=0), "Config.core_size must be a positive integer"),
+        (dict(seq_len=3), "Config.seq_len must be 0 (the whole rollout) or divide num_steps=8"),
+        (dict(seq_len=-8), "Config.seq_len must be 0 (the whole rollout) or divide num_steps=8"),
+        (dict(seq_len=16), "Config.seq_len must be 0 (the whole rollout) or divide num_steps=8"),
+        (dict(seq_len=2.0), "Config.seq_len must be an integer, got 2.0"),
     ],
 )  # fmt: skip
 def test_bad_recurrent_settings_raise_naming_the_field(changes, message):
@@ -186,8 +289,10 @@ def run_main(capsys, *argv):
 @pytest.mark.parametrize(
     "sets, message",
     [
-        (["core=gru", "num_envs=4", "num_minibatches=8"], "num_minibatches=8 must divide num_env"),
-        (["core_size=32"], "core_size applies only with core=gru; this run has core=none"),
+        (["core=gru", "num_envs=4", "num_minibatches=8", "num_steps=16"], "must divide the 4 seq"),
+        (["core=lstm", "seq_len=5"], "Config.seq_len must be 0 (the whole rollout) or divide"),
+        (["core_size=32"], "core_size applies only with core=gru or lstm; this run has core=none"),
+        (["seq_len=16"], "seq_len applies only with core=gru or lstm; this run has core=none"),
     ],
 )  # fmt: skip
 def test_bad_recurrent_input_is_one_line_exit_2_before_anything_is_written(
@@ -246,17 +351,18 @@ def test_bad_variant_names_are_one_line_exit_2(tmp_path, capsys):
 GRU_TINY = ["--env", "CartPole-v1:positions-only", "--num-seeds", "2", "--total-timesteps",
             str(16 * 8), "--checkpoint-every", "2", "--keep", "10", "--chunk", "2", "--set",
             "num_envs=2", "num_steps=8", "update_epochs=2", "num_minibatches=2", "hidden_sizes=8",
-            "core=gru", "core_size=8"]  # fmt: skip
+            "core_size=8"]  # fmt: skip
 
 
 @pytest.mark.integration
-def test_a_gru_run_resumes_bit_identical_and_evaluates(tmp_path, capsys):
+@pytest.mark.parametrize("core", [["core=gru"], ["core=lstm", "seq_len=4"]])
+def test_a_recurrent_run_resumes_bit_identical_and_evaluates(tmp_path, capsys, core):
     import shutil
 
     from purejaxppo.checkpoint import read_saved_state
 
     done = tmp_path / "done"
-    code, _, err = run_main(capsys, "train", *GRU_TINY, "--out", str(done))
+    code, _, err = run_main(capsys, "train", *GRU_TINY, *core, "--out", str(done))
     assert code == 0, err
     cut = tmp_path / "cut"
     shutil.copytree(done, cut)

@@ -129,7 +129,7 @@ IMAGE_CHANGES = {"network": "mlp", "conv_channels": 2}
 # search rejects at first (a large max_kl), so the number of halvings tried matters.
 TRPO_CHANGES = {"cg_iters": 2, "backtracks": 1}
 # Fields that act only on a recurrent core: changed against a GRU baseline.
-GRU_CHANGES = {"core_size": 4}
+GRU_CHANGES = {"core_size": 4, "seq_len": 4}
 
 
 def test_config_changes_cover_every_field():
