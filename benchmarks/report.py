@@ -222,26 +222,35 @@ def pixels_section(data: dict[str, Any]) -> list[str]:
 
 def recurrent_section(data: dict[str, Any]) -> list[str]:
     r = data["row"]
-    gru, none = r["gru"], r["none"]
-    return [
-        "## A GRU core against none (the gru-cartpole preset)",
+    none = r["none"]
+    out = [
+        "## A recurrent core against none (the gru-cartpole preset)",
         "",
         machine_line(data["machine"]),
         f"`python benchmarks/throughput.py --only recurrent`: {r['env']}, {r['num_seeds']} "
         f"seeds, {r['num_envs']} actors x T {r['num_steps']}, {r['num_updates']} updates; the "
-        f"preset with its {r['core_size']}-wide GRU after each torso and the same settings with "
-        "`core=none`, both compiled in one process and run alternately (fastest of "
-        f"{len(gru['run_seconds_all'])} runs each).",
+        f"preset with its {r['core_size']}-wide GRU after each torso at each `seq_len` and the "
+        "same settings with `core=none`, all compiled in one process and run alternately "
+        f"(fastest of {len(none['run_seconds_all'])} runs each).",
         "",
-        "| core | trainer steps/s | compile s | run s |",
-        "|---|---:|---:|---:|",
-        f"| gru | {gru['steps_per_second']:,} | {gru['compile_seconds']:.2f} | "
-        f"{gru['run_seconds']:.2f} |",
-        f"| none | {none['steps_per_second']:,} | {none['compile_seconds']:.2f} | "
+        "| core | seq_len | trainer steps/s | of none's speed | compile s | run s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["seq_len_rows"]:
+        shipped = " (shipped)" if row["seq_len"] == r["seq_len"] else ""
+        out.append(
+            f"| {r['core']} | {row['seq_len']}{shipped} | {row['steps_per_second']:,} | "
+            f"{row['over_none']:.3f} | {row['compile_seconds']:.2f} | {row['run_seconds']:.2f} |"
+        )
+    b = r["backward"]
+    return out + [
+        f"| none | - | {none['steps_per_second']:,} | 1 | {none['compile_seconds']:.2f} | "
         f"{none['run_seconds']:.2f} |",
         "",
-        f"The GRU trains at {r['gru_over_none']:.3f} of the speed without a core (peak RSS "
-        f"{r['peak_rss_mb']:.0f} MB).",
+        f"The shipped preset trains at {r['gru_over_none']:.3f} of the speed without a core "
+        f"(peak RSS {r['peak_rss_mb']:.0f} MB). The replay's gradient alone ({b['shape']}, "
+        f"best of round-robin runs): {b['scan_core_ms']} ms with scan_core against "
+        f"{b['plain_scan_ms']} ms for a plain scan of the cell ({b['speedup']:.2f}x).",
         "",
     ]
 

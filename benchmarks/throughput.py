@@ -446,10 +446,14 @@ def hot_ops(fn: Any, keys: Any, top: int = 15) -> list[dict[str, Any]]:
     return rows
 
 
-def worker_recurrent(num_seeds: int, updates: int, repeats: int) -> dict[str, Any]:
+def worker_recurrent(
+    num_seeds: int, updates: int, repeats: int, seq_lens: tuple[int, ...] = ()
+) -> dict[str, Any]:
     """The gru-cartpole preset (CartPole-v1:positions-only) with its GRU core and with core
-    none (the same torso, heads and hyperparameters without memory), compiled in one process
-    and run round-robin."""
+    none (the same torso, heads and hyperparameters without memory), and the core at each of
+    `seq_lens` (0: the whole rollout), compiled in one process and run round-robin. Then the
+    replay's gradient alone at the whole-rollout minibatch shape, scan_core against a plain
+    scan of the whole cell (the replay before scan_core)."""
     import jax
 
     from purejaxppo.cli import resolve
@@ -464,24 +468,95 @@ def worker_recurrent(num_seeds: int, updates: int, repeats: int) -> dict[str, An
     env = make_env(config.env)
     keys = jax.random.split(jax.random.key(0), num_seeds)
     steps = num_seeds * config.num_updates * config.batch_size
+    lengths = sorted({config.sequence_length, *(x or config.num_steps for x in seq_lens)})[::-1]
     programs = {}
-    for core in ("none", "gru"):
-        train = make_train(config.replace(core=core), env)
-        programs[core] = jax.vmap(lambda k, train=train: train(k, hparams))
+    for name, changes in [("none", {"core": "none", "seq_len": 0})] + [
+        (f"seq_len {n}", {"seq_len": 0 if n == config.num_steps else n}) for n in lengths
+    ]:
+        train = make_train(config.replace(**changes), env)
+        programs[name] = jax.vmap(lambda k, train=train: train(k, hparams))
     times = time_programs(programs, keys, repeats)
+    for t in times.values():
+        t["steps_per_second"] = round(steps / t["run_seconds"])
+    shipped = times[f"seq_len {config.sequence_length}"]
     return {
         "env": config.env,
+        "core": config.core,
         "core_size": config.core_size,
+        "seq_len": config.sequence_length,
         "num_seeds": num_seeds,
         "num_envs": config.num_envs,
         "num_steps": config.num_steps,
         "num_updates": config.num_updates,
-        **{
-            core: {**t, "steps_per_second": round(steps / t["run_seconds"])}
-            for core, t in times.items()
-        },
-        "gru_over_none": round(times["none"]["run_seconds"] / times["gru"]["run_seconds"], 4),
+        "none": times["none"],
+        "gru": shipped,
+        "gru_over_none": round(times["none"]["run_seconds"] / shipped["run_seconds"], 4),
+        "seq_len_rows": [
+            {
+                "seq_len": n,
+                **times[f"seq_len {n}"],
+                "over_none": round(
+                    times["none"]["run_seconds"] / times[f"seq_len {n}"]["run_seconds"], 4
+                ),
+            }
+            for n in lengths
+        ],
+        "backward": replay_gradient_cost(config, env, num_seeds, repeats),
         "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def replay_gradient_cost(config: Any, env: Any, num_seeds: int, repeats: int) -> dict[str, Any]:
+    """The gradient of a loss on the replayed outputs of one whole-rollout minibatch ([T, N / M]
+    sequences, vmapped over the seeds, each with its own network): scan_core (the trainer's:
+    the core's input gates for all steps in one matmul before the loop) against a plain scan
+    that steps the whole cell, input matmul included. Best of `repeats` round-robin runs, in
+    ms."""
+    import jax
+    import jax.numpy as jnp
+
+    from purejaxppo.ppo import ActorCritic, HParams, initial_hidden, make_trainer, replay
+
+    config = config.replace(seq_len=0)
+    trainer = make_trainer(config, env)
+    seeds = jax.random.split(jax.random.key(0), num_seeds)
+    params = jax.vmap(lambda k: trainer.init(k, HParams()).params)(seeds)  # one net per seed
+    width = config.num_envs // config.num_minibatches
+    shape = (num_seeds, config.num_steps, width)
+    obs = jax.random.normal(jax.random.key(1), (*shape, *env.obs_shape))
+    done = jax.random.bernoulli(jax.random.key(2), 0.02, shape)
+    hidden = initial_hidden(config, (num_seeds, width))
+
+    def plain(network, params, obs, done, hidden):
+        feats = network.apply(params, obs, method=ActorCritic.features)
+
+        def step(h, x):
+            out, h = network.apply(params, x[0], h, method=ActorCritic.remember)
+            return jax.tree.map(lambda a: jnp.where(x[1][:, None], 0.0, a), h), out
+
+        feats = jax.lax.scan(step, hidden, (feats, done))[1]
+        return network.apply(params, feats, method=ActorCritic.heads)
+
+    programs = {}
+    for name, fn in (("plain_scan", plain), ("scan_core", replay)):
+
+        def loss(p, o, d, h, fn=fn):
+            dist, value = fn(trainer.network, p, o, d, h)
+            return dist.loc.sum() + (value**2).sum()
+
+        grad = jax.jit(jax.vmap(jax.grad(loss)))
+        jax.block_until_ready(grad(params, obs, done, hidden))
+        programs[name] = grad
+    best = {name: float("inf") for name in programs}
+    for _ in range(max(repeats, 5)):
+        for name, grad in programs.items():
+            t = time.perf_counter()
+            jax.block_until_ready(grad(params, obs, done, hidden))
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {
+        "shape": f"{num_seeds} seeds x T {config.num_steps} x {width} sequences",
+        **{f"{name}_ms": round(1e3 * t, 2) for name, t in best.items()},
+        "speedup": round(best["plain_scan"] / best["scan_core"], 3),
     }
 
 
@@ -651,14 +726,16 @@ def section_pixels(quick: bool) -> None:
 
 def section_recurrent(quick: bool) -> None:
     """GRU against no core at 16 seeds: both programs in one process, run alternately."""
-    spec = {"kind": "recurrent", "num_seeds": 16, "updates": 4 if quick else 20,
-            "repeats": 1 if quick else 3}  # fmt: skip
+    spec = {"kind": "recurrent", "num_seeds": 16, "updates": 4 if quick else 10,
+            "repeats": 1 if quick else 3, "seq_lens": [0, 32, 16, 8]}  # fmt: skip
     row = launch(spec)
-    print(
-        f"gru-cartpole 16 seeds: gru {row['gru']['steps_per_second']} steps/s, none "
-        f"{row['none']['steps_per_second']} steps/s, ratio {row['gru_over_none']}",
-        flush=True,
-    )
+    for r in row["seq_len_rows"]:
+        print(
+            f"gru-cartpole 16 seeds, seq_len {r['seq_len']}: {r['steps_per_second']} steps/s, "
+            f"{r['over_none']} of none's {row['none']['steps_per_second']}",
+            flush=True,
+        )
+    print(f"replay gradient: {row['backward']}", flush=True)
     save("recurrent", {"machine": machine(), "quick": quick, "row": row})
 
 

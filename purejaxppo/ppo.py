@@ -1805,30 +1805,17 @@ def scan_core(
     bias: jax.Array,
 ) -> jax.Array:
     """A core's states after every step of sequences [T, B, S]: gx [T, B, G] the input's gates
-    of every step, `state` [B, S] before step 0, the state reset to zeros after a step that
-    ended an episode (done [T, B]).
+    of every step (computed before the loop, in one matmul over all T * B steps, so their
+    gradient is one matmul after it), `state` [B, S] before step 0, the state reset to zeros
+    after a step that ended an episode (done [T, B]). Only the recurrent matmul steps through
+    time; the same values as stepping the cell (tested bit for bit)."""
 
-    The same values as stepping cell by cell, with a cheaper gradient. Differentiating a scan
-    that multiplies by the recurrent kernel inside the loop adds the kernel's gradient up one
-    step at a time in the backward loop (an outer product of a few rows per step). Here the loop
-    multiplies by stop_gradient(kernel) plus a term that is exactly zero in value and carries
-    the kernel's and bias' gradient: (S_in @ kernel + bias) - stop_gradient(same), with S_in the
-    states each step starts from, taken from a first, gradient-free pass of the same loop. The
-    kernel's gradient is then one [T * B]-row matmul after the loop, and every derivative rule
-    (forward mode too, as TRPO's Fisher-vector products need) still applies."""
-    stop = jax.lax.stop_gradient
+    def step(s: jax.Array, x: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        gx_t, d = x
+        new = cell.update(gx_t, cell.recurrent_input(s) @ kernel + bias, s)
+        return jnp.where(d[..., None], 0.0, new), new
 
-    def run(gx, state, kernel, bias, zero):
-        def step(s: jax.Array, x: tuple[jax.Array, jax.Array, jax.Array]):
-            gx_t, zero_t, d = x
-            new = cell.update(gx_t, cell.recurrent_input(s) @ kernel + bias + zero_t, s)
-            return jnp.where(d[..., None], 0.0, new), (new, s)
-
-        return jax.lax.scan(step, state, (gx, zero, done))[1]
-
-    _, starts = run(stop(gx), stop(state), stop(kernel), stop(bias), jnp.zeros_like(gx))
-    gh = stop(cell.recurrent_input(starts)) @ kernel + bias
-    return run(gx, state, stop(kernel), stop(bias), gh - stop(gh))[0]
+    return jax.lax.scan(step, state, (gx, done))[1]
 
 
 def reset_hidden(hidden: Any, done: jax.Array) -> Any:

@@ -177,10 +177,10 @@ def test_chunks_by_hand():
 @pytest.mark.parametrize("core", ["gru", "lstm"])
 @pytest.mark.parametrize("network", ["mlp", "minatar_cnn"])
 def test_the_replays_gradient_equals_the_plain_scans(core, network):
-    # scan_core's loop multiplies by a stopped kernel and takes the kernel's gradient in one
-    # matmul after the loop: the same values bit for bit as stepping the network's own cell in
-    # a plain scan, the same gradient to float rounding, and forward mode (TRPO's Fisher-vector
-    # products) still differentiates it.
+    # The replay computes the core's input gates for all steps before the loop (scan_core):
+    # the same values bit for bit as stepping the network's own cell in a plain scan, the same
+    # gradient to float rounding, and forward mode (TRPO's Fisher-vector products) still
+    # differentiates it.
     env = "Breakout-MinAtar" if network != "mlp" else "CartPole-v1"
     cfg = gru_config(env=env, network=network, conv_channels=2, core=core, core_size=8)
     trainer = make_trainer(cfg)
