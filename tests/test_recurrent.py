@@ -230,6 +230,7 @@ def test_the_replays_gradient_equals_the_plain_scans(core, network):
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(tangent))
 
 
+@pytest.mark.integration  # compiles a trainer's init and replay: seconds
 def test_gradients_flow_through_time_and_stop_at_an_episode_end():
     cfg = gru_config(num_steps=6)
     trainer = make_trainer(cfg)
@@ -248,6 +249,7 @@ def test_gradients_flow_through_time_and_stop_at_an_episode_end():
         np.testing.assert_array_equal(moved, [True] * 6 if env == 0 else [False] * 3 + [True] * 3)
 
 
+@pytest.mark.integration  # compiles a trainer's init and replay: seconds
 def test_a_recurrent_core_is_a_field_that_changes_behaviour_and_keeps_state_per_env():
     cfg = gru_config(num_envs=4, num_minibatches=2)
     trainer = make_trainer(cfg)
