@@ -36,7 +36,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import flax.linen as nn
 import jax
@@ -1708,7 +1708,7 @@ class ConvTorso(nn.Module):
 
 class RecurrentWeights(nn.Module):
     """A core's recurrent kernel [H, G] and bias [G] (a Dense's parameters, not applied: the
-    core multiplies them itself, step by step or, for the gradient, all steps at once)."""
+    core multiplies them itself, inside scan_core's loop, where a flax module cannot run)."""
 
     features: int
 
@@ -1728,10 +1728,12 @@ class GRU(nn.Module):
     matrix. The heads read h'."""
 
     size: int
+    gates: ClassVar[int] = 3  # gate blocks of `size` in each weight matrix
+    state_units: ClassVar[int] = 1  # the state's width in units of `size`
 
     def setup(self) -> None:
-        self.core_input = nn.Dense(3 * self.size, kernel_init=nn.initializers.zeros)
-        self.core_recurrent = RecurrentWeights(3 * self.size)
+        self.core_input = nn.Dense(self.gates * self.size, kernel_init=nn.initializers.zeros)
+        self.core_recurrent = RecurrentWeights(self.gates * self.size)
 
     @staticmethod
     def recurrent_input(state: jax.Array) -> jax.Array:
@@ -1772,9 +1774,8 @@ class LSTM(GRU):
       c' = sigmoid(f) c + sigmoid(i) tanh(g),  h' = sigmoid(o) tanh(c')
     core_input [F, 4H], core_recurrent [H, 4H], every bias starting at zero. The heads read h'."""
 
-    def setup(self) -> None:
-        self.core_input = nn.Dense(4 * self.size, kernel_init=nn.initializers.zeros)
-        self.core_recurrent = RecurrentWeights(4 * self.size)
+    gates: ClassVar[int] = 4
+    state_units: ClassVar[int] = 2
 
     @staticmethod
     def recurrent_input(state: jax.Array) -> jax.Array:
@@ -1793,7 +1794,6 @@ class LSTM(GRU):
 
 
 CORE_CELLS = {"gru": GRU, "lstm": LSTM}
-CORE_STATE_WIDTH = {"gru": 1, "lstm": 2}  # the state's width in core_size units
 
 
 def scan_core(
@@ -1829,7 +1829,7 @@ def initial_hidden(config: Config, batch_shape: Sequence[int] = ()) -> tuple[jax
     if config.core == "none":
         return ()
     cores = 2 if config.network == "mlp" else 1
-    width = config.core_size * CORE_STATE_WIDTH[config.core]
+    width = config.core_size * CORE_CELLS[config.core].state_units
     return tuple(jnp.zeros((*batch_shape, width), jnp.float32) for _ in range(cores))
 
 
