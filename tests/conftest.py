@@ -43,15 +43,20 @@ def pytest_configure(config):
 
     # A persistent XLA compilation cache for the session: many tests compile the same program
     # again (a run and its resume, the README's commands, the same tiny trainer), and loading
-    # one is a fraction of compiling it. One folder per xdist process, so no two processes
-    # write one entry; set in the environment, so the command-line subprocesses share it.
+    # one is a fraction of compiling it. One folder for every xdist process and the
+    # command-line subprocesses (set in the environment), so a program compiled by one is
+    # loaded by the others. A size limit turns on JAX's file lock around each read and write
+    # (jax/_src/lru_cache.py), so no process reads an entry another is still writing.
     # JAX_COMPILATION_CACHE_DIR set by the caller wins (an empty value turns it off).
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    cache = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-cache" / worker
+    cache = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-cache" / "shared"
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(32 << 30))
     import jax
 
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"] or None)
+    jax.config.update(
+        "jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"])
+    )
 
     from purejaxppo.ppo import chosen_cpu_devices
 

@@ -90,10 +90,10 @@ def test_table_intervals_and_probability_of_improvement():
 
 @pytest.mark.integration
 def test_objectives_smoke_protocol(tmp_path):
-    # Compiling the 8 programs is nearly all of the smoke protocol's time; a persistent XLA cache
-    # (keyed by the program, options and versions, so never stale) makes reruns much faster.
+    # Compiling the 8 programs is nearly all of the smoke protocol's time; the subprocess shares
+    # the session's persistent XLA cache (conftest.py: keyed by the program, options and
+    # versions, so never stale), which makes reruns much faster.
     env = dict(os.environ)
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax-compile-cache"))
     proc = subprocess.run(
         [
             sys.executable,
