@@ -246,6 +246,16 @@ class Env(Protocol):
     def step(self, key: jax.Array, state: Any, action: jax.Array) -> Step: ...
 
 
+def step_envs(env: Env, keys: jax.Array, states: Any, actions: jax.Array) -> Step:
+    """One step of a batch of envs ([N] keys, states and actions): `step` vmapped, or the env's
+    own `step_batch(keys, states, actions)` where it defines one (an env whose reset is costly
+    shares a few fresh episodes among the batch: suites.CraftaxEnv)."""
+    step_batch = getattr(env, "step_batch", None)
+    if step_batch is None:
+        return jax.vmap(env.step)(keys, states, actions)
+    return step_batch(keys, states, actions)
+
+
 def obs_size(env: Env) -> int:
     """Number of floats in one observation (the MLP's input width)."""
     return math.prod(env.obs_shape)
@@ -768,9 +778,7 @@ def rollout(
         action = dist_sample(env.discrete, dist, act_key)
         # The Gaussian sample is kept unclipped for the log-prob; only the env sees the clip.
         env_action = action if env.discrete else jnp.clip(action, low, high)
-        out = jax.vmap(env.step)(
-            jax.random.split(env_key, config.num_envs), carry.state, env_action
-        )
+        out = step_envs(env, jax.random.split(env_key, config.num_envs), carry.state, env_action)
         done = out.terminated | out.truncated
         ep_return, ep_length = count_episode_step(carry, out)
         if use_rew_norm:
@@ -1576,7 +1584,7 @@ def evaluate(
         state, obs, hidden, total, alive = c
         mask = legal_actions(env, state)
         action, hidden = deterministic_action(network, env, params, obs_stat, obs, hidden, mask)
-        out = jax.vmap(env.step)(jax.random.split(step_key, num_episodes), state, action)
+        out = step_envs(env, jax.random.split(step_key, num_episodes), state, action)
         # The game's raw score until the game ends (not a lost life; Step.score, episode_end).
         total = total + jnp.where(alive, out.reward if out.score is None else out.score, 0.0)
         ended = out.terminated | out.truncated if out.episode_end is None else out.episode_end
@@ -1764,7 +1772,7 @@ class GRU(nn.Module):
         that ended an episode (done [T, B]) -> the features for the heads [T, B, H]."""
         kernel, bias = self.core_recurrent(self.size)
         gx = self.core_input(xs)  # all T * B steps in one matmul, before the loop
-        return self.output(scan_core(self, gx, state, done, kernel, bias))
+        return self.output(scan_core(type(self), gx, state, done, kernel, bias))
 
 
 class LSTM(GRU):
@@ -1796,26 +1804,68 @@ class LSTM(GRU):
 CORE_CELLS = {"gru": GRU, "lstm": LSTM}
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def scan_core(
-    cell: GRU,
+    cell: type[GRU],
     gx: jax.Array,
     state: jax.Array,
     done: jax.Array,
     kernel: jax.Array,
     bias: jax.Array,
 ) -> jax.Array:
-    """A core's states after every step of sequences [T, B, S]: gx [T, B, G] the input's gates
-    of every step (computed before the loop, in one matmul over all T * B steps, so their
-    gradient is one matmul after it), `state` [B, S] before step 0, the state reset to zeros
-    after a step that ended an episode (done [T, B]). Only the recurrent matmul steps through
-    time; the same values as stepping the cell (tested bit for bit)."""
+    """A core's states after every step of sequences [T, B, S]: `cell` the core's class (GRU,
+    LSTM), gx [T, B, G] the input's gates of every step (computed before the loop, in one
+    matmul over all T * B steps, so their gradient is one matmul after it), `state` [B, S]
+    before step 0, the state reset to zeros after a step that ended an episode (done [T, B]).
+    Only the recurrent matmul steps through time; the same values as stepping the cell (tested
+    bit for bit). Its gradient (scan_core_backward) also sums the recurrent kernel's and bias's
+    gradients in one matmul after the loop, where differentiating the scan would add one
+    outer product to them at every step."""
+    return scan_core_forward(cell, gx, state, done, kernel, bias)[0]
 
-    def step(s: jax.Array, x: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+
+def scan_core_forward(cell, gx, state, done, kernel, bias):
+    """(states [T, B, S], the recurrent gates gh = U h + c of every step [T, B, G])."""
+
+    def step(s: jax.Array, x: tuple[jax.Array, jax.Array]):
         gx_t, d = x
-        new = cell.update(gx_t, cell.recurrent_input(s) @ kernel + bias, s)
-        return jnp.where(d[..., None], 0.0, new), new
+        gh = cell.recurrent_input(s) @ kernel + bias
+        new = cell.update(gx_t, gh, s)
+        return jnp.where(d[..., None], 0.0, new), (new, gh)
 
     return jax.lax.scan(step, state, (gx, done))[1]
+
+
+def scan_core_residuals(cell, gx, state, done, kernel, bias):
+    states, gh = scan_core_forward(cell, gx, state, done, kernel, bias)
+    # The state each step starts from: `state`, then the step before's, zeroed after an end.
+    before = jnp.concatenate([state[None], jnp.where(done[:-1, ..., None], 0.0, states[:-1])])
+    return states, (gx, gh, before, done, kernel)
+
+
+def scan_core_backward(cell, residuals, d_states):
+    """Back through time: per step only the cell's elementwise update and the state's share of
+    the recurrent matmul (dgh U^T); the kernel's gradient sum_t h_t^T dgh_t and the bias's are
+    one contraction over all steps after the loop."""
+    gx, gh, before, done, kernel = residuals
+
+    def step(d_carry: jax.Array, x):
+        gx_t, gh_t, s, d, d_out = x
+        d_new = d_out + jnp.where(d[..., None], 0.0, d_carry)  # the reset cuts the carry
+        _, update_vjp = jax.vjp(cell.update, gx_t, gh_t, s)
+        d_gx, d_gh, d_s = update_vjp(d_new)
+        rin, rin_vjp = jax.vjp(cell.recurrent_input, s)
+        return d_s + rin_vjp(d_gh @ kernel.T)[0], (d_gx, d_gh)
+
+    zeros = jnp.zeros_like(before[0])
+    xs = (gx, gh, before, done, d_states)
+    d_state, (d_gx, d_gh) = jax.lax.scan(step, zeros, xs, reverse=True)
+    rin = cell.recurrent_input(before)
+    d_kernel = jnp.einsum("tbh,tbg->hg", rin, d_gh)
+    return d_gx, d_state, None, d_kernel, d_gh.sum((0, 1))
+
+
+scan_core.defvjp(scan_core_residuals, scan_core_backward)
 
 
 def reset_hidden(hidden: Any, done: jax.Array) -> Any:

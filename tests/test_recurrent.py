@@ -177,10 +177,11 @@ def test_chunks_by_hand():
 @pytest.mark.parametrize("core", ["gru", "lstm"])
 @pytest.mark.parametrize("network", ["mlp", "minatar_cnn"])
 def test_the_replays_gradient_equals_the_plain_scans(core, network):
-    # The replay computes the core's input gates for all steps before the loop (scan_core):
-    # the same values bit for bit as stepping the network's own cell in a plain scan, the same
-    # gradient to float rounding, and forward mode (TRPO's Fisher-vector products) still
-    # differentiates it.
+    # The replay computes the core's input gates for all steps before the loop (scan_core),
+    # and its own backward pass sums the recurrent weights' gradient after the loop: the same
+    # values bit for bit as stepping the network's own cell in a plain scan, the same gradient
+    # (parameters and starting state) to float rounding, and forward mode over it (TRPO's
+    # Fisher-vector products) still differentiates it.
     env = "Breakout-MinAtar" if network != "mlp" else "CartPole-v1"
     cfg = gru_config(env=env, network=network, conv_channels=2, core=core, core_size=8)
     trainer = make_trainer(cfg)
@@ -208,7 +209,7 @@ def test_the_replays_gradient_equals_the_plain_scans(core, network):
         feats = jax.lax.scan(step, hidden, (feats, done))[1]
         return trainer.network.apply(params, feats, method=ActorCritic.heads)
 
-    def loss(params, fn):
+    def loss(params, hidden, fn):
         dist, value = fn(params, obs, done, hidden)
         return (dist.loc * jnp.arange(dist.loc.shape[-1])).sum() + (value**2).sum()
 
@@ -219,14 +220,17 @@ def test_the_replays_gradient_equals_the_plain_scans(core, network):
         strict=True,
     ):  # fmt: skip
         np.testing.assert_array_equal(a, b)
-    ours = jax.jit(jax.grad(lambda p: loss(p, lambda *a: replay(trainer.network, *a))))(params)
-    theirs = jax.jit(jax.grad(lambda p: loss(p, plain)))(params)
+
+    def ours_loss(p, h):
+        return loss(p, h, lambda *a: replay(trainer.network, *a))
+
+    ours = jax.jit(jax.grad(ours_loss, argnums=(0, 1)))(params, hidden)
+    theirs = jax.jit(jax.grad(lambda p, h: loss(p, h, plain), argnums=(0, 1)))(params, hidden)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
-    assert any(np.abs(x).max() > 0 for x in jax.tree.leaves(ours["params"]))
-    tangent = jax.jvp(
-        jax.grad(lambda p: loss(p, lambda *a: replay(trainer.network, *a))), (params,), (params,)
-    )[1]
+    assert any(np.abs(x).max() > 0 for x in jax.tree.leaves(ours[0]["params"]))
+    assert all(np.abs(x).max() > 0 for x in ours[1])  # the starting state's gradient
+    tangent = jax.jvp(jax.grad(ours_loss), (params, hidden), (params, hidden))[1]
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(tangent))
 
 
