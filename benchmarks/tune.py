@@ -606,6 +606,23 @@ def same_record(a: Any, b: Any) -> bool:
     return a == b
 
 
+def current_record(raw: Any) -> Any:
+    """A config.json as this version writes it: a field added since the run was recorded gets
+    its default, which is what the run did (a new field's default keeps the behaviour before
+    it), as `purejaxppo train --resume` reads the record. A record the trainer refuses is
+    returned as it is (the comparison then names what differs)."""
+    from purejaxppo.record import RecordError, RunRecord, settings_record
+
+    try:
+        sweep = RunRecord.from_record(raw).sweep
+    except RecordError:
+        return raw
+    record = settings_record(
+        sweep.config, sweep.hparams, sweep.grid, sweep.num_seeds, sweep.seed, 1
+    )
+    return {**raw, **json.loads(json.dumps(record)), "devices": raw.get("devices", 1)}
+
+
 def job_state(job: Job) -> str:
     """'finished', 'stopped' (a summary of fewer steps, or none with a config.json) or 'new';
     raises TuneError when the folder holds other settings than the job's."""
@@ -615,6 +632,7 @@ def job_state(job: Job) -> str:
         recorded = json.loads((job.folder / "config.json").read_text())
     except (OSError, ValueError) as err:
         raise TuneError(f"{job.folder}: config.json is unreadable ({err})") from None
+    recorded = current_record(recorded)
     # The device count and the checkpoint schedule do not change what a run learns.
     recorded = {k: v for k, v in recorded.items() if k not in ("devices", "schedule")}
     expected = expected_record(job)

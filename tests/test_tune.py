@@ -133,6 +133,21 @@ def test_records_match_across_a_last_bit_difference_only():
     assert not tune.same_record({"seed": 100}, {"seed": 101})
 
 
+def test_a_run_recorded_before_a_field_existed_is_the_same_run(tmp_path):
+    # A search outlives a version: a folder written before Config.seq_len existed ran with its
+    # default, so it is the job's run (resumed, not refused); another value is refused.
+    job = tune.random_job(tune.CLASSIC, "CartPole-v1", tmp_path)
+    record = tune.expected_record(job)
+    del record["config"]["seq_len"]
+    job.folder.mkdir(parents=True)
+    (job.folder / "config.json").write_text(json.dumps({**record, "devices": 2}))
+    assert tune.job_state(job) == "stopped"
+    record["config"]["num_envs"] += 1
+    (job.folder / "config.json").write_text(json.dumps(record))
+    with pytest.raises(tune.TuneError, match="it differs in config"):
+        tune.job_state(job)
+
+
 def test_incomplete_static_is_reported_apart_and_references_are_fixed_once(tmp_path):
     family = tune.Family(
         name="fam",
