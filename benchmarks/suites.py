@@ -77,9 +77,11 @@ def random_step(env, state, key, n: int):
     """One step of a batch of n envs, each taking a uniformly random legal action: the Step."""
     import jax
 
+    from purejaxppo.ppo import step_envs
+
     act_key, env_key = jax.random.split(key)
     action = random_legal_action(env, state, act_key, n)
-    return jax.vmap(env.step)(jax.random.split(env_key, n), state, action)
+    return step_envs(env, jax.random.split(env_key, n), state, action)
 
 
 def random_legal(env, num_envs: int, steps: int):

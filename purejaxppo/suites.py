@@ -100,8 +100,15 @@ def flat_observation(obs: Any) -> jax.Array:
 
 
 def pick(done: jax.Array, fresh: Any, current: Any) -> Any:
-    """Auto-reset: the fresh episode's pytree where `done`, else the running one's."""
-    return jax.tree.map(lambda x, y: jnp.where(done, x, y), fresh, current)
+    """Auto-reset: the fresh episode's pytree where `done`, else the running one's (`done` of
+    one env, or [N] of a batch whose leaves are [N, ...])."""
+
+    def where(x: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.where(
+            jnp.reshape(done, jnp.shape(done) + (1,) * (jnp.ndim(x) - jnp.ndim(done))), x, y
+        )
+
+    return jax.tree.map(where, fresh, current)
 
 
 def unknown(suite: str, name: str, known: Any) -> ValueError:
@@ -193,6 +200,8 @@ class CraftaxEnv:
     own time limit a truncation. Symbolic games give a vector, pixel games an [H, W, 3] image
     in [0, 1]."""
 
+    reset_ratio = 16  # envs per fresh world generated at each step of a batch (step_batch)
+
     def __init__(self, name: str) -> None:
         full = CRAFTAX_PREFIX + name
         craftax_env = import_suite("craftax.craftax_env", "craftax", full)
@@ -215,17 +224,41 @@ class CraftaxEnv:
     def step(self, key: jax.Array, state: Any, action: jax.Array) -> Step:
         step_key, reset_key = jax.random.split(key)
         obs, nxt, reward, done, _ = self.env.step_env(step_key, state, action, self.params)
+        fresh_obs, fresh = self.env.reset_env(reset_key, self.params)
+        return self._ended(obs, nxt, reward, done, fresh_obs, fresh)
+
+    def step_batch(self, keys: jax.Array, states: Any, actions: jax.Array) -> Step:
+        """`step` over a batch of envs [N], generating ceil(N / reset_ratio) fresh worlds per
+        step instead of N: the k-th env (in batch order) to end an episode in this step starts
+        fresh world k mod that number. A world costs ~12 steps to generate (64 envs on the
+        2-core CPU, 2026-12-07: 111 ms against 9.4 ms a step), and a vmapped auto-reset makes
+        one for every env at every step. Two envs start the same world only when more envs
+        than worlds end in one step; then they part at their first step (their own keys).
+        Craftax's own PPO shares fresh worlds the same way (its optimistic resets)."""
+        n = keys.shape[0]
+        worlds = -(-n // self.reset_ratio)
+        split = jax.vmap(jax.random.split)(keys)  # [N, 2]: the keys `step` splits
+        params = self.params
+        obs, nxt, reward, done, _ = jax.vmap(self.env.step_env, (0, 0, 0, None))(
+            split[:, 0], states, actions, params
+        )
+        made = jax.vmap(self.env.reset_env, (0, None))(split[:worlds, 1], params)
+        world = (jnp.cumsum(done) - 1) % worlds  # the k-th ended env's world (k from 0)
+        fresh_obs, fresh = jax.tree.map(lambda x: x[world], made)
+        return self._ended(obs, nxt, reward, done, fresh_obs, fresh)
+
+    def _ended(self, obs, nxt, reward, done, fresh_obs, fresh) -> Step:
+        """The Step of a stepped state `nxt`: its episode's end kept apart (death and the boss
+        terminate, the time limit truncates) and the fresh episode where it ended."""
         time_up = nxt.timestep >= self.params.max_timesteps
         terminated = done & ((nxt.player_health <= 0) | ~time_up)
-        truncated = done & ~terminated
-        fresh_obs, fresh = self.env.reset_env(reset_key, self.params)
         final_obs = jnp.asarray(obs, jnp.float32)
         return Step(
-            obs=jnp.where(done, jnp.asarray(fresh_obs, jnp.float32), final_obs),
+            obs=pick(done, jnp.asarray(fresh_obs, jnp.float32), final_obs),
             state=pick(done, fresh, nxt),
-            reward=jnp.asarray(reward, jnp.float32).reshape(()),
-            terminated=jnp.asarray(terminated).reshape(()),
-            truncated=jnp.asarray(truncated).reshape(()),
+            reward=jnp.asarray(reward, jnp.float32).reshape(done.shape),
+            terminated=jnp.asarray(terminated).reshape(done.shape),
+            truncated=jnp.asarray(done & ~terminated).reshape(done.shape),
             final_obs=final_obs,
         )
 

@@ -104,6 +104,29 @@ def test_craftax_death_terminates_and_its_time_limit_truncates():
     assert bool(out.truncated) and not bool(out.terminated) and int(out.state.timestep) == 0
     assert not np.array_equal(out.obs, out.final_obs)
 
+    # A batch of 4 with 2 fresh worlds per step: env 0 plays on, envs 1-3 die; the k-th env to
+    # die starts world k mod 2, made from the reset key of env k.
+    env.reset_ratio = 2
+    keys = jax.random.split(jax.random.key(3), 4)
+    batch = jax.tree.map(lambda *x: jnp.stack(x), state, dead, dead, dead)
+    out = jax.jit(env.step_batch)(keys, batch, jnp.zeros(4, jnp.int32))
+    assert out.terminated.tolist() == [False, True, True, True] and not out.truncated.any()
+    alone = step(keys[0], state, noop)  # the env that plays on: as `step` gives it
+    first = jax.tree.map(lambda x: x[0], out)
+    for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(first), strict=True):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # the game's own key
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(a, b)
+    worlds = [reset(jax.random.split(k)[1]) for k in keys[:2]]
+    for i, world in [(1, 0), (2, 1), (3, 0)]:
+        fresh_obs, fresh = worlds[world]
+        np.testing.assert_array_equal(out.obs[i], fresh_obs)
+        np.testing.assert_array_equal(out.state.map[i], fresh.map)
+        assert int(out.state.timestep[i]) == 0 and int(out.state.player_health[i]) == 9
+        died = step(keys[i], dead, noop)  # the same final observation as `step`'s
+        np.testing.assert_array_equal(out.final_obs[i], died.final_obs)
+    assert not np.array_equal(worlds[0][1].map, worlds[1][1].map)
+
 
 @pytest.mark.integration
 def test_xminigrid_goal_terminates_time_limit_truncates_and_rulesets_come_from_a_file(
@@ -203,7 +226,7 @@ LEARNING = {
     "jumanji:Knapsack-v1": (2, 150_000, 13.488, 0.3, []),
     "xminigrid:MiniGrid-Empty-8x8": (2, 120_000, 0.106, 0.3, []),
     "playground:CartpoleBalance": (2, 600_000, 355.963, 200.0, []),
-    # Craftax steps at a few hundred env steps/s here: 16 envs, for 16 updates in 16k steps.
+    # Craftax trains at about 1k env steps/s here: 16 envs, for 16 updates in 16k steps.
     "craftax:Craftax-Classic-Symbolic-v1": (1, 16_384, 1.381, 0.5, ["num_envs=16"]),
 }
 
@@ -226,8 +249,10 @@ def test_each_suite_learns_resumes_bit_for_bit_and_evaluates_from_the_command_li
     updates = total // (num_envs * config.num_steps)
     every = updates - 1  # checkpoints one update before the end, and at the end
     full, part = tmp_path / "full", tmp_path / "part"
+    # One update per compiled call: one program for the run and its resume (chunks of other
+    # lengths around the checkpoint would each compile the suite's step again).
     argv = ["train", "--env", env, "--num-seeds", str(seeds), "--total-timesteps", str(total),
-            "--checkpoint-every", str(every), "--out", str(full)]  # fmt: skip
+            "--checkpoint-every", str(every), "--chunk", "1", "--out", str(full)]  # fmt: skip
     assert cli(argv + (["--set", *sets] if sets else [])) == 0
     metrics = np.load(full / "metrics.npz")
     r, c = metrics["episode_return"][0], metrics["episodes"][0]  # [seed, update]
