@@ -242,14 +242,18 @@ def recurrent_section(data: dict[str, Any]) -> list[str]:
             f"| {r['core']} | {row['seq_len']}{shipped} | {row['steps_per_second']:,} | "
             f"{row['over_none']:.3f} | {row['compile_seconds']:.2f} | {row['run_seconds']:.2f} |"
         )
-    b = r["backward"]
+    b, w = r["backward"], r["twice_as_wide"]
     return out + [
+        f"| {r['core']}, {w['core_size']} wide | {r['seq_len']} | {w['steps_per_second']:,} | "
+        f"{w['over_none']:.3f} | {w['compile_seconds']:.2f} | {w['run_seconds']:.2f} |",
         f"| none | - | {none['steps_per_second']:,} | 1 | {none['compile_seconds']:.2f} | "
         f"{none['run_seconds']:.2f} |",
         "",
         f"The shipped preset trains at {r['gru_over_none']:.3f} of the speed without a core "
         f"(peak RSS {r['peak_rss_mb']:.0f} MB). The replay's gradient alone ({b['shape']}, "
-        f"best of round-robin runs): {b['scan_core_ms']} ms with scan_core against "
+        f"best of round-robin runs): {b['scan_core_ms']} ms with scan_core (input gates "
+        f"before the loop, its own backward pass), {b['scan_core_autodiff_ms']} ms for the same "
+        f"forward loop through JAX's scan transpose ({b['vjp_speedup']:.2f}x), "
         f"{b['plain_scan_ms']} ms for a plain scan of the cell ({b['speedup']:.2f}x).",
         "",
     ]

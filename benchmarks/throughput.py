@@ -470,7 +470,8 @@ def worker_recurrent(
     steps = num_seeds * config.num_updates * config.batch_size
     lengths = sorted({config.sequence_length, *(x or config.num_steps for x in seq_lens)})[::-1]
     programs = {}
-    for name, changes in [("none", {"core": "none", "seq_len": 0})] + [
+    wide = {"core_size": 2 * config.core_size}  # the previous preset's width
+    for name, changes in [("none", {"core": "none", "seq_len": 0}), ("twice as wide", wide)] + [
         (f"seq_len {n}", {"seq_len": 0 if n == config.num_steps else n}) for n in lengths
     ]:
         train = make_train(config.replace(**changes), env)
@@ -501,6 +502,13 @@ def worker_recurrent(
             }
             for n in lengths
         ],
+        "twice_as_wide": {
+            "core_size": 2 * config.core_size,
+            **times["twice as wide"],
+            "over_none": round(
+                times["none"]["run_seconds"] / times["twice as wide"]["run_seconds"], 4
+            ),
+        },
         "backward": replay_gradient_cost(config, env, num_seeds, repeats),
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -511,11 +519,25 @@ def replay_gradient_cost(config: Any, env: Any, num_seeds: int, repeats: int) ->
     sequences, vmapped over the seeds, each with its own network): scan_core (the trainer's:
     the core's input gates for all steps in one matmul before the loop) against a plain scan
     that steps the whole cell, input matmul included. Best of `repeats` round-robin runs, in
-    ms."""
+    ms. A third program, scan_core_autodiff, differentiates scan_core's forward loop with JAX's
+    own scan transpose instead of scan_core's backward pass (what the custom VJP saves)."""
+    import contextlib
+
     import jax
     import jax.numpy as jnp
 
+    from purejaxppo import ppo
     from purejaxppo.ppo import ActorCritic, HParams, initial_hidden, make_trainer, replay
+
+    @contextlib.contextmanager
+    def autodiff_backward():
+        """While tracing: scan_core without its own VJP (the same forward, JAX's transpose)."""
+        saved = ppo.scan_core
+        ppo.scan_core = lambda cell, *args: ppo.scan_core_forward(cell, *args)[0]
+        try:
+            yield
+        finally:
+            ppo.scan_core = saved
 
     config = config.replace(seq_len=0)
     trainer = make_trainer(config, env)
@@ -538,14 +560,19 @@ def replay_gradient_cost(config: Any, env: Any, num_seeds: int, repeats: int) ->
         return network.apply(params, feats, method=ActorCritic.heads)
 
     programs = {}
-    for name, fn in (("plain_scan", plain), ("scan_core", replay)):
+    for name, fn, tracing in (
+        ("plain_scan", plain, contextlib.nullcontext),
+        ("scan_core_autodiff", replay, autodiff_backward),
+        ("scan_core", replay, contextlib.nullcontext),
+    ):
 
         def loss(p, o, d, h, fn=fn):
             dist, value = fn(trainer.network, p, o, d, h)
             return dist.loc.sum() + (value**2).sum()
 
         grad = jax.jit(jax.vmap(jax.grad(loss)))
-        jax.block_until_ready(grad(params, obs, done, hidden))
+        with tracing():
+            jax.block_until_ready(grad(params, obs, done, hidden))  # traced and compiled here
         programs[name] = grad
     best = {name: float("inf") for name in programs}
     for _ in range(max(repeats, 5)):
@@ -557,6 +584,7 @@ def replay_gradient_cost(config: Any, env: Any, num_seeds: int, repeats: int) ->
         "shape": f"{num_seeds} seeds x T {config.num_steps} x {width} sequences",
         **{f"{name}_ms": round(1e3 * t, 2) for name, t in best.items()},
         "speedup": round(best["plain_scan"] / best["scan_core"], 3),
+        "vjp_speedup": round(best["scan_core_autodiff"] / best["scan_core"], 3),
     }
 
 

@@ -47,6 +47,28 @@ def test_pixels_worker_measures_the_cnn_trainer_and_its_reference():
 
 
 @pytest.mark.integration
+def test_recurrent_worker_times_the_preset_its_wider_core_and_none_and_the_backward_passes():
+    row = run_worker({"kind": "recurrent", "num_seeds": 2, "updates": 1, "repeats": 1})
+    assert (row["core"], row["core_size"], row["seq_len"]) == ("gru", 32, 8)
+    assert row["twice_as_wide"]["core_size"] == 64
+    assert [r["seq_len"] for r in row["seq_len_rows"]] == [8]  # the shipped length alone
+    for side in (row["none"], row["gru"], row["twice_as_wide"], *row["seq_len_rows"]):
+        assert side["compile_seconds"] > 0 and side["run_seconds"] > 0
+    # A core costs something; `gru` is the shipped seq_len's row.
+    assert 0 < row["gru_over_none"] < 1
+    assert row["gru"]["run_seconds"] == row["seq_len_rows"][0]["run_seconds"]
+    b = row["backward"]
+    assert min(b["plain_scan_ms"], b["scan_core_autodiff_ms"], b["scan_core_ms"]) > 0
+    assert b["vjp_speedup"] == pytest.approx(b["scan_core_autodiff_ms"] / b["scan_core_ms"], 0.01)
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import report
+
+    machine = dict(date="d", cpu="c", cores=2, memory_gb=1, backend="cpu", jax="j", python="p")
+    text = "\n".join(report.recurrent_section({"machine": machine, "row": row}))
+    assert "| gru, 64 wide | 8 |" in text and "| gru | 8 (shipped) |" in text
+
+
+@pytest.mark.integration
 def test_minatar_benchmark_writes_its_table_and_curves(tmp_path):
     proc = subprocess.run(
         [
