@@ -298,7 +298,13 @@ def accelerator_section(data: dict[str, Any]) -> list[str]:
             f"{t['compile_seconds']:.1f} | {t['run_seconds']:.3f} |"
         )
     rec = next(r for r in data["points"] if r["section"] == "recurrent")
-    out += ["", f"The GRU core trains at {rec['gru_over_none']:.3f} of the speed without one."]
+    # Rows measured before seq_len existed replayed whole rollouts (seq_len absent).
+    length = rec.get("seq_len") or f"{rec['num_steps']} (whole rollouts)"
+    out += [
+        "",
+        f"The GRU core ({rec['core_size']} wide, sequences of {length} steps) trains at "
+        f"{rec['gru_over_none']:.3f} of the speed without one.",
+    ]
     sweep = data.get("sweep")
     if sweep:
         out += [
