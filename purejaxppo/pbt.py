@@ -60,6 +60,9 @@ class PBTOptions:
         """Runs replaced at each step (at least; diverged runs beyond these are replaced too)."""
         return int(math.floor(self.fraction * population))
 
+    def check_population(self, population: int) -> None:
+        check_options(self, population)
+
     def record(self) -> dict[str, Any]:
         """config.json's "pbt" entry."""
         return {
@@ -68,7 +71,7 @@ class PBTOptions:
             "factors": list(self.factors),
             "resample": self.resample,
             "space": {
-                name: (str(spec) if isinstance(spec, Draw) else list(spec))
+                name: (spec._asdict() if isinstance(spec, Draw) else list(spec))
                 for name, spec in self.space
             },
         }
@@ -82,9 +85,10 @@ class PBTOptions:
             raise ValueError(f"pbt must hold every, fraction, factors, resample, space: {raw!r}")
         space = []
         for name, spec in dict(raw["space"]).items():
-            if isinstance(spec, str):
-                kind, low, high = spec.split(":")
-                space.append((name, Draw(kind, float(low), float(high))))
+            if isinstance(spec, dict):
+                space.append(
+                    (name, Draw(str(spec["kind"]), float(spec["low"]), float(spec["high"])))
+                )
             else:
                 space.append((name, tuple(float(v) for v in spec)))
         options = cls(
@@ -123,7 +127,12 @@ def check_options(options: PBTOptions, population: int | None = None) -> None:
                 f"--pbt-every evolves traced fields only ({', '.join(HPARAM_LIMITS)}); "
                 f"{name!r} changes the compiled program"
             )
-        if not isinstance(spec, Draw) and not spec:
+        if isinstance(spec, Draw):
+            if spec.kind not in ("uniform", "loguniform") or not spec.low < spec.high:
+                raise ValueError(f"the PBT space of {name!r} is not a distribution: {spec}")
+            if spec.kind == "loguniform" and spec.low <= 0:
+                raise ValueError(f"the PBT space of {name!r} needs 0 < low: {spec}")
+        elif not spec:
             raise ValueError(f"the PBT space of {name!r} is empty")
     if population is not None and options.replaced(population) < 1:
         raise ValueError(
@@ -376,3 +385,106 @@ def schedule(lin: Lineage, initial: np.ndarray, run: int) -> np.ndarray:
     for i in range(1, len(line)):
         out[i] = lin.hparams[line[i], i - 1]
     return out
+
+
+SCORE = (
+    "the episode-weighted mean return of the episodes that ended in the --pbt-every updates "
+    "since the previous step (diverged runs lowest, then runs with no finished episode)"
+)
+
+
+def summary_section(
+    options: PBTOptions,
+    history: dict[str, np.ndarray],
+    initial: np.ndarray,
+    finals: np.ndarray,
+    kept: np.ndarray,
+    num_seeds: int,
+) -> dict[str, Any]:
+    """summary.json's "pbt": the options, the steps, the best run's line and schedule, the
+    population's final values. history: each metric [R, U]; initial: the runs' starting values
+    of the evolved fields [R, F]; finals: final_return [R]; kept: runs not diverged [R]."""
+    fields = options.fields
+    lin = lineage(history, fields, options.every)
+    own = np.arange(lin.parent.shape[0])[:, None]
+    candidates = np.flatnonzero(kept & np.isfinite(finals))
+    section: dict[str, Any] = {
+        **options.record(),
+        "score": SCORE,
+        "total_updates": int(history[PARENT].shape[1]),
+        "step_updates": lin.updates.tolist(),
+        "replaced_per_step": (lin.parent != own).sum(0).tolist(),
+    }
+    if candidates.size:
+        best = int(candidates[np.argmax(finals[candidates])])
+        values = schedule(lin, initial, best)
+        section["best"] = {
+            "run": best,
+            "setting": best // num_seeds,
+            "seed": best % num_seeds,
+            "final_return": round(float(finals[best]), 3),
+            "interval_starts": [0, *lin.updates.tolist()],
+            "ancestry": ancestry(lin.parent, best).tolist(),
+            "schedule": {f: [float(v) for v in values[:, i]] for i, f in enumerate(fields)},
+        }
+        last = np.stack([history[PREFIX + f][candidates, -1] for f in fields], -1)
+        section["final_values"] = {
+            f: {
+                "min": float(last[:, i].min()),
+                "median": float(np.median(last[:, i])),
+                "max": float(last[:, i].max()),
+            }
+            for i, f in enumerate(fields)
+        }
+    return section
+
+
+def schedule_figure(
+    runs: Sequence[tuple[str, dict[str, Any], dict[str, np.ndarray] | None, int]],
+) -> bytes:
+    """PNG: one panel per evolved field; per (label, summary section, history or None, batch
+    size): the best run's schedule along its ancestry (bold), and every run's own value per
+    update (thin) where the history is given. x in env steps per run."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fields = sorted({f for _, sec, _, _ in runs for f in sec["best"]["schedule"]})
+    cols = min(3, len(fields))
+    rows = -(-len(fields) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.3 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[len(fields) :]:
+        ax.set_visible(False)
+    for ax, field in zip(axes.flat, fields, strict=False):
+        for label, sec, history, batch in runs:
+            best = sec["best"]
+            if field not in best["schedule"]:
+                continue
+            if history is not None:
+                values = history[PREFIX + field]
+                x = (np.arange(values.shape[1]) + 1) * batch
+                for row in values:
+                    ax.step(x, row, where="post", color="0.6", lw=0.5, alpha=0.5)
+            starts = np.asarray(best["interval_starts"]) * batch
+            ys = best["schedule"][field]
+            ax.step(
+                np.append(starts, sec["total_updates"] * batch),
+                [*ys, ys[-1]],
+                where="post",
+                lw=2,
+                label=f"{label} best run {best['run']} ({best['final_return']:g})",
+            )
+        ax.set_yscale("log" if field == "learning_rate" else "linear")
+        ax.set_xlabel("environment steps per run")
+        ax.set_title(field)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle("PBT: the best run's hyperparameters along its ancestry (thin: every run)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
