@@ -145,7 +145,10 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             arm: int(s["total_timesteps"]) * scores_size(s) for arm, (s, _) in arms.items()
         }
         games[game] = row
+    from benchmarks.throughput import machine
+
     result = {
+        "machine": machine(),
         "protocol": {
             "steps_per_run": args.steps,
             "population": args.population,
@@ -249,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             run_game(game, args)
     result = report(args)
     print(markdown(result))
+    if Path(args.out).resolve() == (ROOT / "benchmarks" / "results").resolve():
+        from benchmarks.report import write_report
+
+        write_report()
     return 0
 
 

@@ -130,6 +130,7 @@ def bits(tree):
     ]
 
 
+@pytest.mark.integration  # compiles a trainer
 def test_a_copied_run_continues_bit_identically_to_its_parent_given_the_same_key():
     trainer = make_trainer(tiny_config())
     hp = jax.tree.map(lambda x: jnp.full(3, x, jnp.float32), HParams())
@@ -200,6 +201,7 @@ def test_lineage_ancestry_and_schedule_by_hand():
     assert pbt.ancestry(lin.parent, 0).tolist() == [0, 0, 0]
 
 
+@pytest.mark.integration  # compiles a trainer
 def test_advance_steps_at_multiples_of_every_and_not_at_the_end():
     config = tiny_config(total_timesteps=16 * 5)  # 5 updates of 16 steps
     trainer = make_trainer(config)
