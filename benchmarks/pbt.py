@@ -13,6 +13,8 @@ a tenth of the way; a stopped folder is resumed, a finished one reused):
                 random search of the same compute (P runs x steps)
   search-best   the search's best setting (its run's final return) on 8 fresh seeds (600)
   default       the shipped MinAtar default on the same 8 fresh seeds
+  pbt-final     the best PBT run's final values as a fixed setting from the start, on the same
+                8 fresh seeds: whether PBT found a better point or a better schedule
 
 Every arm is the shipped default's program (64 envs x 128 steps, 4 epochs x 8 minibatches, a
 64x64 ReLU MLP, gamma 0.99, gradient norm 0.5); SPACE is the MinAtar tuning's continuous traced
@@ -52,7 +54,7 @@ SPACE = (
 )
 FIXED = ("gamma=0.99", "max_grad_norm=0.5")  # the default's; the space leaves them out
 SEARCH_SEED, FRESH_SEED, FRESH_SEEDS = 500, 600, 8
-ARMS = ("pbt", "search", "search-best", "default")
+ARMS = ("pbt", "search", "search-best", "default", "pbt-final")
 
 
 def log(text: str) -> None:
@@ -99,12 +101,14 @@ def run_game(game: str, args: argparse.Namespace) -> None:
     folder = Path(args.runs) / game
     population = ["--sweep", *SPACE, "--samples", str(args.population), "--seed", str(SEARCH_SEED)]
     pbt_flags = ["--pbt-every", str(args.every)]
-    train(folder / "pbt", [*base, *population, *pbt_flags], updates, args.every)
+    evolved = train(folder / "pbt", [*base, *population, *pbt_flags], updates, args.every)
     search = train(folder / "search", [*base, *population], updates)
     best = [f"{k}={v!r}" for k, v in best_setting(search).items()]
     fresh = ["--num-seeds", str(FRESH_SEEDS), "--seed", str(FRESH_SEED)]
     train(folder / "search-best", [*base, "--set", *best, *fresh], updates)
     train(folder / "default", [*base, *fresh], updates)
+    final = [f"{k}={v[-1]!r}" for k, v in evolved["pbt"]["best"]["schedule"].items()]
+    train(folder / "pbt-final", [*base, "--set", *final, *fresh], updates)
 
 
 def load(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -132,7 +136,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         for a, arm in enumerate(ARMS):
             est = stats.interval_estimates(scores[arm], seed=g * 10 + a)
             row[arm] = {"runs": int(scores[arm].size), **{k: est[k].rounded() for k in est}}
-        for other in ("search-best", "default", "search"):
+        for other in ("search-best", "default", "search", "pbt-final"):
             p = stats.probability_of_improvement(scores["pbt"], scores[other], seed=g)
             row[f"P(pbt > {other})"] = p.rounded()
         pbt_summary = arms["pbt"][0]

@@ -676,7 +676,7 @@ def pbt_section(data: dict[str, Any]) -> list[str]:
         "",
         "| game | PBT population | search, all draws | search's best, fresh seeds | default, "
         "fresh seeds | P(PBT > search's best) | P(PBT > default) | minutes on 2 cores (PBT / "
-        "search / best / default) |",
+        "search / best / default / PBT's final values) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for game, row in data["games"].items():
@@ -685,6 +685,18 @@ def pbt_section(data: dict[str, Any]) -> list[str]:
             f"| {game} | {iv(row['pbt']['iqm'])} | {iv(row['search']['iqm'])} | "
             f"{iv(row['search-best']['iqm'])} | {iv(row['default']['iqm'])} | "
             f"{iv(row['P(pbt > search-best)'])} | {iv(row['P(pbt > default)'])} | {minutes} |"
+        )
+    lines += [
+        "",
+        "Whether PBT found a better point or a better schedule: the best PBT run's final values, "
+        "fixed from the start, on the same fresh seeds:",
+        "",
+        "| game | PBT's final values, fixed, fresh seeds | P(PBT > them) |",
+        "|---|---:|---:|",
+    ]
+    for game, row in data["games"].items():
+        lines.append(
+            f"| {game} | {iv(row['pbt-final']['iqm'])} | {iv(row['P(pbt > pbt-final)'])} |"
         )
     lines.append("")
     for game, row in data["games"].items():
@@ -706,7 +718,7 @@ def pbt_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-ARMS_PBT = ("pbt", "search", "search-best", "default")
+ARMS_PBT = ("pbt", "search", "search-best", "default", "pbt-final")
 
 
 def write_report() -> Path:
