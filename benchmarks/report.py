@@ -650,6 +650,77 @@ def improvement_lines(rows: dict[str, dict[str, Any]], algos: list[str]) -> list
     ]
 
 
+def pbt_section(data: dict[str, Any]) -> list[str]:
+    """benchmarks/pbt.py: PBT against a random search of equal compute and the default."""
+    p = data["protocol"]
+
+    def iv(e: list[float]) -> str:
+        return f"{e[0]:.2f} [{e[1]:.2f}, {e[2]:.2f}]"
+
+    lines = [
+        "## Population-based training against a random search and the default (MinAtar)",
+        "",
+        machine_line(data["machine"]),
+        "`python benchmarks/pbt.py`: per game, the same "
+        f"{p['population']} draws (--seed {p['search_seed']}) of `{' '.join(p['space'])}` "
+        f"(fixed: `{' '.join(p['fixed'])}`; the shipped default's program otherwise) train "
+        f"{p['steps_per_run']:,} steps each, once as one PBT population (`--pbt-every "
+        f"{p['pbt_every_updates']}`, fraction 0.25, factors 0.8/1.25, resample 0.25) and once "
+        "as a plain random search: equal compute. The search's best draw (its one run's final "
+        f"return) and the shipped default then train on {p['fresh_seeds'][1]} fresh seeds "
+        f"(--seed {p['fresh_seeds'][0]}). Final return = the mean over the episodes of the last "
+        "5% of updates; IQM with 95% bootstrap intervals over runs; P(PBT > X) = the chance a "
+        "PBT run scores above a run of X. The PBT population is scored on its members' own "
+        "final returns (as PBT reports them; it was selected on training returns along the "
+        "way), the search's best on fresh seeds.",
+        "",
+        "| game | PBT population | search, all draws | search's best, fresh seeds | default, "
+        "fresh seeds | P(PBT > search's best) | P(PBT > default) | minutes on 2 cores (PBT / "
+        "search / best / default / PBT's final values) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for game, row in data["games"].items():
+        minutes = " / ".join(f"{row['seconds'][a] / 60:.0f}" for a in ARMS_PBT)
+        lines.append(
+            f"| {game} | {iv(row['pbt']['iqm'])} | {iv(row['search']['iqm'])} | "
+            f"{iv(row['search-best']['iqm'])} | {iv(row['default']['iqm'])} | "
+            f"{iv(row['P(pbt > search-best)'])} | {iv(row['P(pbt > default)'])} | {minutes} |"
+        )
+    lines += [
+        "",
+        "Whether PBT found a better point or a better schedule: the best PBT run's final values, "
+        "fixed from the start, on the same fresh seeds:",
+        "",
+        "| game | PBT's final values, fixed, fresh seeds | P(PBT > them) |",
+        "|---|---:|---:|",
+    ]
+    for game, row in data["games"].items():
+        lines.append(
+            f"| {game} | {iv(row['pbt-final']['iqm'])} | {iv(row['P(pbt > pbt-final)'])} |"
+        )
+    lines.append("")
+    for game, row in data["games"].items():
+        best = row["pbt_section"]["best"]
+        ends = ", ".join(f"{f} {v[0]:.3g} -> {v[-1]:.3g}" for f, v in best["schedule"].items())
+        lines.append(
+            f"- {game}: the best PBT run ({best['final_return']:g}) was trained with {ends} "
+            f"(start -> end along its ancestry, {len(best['schedule']['learning_rate']) - 1} "
+            f"steps); the search's best draw: "
+            + ", ".join(f"{k} {v:.3g}" for k, v in row["search_best_setting"].items())
+            + "."
+        )
+    lines += [
+        "",
+        "![PBT schedules](benchmarks/results/pbt_schedules.png)",
+        "![PBT curves](benchmarks/results/pbt_curves.png)",
+        "",
+    ]
+    return lines
+
+
+ARMS_PBT = ("pbt", "search", "search-best", "default", "pbt-final")
+
+
 def write_report() -> Path:
     lines = [
         "# Benchmarks",
@@ -662,9 +733,9 @@ def write_report() -> Path:
         "`python benchmarks/stats_cost.py` (what the interval statistics cost),",
         "`python benchmarks/update_cost.py` (what PPO's update costs over the bare passes),",
         "`python benchmarks/tune.py` (each family's defaults chosen by our own sweeps),",
-        "`python benchmarks/atari.py --part speed|learn` (real Atari through ale-py) and",
+        "`python benchmarks/atari.py --part speed|learn` (real Atari through ale-py),",
         "`python benchmarks/suites.py --part speed|learn` (jumanji, Craftax, XLand-MiniGrid, "
-        "Playground; action masks);",
+        "Playground; action masks) and `python benchmarks/pbt.py` (population-based training);",
         "each rebuilds this file from `benchmarks/results/`. Absolute figures drift on shared",
         "machines; the ratios are measured within one process.",
         "",
@@ -685,6 +756,7 @@ def write_report() -> Path:
         ("stats_cost", stats_cost_section),
         ("atari_speed", atari_section),
         ("suites", suites_section),
+        ("pbt", pbt_section),
     ]:
         data = load(name)
         if data is not None:

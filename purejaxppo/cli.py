@@ -35,6 +35,8 @@ import numpy as np
 from purejaxppo import presets
 from purejaxppo.errors import DiskFull, NoGoodCheckpoint, is_disk_full, path_problem, shown
 from purejaxppo.files import write_atomic, written_into_place
+from purejaxppo.pbt import PREFIX as PBT_PREFIX
+from purejaxppo.pbt import PBTOptions
 from purejaxppo.ppo import (
     Config,
     Env,
@@ -293,6 +295,91 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, HParams, dict,
         raise UsageError(str(err)) from None
     check_yaml_fields_read(args.config, env, {**cfg_over, **hp_over}, variants)
     return config, hparams, traced, static
+
+
+PBT_FLAGS = ("pbt_every", "pbt_fraction", "pbt_perturb", "pbt_resample")
+PBT_DEFAULTS = PBTOptions(every=1)
+
+
+def parse_unit(flag: str, text: str, low: float, high: float, low_open: bool) -> float:
+    """A number in [low, high] (low excluded where low_open); one line naming the flag if not."""
+    bracket = "(" if low_open else "["
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (low < value <= high if low_open else low <= value <= high):
+        raise UsageError(f"{flag} must be a number in {bracket}{low:g}, {high:g}], got {text!r}")
+    return value
+
+
+def pbt_options(
+    args: argparse.Namespace, traced: dict[str, Any], static: dict[str, Any], config: Config
+) -> PBTOptions | None:
+    """The --pbt-* flags as PBTOptions (None without --pbt-every), checked against the sweep
+    they evolve; every refusal is one line naming the flag."""
+    if args.pbt_every is None:
+        extra = [f"--{n.replace('_', '-')}" for n in PBT_FLAGS[1:] if getattr(args, n) is not None]
+        if extra:
+            raise UsageError(
+                f"{', '.join(extra)} tune population-based training: add --pbt-every N"
+            )
+        return None
+    if static:
+        names = ", ".join(static)
+        raise UsageError(
+            f"--pbt-every evolves traced fields only; --sweep {names} changes the compiled "
+            "program (each value would be a population of its own): set it with --set"
+        )
+    fraction, resample = PBT_DEFAULTS.fraction, PBT_DEFAULTS.resample
+    if args.pbt_fraction is not None:
+        fraction = parse_unit("--pbt-fraction", args.pbt_fraction, 0.0, 0.5, low_open=True)
+    if args.pbt_resample is not None:
+        resample = parse_unit("--pbt-resample", args.pbt_resample, 0.0, 1.0, low_open=False)
+    factors = PBT_DEFAULTS.factors
+    if args.pbt_perturb is not None:
+        try:
+            factors = tuple(float(x) for x in args.pbt_perturb.split(","))
+        except ValueError:
+            factors = ()
+        if not factors or not all(math.isfinite(f) and f > 0 for f in factors):
+            raise UsageError(
+                f"--pbt-perturb must be positive factors separated by commas (e.g. 0.8,1.25), "
+                f"got {args.pbt_perturb!r}"
+            )
+    space = tuple(
+        (name, spec if hasattr(spec, "kind") else tuple(float(v) for v in spec))
+        for name, spec in traced.items()
+    )
+    options = PBTOptions(args.pbt_every, fraction, factors, resample, space)
+    population = (
+        args.samples if args.samples is not None else math.prod(len(v) for v in traced.values())
+    ) * args.num_seeds
+    try:
+        options.check_population(population)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.pbt_every >= config.num_updates:
+        raise UsageError(
+            f"--pbt-every {args.pbt_every} leaves no PBT step in a run of {config.num_updates} "
+            f"updates; use --pbt-every below {config.num_updates}"
+        )
+    if args.checkpoint_every is not None and args.checkpoint_every % args.pbt_every:
+        raise UsageError(
+            f"--checkpoint-every {args.checkpoint_every} must be a multiple of --pbt-every "
+            f"{args.pbt_every} (checkpoints fall between PBT steps)"
+        )
+    if args.num_processes > 1:
+        raise UsageError(
+            "--pbt-every runs its population in one process: drop --num-processes "
+            f"(or {args.process_source['num_processes']})"
+        )
+    if config.env.startswith("ale:"):
+        raise UsageError(
+            "--pbt-every copies a run's environments inside the compiled program, and ale: "
+            "emulators live outside it; use a MinAtar or gymnax game"
+        )
+    return options
 
 
 def check_yaml_fields_read(
@@ -690,6 +777,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_path(out, "--out", RUN_ROOM)
     config, hparams, traced, static = settings_from_args(args)
+    args.pbt = pbt_options(args, traced, static, config)
     for label, _ in static_variants(config, static):
         check_path(out / label, "--out", RUN_ROOM)  # a static sweep's variant folder
     if args.process_id != 0:
@@ -760,7 +848,7 @@ def train_into(
     else:
         grid = make_grid(traced)
     variants = [
-        (label, Sweep(cfg, hparams, grid, args.num_seeds, args.seed))
+        (label, Sweep(cfg, hparams, grid, args.num_seeds, args.seed, args.pbt))
         for label, cfg in static_variants(config, static)
     ]
     options = Options(
@@ -887,7 +975,7 @@ def check_resume_flags(args: argparse.Namespace) -> None:
     out = Path(args.resume)
     given = [f"--{n.replace('_', '-')}" for n in ("env", "out", "config") if getattr(args, n)]
     given += ["--set"] * bool(args.set) + ["--sweep"] * bool(args.sweep)
-    unset = ("samples", "num_seeds", "seed", "total_timesteps")  # None unless given
+    unset = ("samples", "num_seeds", "seed", "total_timesteps", *PBT_FLAGS)  # None unless given
     given += [f"--{n.replace('_', '-')}" for n in unset if getattr(args, n) is not None]
     if given:
         raise UsageError(
@@ -1235,6 +1323,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     returns = np.asarray(evaluate_runs(*inputs))
     # A run that went non-finite in training is evaluated and listed, but left out of the mean.
     diverged = np.asarray(history["finite"][:n] == 0).any(axis=1)
+    values = [grid.settings[int(runs.setting[r])] for r in range(n)]
+    if record.sweep.pbt is not None:
+        # A population-based run has its own values now, and diverged only if it still is.
+        diverged = np.asarray(history["finite"][:n, -1] == 0)
+        values = [
+            {f: float(history[PBT_PREFIX + f][r, -1]) for f in record.sweep.pbt.fields}
+            for r in range(n)
+        ]
     result = {
         "update": int(meta["update"]),
         "episodes": args.episodes,
@@ -1242,7 +1338,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             {
                 "setting": int(runs.setting[r]),
                 "seed": int(runs.seed[r]),
-                **grid.settings[int(runs.setting[r])],
+                **values[r],
                 "mean_return": round(float(returns[r].mean()), 3),
                 "diverged": bool(diverged[r]),
             }
@@ -1484,6 +1580,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="XLA CPU devices to shard the runs over (default: one per core this process may "
         "use, unless XLA_FLAGS or JAX_NUM_CPU_DEVICES chose a count; --resume: the recorded "
         "count); 1 runs everything on one core",
+    )
+    train.add_argument(
+        "--pbt-every",
+        type=integer,
+        default=None,
+        help="population-based training: every this many updates, the worst runs of the "
+        "population (--samples/--sweep x --num-seeds) copy better ones and perturb their "
+        "--sweep fields, inside the compiled program",
+    )
+    train.add_argument(
+        "--pbt-fraction",
+        default=None,
+        help="PBT: the bottom fraction replaced by copies of the top one "
+        f"({PBT_DEFAULTS.fraction})",
+    )
+    train.add_argument(
+        "--pbt-perturb",
+        default=None,
+        metavar="F1,F2",
+        help="PBT: factors a copied run's --sweep fields are multiplied by, one drawn per field "
+        f"({','.join(map(str, PBT_DEFAULTS.factors))})",
+    )
+    train.add_argument(
+        "--pbt-resample",
+        default=None,
+        help="PBT: the probability that a field is drawn afresh from its --sweep distribution "
+        f"instead ({PBT_DEFAULTS.resample})",
     )
     train.add_argument("--tensorboard", action="store_true", help="write TensorBoard events")
     train.add_argument("--wandb", action="store_true", help="log to Weights & Biases")

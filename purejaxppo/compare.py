@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from purejaxppo import stats
+from purejaxppo import pbt, stats
 from purejaxppo.files import write_together
 from purejaxppo.record import (
     RecordError,
@@ -55,6 +55,7 @@ class TaskRuns(NamedTuple):
     steps: np.ndarray  # [U] env steps per run at each update
     returns: np.ndarray  # [S, U] episodic return per update, carried forward
     diverged: int
+    pbt: dict[str, Any] | None = None  # summary.json's "pbt" of a population-based run
 
 
 class Entry(NamedTuple):
@@ -122,11 +123,18 @@ def read_folder(label: str, folder: Path) -> list[tuple[str, TaskRuns]]:
         if finals.ndim != 2 or len(settings) != finals.shape[0]:
             raise ValueError(f"final_return is {finals.shape}, for {len(settings)} settings")
         labels = stats.setting_labels(fields, settings)
+        population = summary.get("pbt")
+        if population is not None:
+            # One population: its runs are one entry (a run's setting is only where it began).
+            diverged = {(0, h * finals.shape[1] + s) for h, s in diverged}
+            finals, fields, settings, labels = finals.reshape(1, -1), [], [{}], [""]
     except CompareError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CompareError(f"{where}: summary.json is not a run summary ({err})") from None
     returns, steps = read_metrics(folder / "metrics.npz", where)
+    if population is not None and returns.ndim == 3:
+        returns = returns.reshape(1, -1, returns.shape[-1])
     if returns.ndim != 3 or returns.shape[:2] != finals.shape or returns.shape[2] != steps.size:
         raise CompareError(f"{where}: metrics.npz and summary.json disagree in shape")
     curves = stats.forward_fill(returns)
@@ -158,6 +166,7 @@ def read_folder(label: str, folder: Path) -> list[tuple[str, TaskRuns]]:
                     steps,
                     curves[h, keep],
                     int((~keep).sum()),
+                    population,
                 ),  # fmt: skip
             )
         )
@@ -377,6 +386,12 @@ def compare(
             "env_steps": np.round(grid).astype(int).tolist(),
             "iqm": [[_nan_list(a) for a in c] for c in curves],
         },
+        # Each population-based entry's best run and its hyperparameters along its ancestry.
+        "pbt": [
+            {"label": e.label, "env": env, "batch_size": t.total_timesteps // t.steps.size,
+             **t.pbt}
+            for e in entries for env, t in e.tasks.items() if t.pbt is not None and "best" in t.pbt
+        ],
     }  # fmt: skip
 
 
@@ -494,8 +509,9 @@ def _finish(fig: Any, ax: Any, plt: Any, xlabel: str, ylabel: str, title: str) -
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> list[str]:
-    """compare.json, compare.md, compare_profile.png and compare_curves.png, all replaced or
-    none (a full disk leaves the previous ones); the names never clash with a run folder's."""
+    """compare.json, compare.md, compare_profile.png and compare_curves.png (and, where an
+    entry is population-based, compare_schedules.png), all replaced or none (a full disk leaves
+    the previous ones); the names never clash with a run folder's."""
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "compare.json": json.dumps(result, indent=1).encode(),
@@ -503,5 +519,9 @@ def write_outputs(out: Path, result: dict[str, Any]) -> list[str]:
         "compare_profile.png": plot_profile(result),
         "compare_curves.png": plot_curves(result),
     }
+    if result["pbt"]:
+        files["compare_schedules.png"] = pbt.schedule_figure(
+            [(f"{p['label']} ({p['env']})", p, None, p["batch_size"]) for p in result["pbt"]]
+        )
     write_together({out / name: data for name, data in files.items()})
     return list(files)

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from purejaxppo import stats
+from purejaxppo import pbt, stats
 from purejaxppo.checkpoint import Checkpointer, remove_unfinished_checkpoints
 from purejaxppo.files import write_atomic
 from purejaxppo.ppo import Config, final_return, padded_index
@@ -57,7 +57,7 @@ from purejaxppo.sweep import (
     state_bytes,
 )
 
-RESULT_FILES = ("config.json", "metrics.npz", "curves.png", "summary.json")
+RESULT_FILES = ("config.json", "metrics.npz", "curves.png", "pbt.png", "summary.json")
 
 
 def remove_unfinished_writes(out: Path, log: Callable[[str], None]) -> None:
@@ -218,6 +218,7 @@ class Sinks:
         means = {
             k: np.nanmean(v.reshape(self.grid.size, self.num_seeds, length).astype(float), axis=1)
             for k, v in metrics.items()
+            if k != pbt.PARENT  # a run index: its mean over seeds means nothing
         }
         for i in range(length):
             step = (first + i + 1) * self.batch_size
@@ -251,12 +252,14 @@ def train_sweep(
 
     options = options or Options()
     config, grid = sweep.config, sweep.grid
+    pcount, pid = jax.process_count(), jax.process_index()
+    if sweep.pbt is not None:
+        check_pbt(sweep, options, pcount)
     env = make_env(config.env)
     # An emulator pool (ale:) lives in this process once: its runs stay on one device.
     devices = jax.local_devices()[: 1 if getattr(env, "needs_one_device", False) else None]
-    runner = Runner(config, env, make_mesh(devices))
+    runner = Runner(config, env, make_mesh(devices), make_advance=pbt_advance(sweep))
     record = sweep.record(runner.num_devices, options)
-    pcount, pid = jax.process_count(), jax.process_index()
     if pcount > 1:
         quiet_log = log
 
@@ -273,6 +276,9 @@ def train_sweep(
         options.checkpoint_every or config.num_updates,
         config.num_updates,
     )
+    if sweep.pbt is not None and chunk < config.num_updates:
+        # Compiled calls start at multiples of --pbt-every (its steps fall inside them).
+        chunk = max(sweep.pbt.every, chunk // sweep.pbt.every * sweep.pbt.every)
     options = dataclasses.replace(options, chunk=chunk)
     budget = options.memory_budget or available_memory_bytes() // 2
     # The planner first: it refuses a sweep too large for memory (a huge --num-seeds) in one
@@ -280,6 +286,12 @@ def train_sweep(
     with stop_on_interrupt():
         per_block, block_bytes, compile_seconds = plan_memory(
             runner, config, local_runs, chunk, budget, num_runs
+        )
+    if per_block < local_runs and sweep.pbt is not None:
+        raise MemoryError(
+            f"population-based training keeps the whole population of {num_runs} runs in one "
+            f"program, and {per_block} fit in {budget / 2**20:.0f} MiB; use fewer seeds or "
+            "settings, or a larger --memory-budget-mb"
         )
     runs = sweep.runs()
     log(
@@ -340,6 +352,10 @@ def train_sweep(
             f"purejaxppo train --resume {out}")  # fmt: skip
         return {STOPPED_AT: int(histories[-1]["finite"].shape[1])}
     history = {k: np.concatenate([h[k] for h in histories], axis=0) for k in histories[0]}
+    diverged = first_nonfinite(history)
+    if sweep.pbt is not None:
+        # A run that diverged and then copied a finite one trains on: diverged is its end.
+        diverged = {r: u for r, u in diverged.items() if history["finite"][r, -1] == 0}
     totals = timing.totals()
     if pcount > 1:
         # One gather for everything: each collective needs its peers within gloo's deadline.
@@ -361,15 +377,54 @@ def train_sweep(
         log("done; process 0 writes the results")
         return {}
 
-    summary = write_results(
-        out, sweep, history, first_nonfinite(history), totals, runner.num_devices
-    )
+    summary = write_results(out, sweep, history, diverged, totals, runner.num_devices)
     if interrupted:
         summary[STOPPED_AT] = int(history["finite"].shape[1])
         write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
         log(f"stopped at update {summary[STOPPED_AT]}; continue with: "
             f"purejaxppo train --resume {out}")  # fmt: skip
     return summary
+
+
+def check_pbt(sweep: Sweep, options: Options, processes: int) -> None:
+    """Refuse what population-based training cannot do, in one line (ValueError)."""
+    every, updates = sweep.pbt.every, sweep.config.num_updates
+    sweep.pbt.check_population(sweep.num_runs)
+    if every >= updates:
+        raise ValueError(
+            f"--pbt-every {every} leaves no PBT step in a run of {updates} updates; "
+            f"use --pbt-every below {updates}"
+        )
+    if options.checkpoint_every and options.checkpoint_every % every:
+        raise ValueError(
+            f"--checkpoint-every {options.checkpoint_every} must be a multiple of --pbt-every "
+            f"{every} (a checkpoint falls between PBT steps, not inside one's interval)"
+        )
+    if processes > 1:
+        raise ValueError(
+            "population-based training runs in one process (its population is one program); "
+            f"this job has {processes}"
+        )
+
+
+def pbt_advance(sweep: Sweep) -> Callable[[Callable[..., Any]], Callable[..., Any]] | None:
+    """The Runner's advance builder for a PBT sweep (None otherwise)."""
+    if sweep.pbt is None:
+        return None
+    return lambda update: pbt.make_advance(
+        update, sweep.config.num_updates, sweep.num_runs, sweep.seed, sweep.pbt
+    )
+
+
+def evolved(hparams: Any, options: pbt.PBTOptions, metrics: dict[str, np.ndarray], n: int) -> Any:
+    """hparams [R] with the first n runs' evolved fields as the metrics' last update left them
+    (metrics [n, U]: a chunk's, or a resumed history's)."""
+    changes = {}
+    for name in options.fields:
+        value = np.array(getattr(hparams, name), np.float32)
+        value[:n] = metrics[pbt.PREFIX + name][:n, -1]
+        changes[name] = value
+    return hparams.replace(**changes)
 
 
 def plan_memory(
@@ -500,6 +555,8 @@ def train_block(
             for step, why in skipped:
                 log(f"{block.label}checkpoint {step} is damaged: {why}; moved to {aside}")
         log(f"{block.label}resumed from checkpoint at update {start}")
+        if sweep.pbt is not None and start:
+            hp = runner.place(evolved(block.runs.hparams, sweep.pbt, history, n))
         if getattr(runner.trainer.env, "restarts_on_resume", False):
             # A checkpoint cannot hold emulators (ale:): the games restart from new resets; the
             # parameters, optimizer and statistics go on from the checkpoint.
@@ -523,6 +580,8 @@ def train_block(
         t0 = time.perf_counter()
         state, metrics = runner.advance(state, hp, length)
         elapsed = time.perf_counter() - t0
+        if sweep.pbt is not None:
+            hp = runner.place(evolved(hp, sweep.pbt, metrics, len(metrics["finite"])))
         timing.run += elapsed
         timing.steps += length * config.batch_size * n
         metrics = {k: v[:n] for k, v in metrics.items()}
@@ -588,15 +647,31 @@ def write_results(
     updates = history["finite"].shape[1]
     shaped = {k: v.reshape(grid.size, num_seeds, updates) for k, v in history.items()}
     env_steps = (np.arange(updates, dtype=np.int64) + 1) * config.batch_size
-    buf = io.BytesIO()
-    np.savez(buf, env_steps=env_steps, **shaped)
-    write_atomic(out / "metrics.npz", buf.getvalue())
-
     finals = final_return(shaped)  # [H, S]
     # A diverged run's returns say nothing about its setting: left out of every mean, counted.
     kept = np.ones(finals.shape, bool)
     for r in diverged:
         kept[divmod(r, num_seeds)] = False
+    extra: dict[str, np.ndarray] = {}
+    section = None
+    if sweep.pbt is not None:
+        fields = sweep.pbt.fields
+        initial = np.stack([np.asarray(getattr(sweep.runs().hparams, f)) for f in fields], -1)
+        section = pbt.summary_section(
+            sweep.pbt, history, initial, finals.reshape(-1), kept.reshape(-1), num_seeds
+        )
+        flat = finals[kept]
+        section["population"] = setting_statistics(flat[np.isfinite(flat)])
+        lin = pbt.lineage(history, fields, sweep.pbt.every)
+        extra = {
+            "pbt_fields": np.array(fields),
+            "pbt_step_updates": lin.updates,
+            "pbt_lineage_parent": lin.parent.reshape(grid.size, num_seeds, -1),
+            "pbt_lineage_hparams": lin.hparams.reshape(grid.size, num_seeds, -1, len(fields)),
+        }
+    buf = io.BytesIO()
+    np.savez(buf, env_steps=env_steps, **shaped, **extra)
+    write_atomic(out / "metrics.npz", buf.getvalue())
     per_setting = []
     for h, setting in enumerate(grid.settings):
         row = finals[h][kept[h]]
@@ -638,6 +713,11 @@ def write_results(
             for r, u in sorted(diverged.items())
         ],
     }
+    if section is not None:
+        summary["pbt"] = section
+        if "best" in section:
+            figure = pbt.schedule_figure([(config.env, section, history, config.batch_size)])
+            write_atomic(out / "pbt.png", figure)
     plot_curves(out / "curves.png", env_steps, shaped["episode_return"], grid, config.env)
     # Last: a summary.json means every result file before it is complete.
     write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
@@ -686,6 +766,8 @@ def ranking(per_setting: list[dict[str, Any]]) -> list[int]:
 def interval_lines(summary: dict[str, Any], most: int = 10) -> list[str]:
     """The console's closing lines: each setting's final-return IQM [95% interval], best
     first (the first `most` of them)."""
+    if "pbt" in summary:
+        return pbt_lines(summary)
     settings = summary["per_setting"]
     labels = stats.setting_labels(summary["grid"]["fields"], summary["grid"]["settings"])
     lines = []
@@ -704,6 +786,25 @@ def interval_lines(summary: dict[str, Any], most: int = 10) -> list[str]:
         )
     if len(settings) > most:
         lines.append(f"... and {len(settings) - most} more settings, ranked in summary.json")
+    return lines
+
+
+def pbt_lines(summary: dict[str, Any]) -> list[str]:
+    """A population-based run's closing lines: the population's final return, its best run
+    and the values that run ends with."""
+    section, whole = summary["pbt"], summary["pbt"]["population"]
+    if whole["final_return_iqm"] is None:
+        return ["population: no finite runs"]
+    low, high = whole["final_return_iqm_ci"]
+    lines = [
+        f"population: final return IQM {whole['final_return_iqm']:g} [{low:g}, {high:g}] over "
+        f"{whole['runs']} runs, {len(section['step_updates'])} PBT steps"
+    ]
+    best = section["best"]
+    values = ", ".join(f"{f}={v[-1]:.6g}" for f, v in best["schedule"].items())
+    lines.append(
+        f"best run {best['run']}: final return {best['final_return']:g}, ending at {values}"
+    )
     return lines
 
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from purejaxppo.pbt import PBTOptions
 from purejaxppo.ppo import Config, HParams, check_hparams
 from purejaxppo.sweep import Grid, Runs, layout_runs
 
@@ -20,14 +21,16 @@ from purejaxppo.sweep import Grid, Runs, layout_runs
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     """What a sweep trains: every setting of `grid` (over `hparams`) with `num_seeds` seeds
-    drawn from `seed`, each run under `config`. Equal sweeps train the same runs, bit for bit
-    (on the same device count)."""
+    drawn from `seed`, each run under `config`; with `pbt`, the runs are one population that
+    evolves by population-based training. Equal sweeps train the same runs, bit for bit (on the
+    same device count)."""
 
     config: Config
     hparams: HParams
     grid: Grid
     num_seeds: int
     seed: int = 0
+    pbt: PBTOptions | None = None
 
     @property
     def num_runs(self) -> int:
@@ -41,6 +44,8 @@ class Sweep:
         record = settings_record(
             self.config, self.hparams, self.grid, self.num_seeds, self.seed, devices
         )
+        if self.pbt is not None:  # absent otherwise: records of runs without it stay as they were
+            record[PBT] = self.pbt.record()
         record[SCHEDULE] = options.schedule()
         return record
 
@@ -82,6 +87,9 @@ def settings_record(
         "devices": devices,
     }
 
+
+# config.json's population-based training options (pbt.PBTOptions.record), where it has any.
+PBT = "pbt"
 
 # config.json's record of how a run is cut and saved: not a setting (it changes no result, and
 # --resume may change it), so records are compared without it (see settings_only).
@@ -144,9 +152,12 @@ class RunRecord(NamedTuple):
                 if isinstance(value, bool) or not isinstance(value, int) or value < low:
                     raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
             schedule = check_schedule(raw.get(SCHEDULE, {}))
+            pbt = PBTOptions.from_record(raw[PBT]) if PBT in raw else None
+            if pbt is not None:
+                pbt.check_population(len(settings) * num_seeds)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise RecordError(err) from None
-        sweep = Sweep(config, hparams, Grid(fields, settings), num_seeds, seed)
+        sweep = Sweep(config, hparams, Grid(fields, settings), num_seeds, seed, pbt)
         return cls(raw, sweep, devices, schedule)
 
 

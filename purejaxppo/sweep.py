@@ -19,7 +19,7 @@ import dataclasses
 import itertools
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -305,7 +305,16 @@ def _pad(tree: Any, size: int) -> Any:
 class Runner:
     """Compiled init and chunked update for a block of runs, sharded over a mesh."""
 
-    def __init__(self, config: Config, env: Env | None = None, mesh: Mesh | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        env: Env | None = None,
+        mesh: Mesh | None = None,
+        make_advance: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    ) -> None:
+        """`make_advance(update)`, where given, builds the advance program from the trainer's
+        update in place of the plain one: advance(state, hparams, length) -> (state, metrics)
+        over the whole run axis (population-based training's, pbt.make_advance)."""
         self.trainer = make_trainer(config, env)
         self.config = config
         self.mesh = make_mesh() if mesh is None else mesh
@@ -325,6 +334,9 @@ class Runner:
 
             state, metrics = jax.vmap(one_run)(state, hparams)
             return state, metrics  # metrics [R, length]
+
+        if make_advance is not None:
+            advance = make_advance(trainer.update)
 
         self._init = jax.jit(init, out_shardings=self.sharding, compiler_options=compiler_options())
         self._advance = jax.jit(

@@ -82,6 +82,12 @@ COMMANDS = {
         "run",
         SMALL_TRAIN,
     ),
+    "purejaxppo train --env Breakout-MinAtar --samples 16 --seed 500 --pbt-every 8 --out "
+    "runs/pbt --sweep learning_rate=loguniform:0.0015:0.015 clip_coef=uniform:0.1:0.3 "
+    "ent_coef=loguniform:0.003:0.03 gae_lambda=uniform:0.8:0.97 vf_coef=uniform:0.25:1.0": (
+        "run",
+        [*SMALL_TRAIN, "--samples", "4", "--num-seeds", "1", "--pbt-every", "2"],
+    ),
     "purejaxppo train --resume runs/lr": ("run", []),
     "purejaxppo eval runs/lr --episodes 10": ("run", ["--episodes", "2"]),
     "purejaxppo eval runs/cartpole --render episode.gif": ("run", []),
