@@ -1251,6 +1251,9 @@ def check_device_count(record: RunRecord, where: str) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Restore the latest checkpoint of a run folder and evaluate every run deterministically."""
     check_process_environment("eval")
+    if args.render is not None:
+        # MuJoCo (brax's renderer) picks its OpenGL backend when first imported: before any env.
+        os.environ.setdefault("MUJOCO_GL", "egl")
     out = Path(args.dir)
     check_path(out, "eval", RUN_ROOM)
     if not 1 <= args.episodes <= MAX_EPISODES:
@@ -1263,9 +1266,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if gif is not None:
         # A positions-only variant draws as its full task (the hiding is in the observation).
         drawn = config.env.removesuffix(":positions-only")
-        if drawn not in RENDERABLE:
+        brax = drawn.startswith("brax:")
+        if not brax and drawn not in RENDERABLE:
             raise UsageError(
-                f"--render: gymnax draws only {', '.join(RENDERABLE)}; {config.env} is not one"
+                f"--render draws brax:NAME and, of gymnax, {', '.join(RENDERABLE)}; "
+                f"{config.env} is not one"
             )
         if not gif.name.lower().endswith(".gif"):
             raise UsageError(
@@ -1281,6 +1286,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"--render of {config.env} needs pygame (gymnax draws it through gymnasium): "
                 "pip install 'purejaxppo[render]'"
             )
+        if brax:
+            check_mujoco_renderer(config.env)
     check_eval_outputs(out, gif)
 
     import jax
@@ -1427,6 +1434,23 @@ def probe_write(folder: Path) -> None:
         pass
 
 
+def check_mujoco_renderer(env: str) -> None:
+    """brax draws through MuJoCo's renderer, which needs an OpenGL context (MUJOCO_GL: egl
+    unless set, for a machine without a display); one line, exit 2, where none can be made."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        import mujoco
+
+        model = mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>")
+        mujoco.Renderer(model, 8, 8).close()
+    except Exception as err:  # noqa: BLE001 - any failure to make a context means no drawing
+        raise UsageError(
+            f"--render of {env} needs an OpenGL context for MuJoCo's renderer "
+            f"(MUJOCO_GL={os.environ['MUJOCO_GL']}); none could be made here: "
+            f"{shown(str(err).splitlines()[0] if str(err) else type(err).__name__)}"
+        ) from None
+
+
 def render_atomic(config: Config, env: Env, params: Any, norm: Any, key: Any, gif: Path) -> int:
     """render_episode into a temporary file beside `gif`, renamed into place when complete:
     a failure leaves no partial GIF (and any earlier one as it was)."""
@@ -1440,14 +1464,14 @@ RENDERABLE = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
 
 
 def render_episode(config: Config, env: Any, params: Any, norm: Any, key: Any, path: str) -> int:
-    """One deterministic episode of a gymnax env drawn by gymnax's visualizer into a GIF."""
+    """One deterministic episode drawn into a GIF: a gymnax env by gymnax's visualizer, a brax
+    one by MuJoCo's renderer through brax (the steering task's target is not drawn)."""
     # Classic control draws each frame off screen through pygame, which otherwise opens the
     # sound card and the display once per frame, printing two errors each time on a server.
     for name in ("SDL_AUDIODRIVER", "SDL_VIDEODRIVER"):
         os.environ.setdefault(name, "dummy")
     import jax
     import jax.numpy as jnp
-    from gymnax.visualize import Visualizer
 
     from purejaxppo.ppo import deterministic_action, initial_hidden, make_network
     from purejaxppo.ppo import resolve_normalization as norm_flags
@@ -1475,6 +1499,14 @@ def render_episode(config: Config, env: Any, params: Any, norm: Any, key: Any, p
         obs, state = out.obs, out.state
         states.append(state)
         rewards.append(total)
+    if config.env.startswith("brax:"):
+        from brax.io import image
+
+        bodies = [s.env_state.pipeline_state for s in states]
+        Path(path).write_bytes(image.render(env.env.sys, bodies, fmt="gif"))
+        return len(states)
+    from gymnax.visualize import Visualizer
+
     Visualizer(env.env, env.params, states, jnp.asarray(rewards)).animate(str(path))
     return len(states)
 

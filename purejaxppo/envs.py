@@ -54,7 +54,8 @@ def brax_envs() -> Any:
 
 
 def brax_env_names() -> list[str]:
-    return sorted(brax_envs()._envs)
+    """brax's own environments, and the steering task built here on its humanoid."""
+    return sorted([*brax_envs()._envs, STEER])
 
 
 class BraxState(NamedTuple):
@@ -116,6 +117,105 @@ class BraxEnv:
             terminated=terminated.reshape(()),
             truncated=truncated.reshape(()),
             final_obs=nxt.obs.astype(jnp.float32),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Steering: brax's humanoid runs toward a target that moves (the PPO paper's section 6.3, in the
+# spirit of Roboschool's HumanoidFlagrun).
+# ---------------------------------------------------------------------------------------------
+
+STEER = "humanoid_steer"
+
+
+class SteerState(NamedTuple):
+    env_state: Any  # brax.envs.State of the humanoid
+    time: jax.Array  # int32 steps taken in the running episode
+    target: jax.Array  # [2] the target's ground position (x, y)
+    target_time: jax.Array  # int32 steps since the target was placed
+    com: jax.Array  # [2] the body's centre of mass on the ground (x, y), after the last step
+
+
+class HumanoidSteer(BraxEnv):
+    """brax's humanoid steering toward a target on the ground.
+
+    The target is placed at a uniformly random heading, RADIUS[0]..RADIUS[1] metres (uniform)
+    from the body's centre of mass, and placed again so whenever the centre of mass comes within
+    REACH metres of it or MOVE_EVERY steps after it was placed. Observation: brax humanoid's,
+    then the target relative to the centre of mass, rotated into the torso's heading (x ahead,
+    y to the left) [2]. Reward: PROGRESS_WEIGHT x the decrease of the distance to the target per
+    second (the target of the step's start: the step that reaches it or moves it still counts
+    its progress), plus brax humanoid's alive bonus and minus its control cost (its own
+    forward-velocity term is left out). Termination (falling) and the time limit as brax:humanoid.
+    """
+
+    RADIUS = (2.0, 6.0)
+    REACH = 1.0
+    MOVE_EVERY = 200
+    PROGRESS_WEIGHT = 1.25  # brax humanoid's forward_reward_weight: running at it scores as before
+
+    def __init__(self, backend: str = DEFAULT_BRAX_BACKEND, episode_length: int = 1000) -> None:
+        super().__init__("humanoid", backend=backend, episode_length=episode_length)
+        self.name = f"{BRAX_PREFIX}{STEER}@{backend}"
+        self.obs_shape = (self.obs_shape[0] + 2,)
+
+    def centre_of_mass(self, env_state: Any) -> jax.Array:
+        return self.env._com(env_state.pipeline_state)[0][:2]
+
+    def place_target(self, key: jax.Array, com: jax.Array) -> jax.Array:
+        k_angle, k_radius = jax.random.split(key)
+        angle = jax.random.uniform(k_angle, (), minval=0.0, maxval=2 * np.pi)
+        radius = jax.random.uniform(k_radius, (), minval=self.RADIUS[0], maxval=self.RADIUS[1])
+        return com + radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
+
+    def observe(self, env_state: Any, target: jax.Array, com: jax.Array) -> jax.Array:
+        w, x, y, z = env_state.pipeline_state.x.rot[0]
+        yaw = jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        d = target - com
+        ahead = jnp.cos(yaw) * d[0] + jnp.sin(yaw) * d[1]
+        left = -jnp.sin(yaw) * d[0] + jnp.cos(yaw) * d[1]
+        return jnp.concatenate([env_state.obs, jnp.stack([ahead, left])]).astype(jnp.float32)
+
+    def fresh(self, key: jax.Array) -> SteerState:
+        k_env, k_target = jax.random.split(key)
+        env_state = self.env.reset(k_env)
+        com = self.centre_of_mass(env_state)
+        target = self.place_target(k_target, com)
+        zero = jnp.zeros((), jnp.int32)
+        return SteerState(env_state, zero, target, zero, com)
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, SteerState]:
+        state = self.fresh(key)
+        return self.observe(state.env_state, state.target, state.com), state
+
+    def step(self, key: jax.Array, state: SteerState, action: jax.Array) -> Step:
+        k_target, k_reset = jax.random.split(key)
+        nxt = self.env.step(state.env_state, action)
+        com = self.centre_of_mass(nxt)
+        before = jnp.linalg.norm(state.target - state.com)
+        after = jnp.linalg.norm(state.target - com)
+        progress = (before - after) / self.env.dt
+        metrics = nxt.metrics
+        reward = (
+            self.PROGRESS_WEIGHT * progress + metrics["reward_alive"] + metrics["reward_quadctrl"]
+        )
+        target_time = state.target_time + 1
+        moved = (after < self.REACH) | (target_time >= self.MOVE_EVERY)
+        target = jnp.where(moved, self.place_target(k_target, com), state.target)
+        target_time = jnp.where(moved, 0, target_time)
+        time = state.time + 1
+        terminated = nxt.done > 0.5
+        truncated = (time >= self.max_episode_steps) & ~terminated
+        done = terminated | truncated
+        going = SteerState(nxt, time, target, target_time, com)
+        merged = jax.tree.map(lambda a, b: jnp.where(done, a, b), self.fresh(k_reset), going)
+        return Step(
+            obs=self.observe(merged.env_state, merged.target, merged.com),
+            state=merged,
+            reward=jnp.asarray(reward, jnp.float32).reshape(()),
+            terminated=terminated.reshape(()),
+            truncated=truncated.reshape(()),
+            final_obs=self.observe(nxt, target, com),
         )
 
 
@@ -183,6 +283,8 @@ def make_env(env: str, **kwargs: Any) -> Env:
         return make_suite_env(env, **kwargs)
     if env.startswith(BRAX_PREFIX):
         name, backend = parse_brax_name(env)
+        if name == STEER:
+            return HumanoidSteer(backend=backend, **kwargs)
         return BraxEnv(name, backend=backend, **kwargs)
     if ":" in env:
         return make_variant(env)

@@ -124,6 +124,13 @@ class Config:
     adaptive_lr: bool = _field(
         False, "scale the step size from the measured KL vs kl_target (vanilla PG's adaptive step)"
     )
+    log_std_schedule: tuple[float, ...] = _field(
+        (),
+        "continuous actions: () = the state-independent log-std is learned; (START, END) = it "
+        "is not learned but set before each update u to START + (END - START) * u / "
+        "(num_updates - 1): START at the first update, END at the last (the PPO paper's "
+        "humanoid, Table 4: -0.7 to -1.6)",
+    )
     cg_iters: int = _field(10, "trpo: conjugate-gradient iterations for F^-1 g")
     backtracks: int = _field(10, "trpo: line-search step fractions tried (1, 1/2, 1/4, ...)")
 
@@ -131,6 +138,7 @@ class Config:
         check_config(self)
         # A list from YAML or JSON becomes a tuple, so the config stays hashable.
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        object.__setattr__(self, "log_std_schedule", tuple(self.log_std_schedule))
 
     @property
     def batch_size(self) -> int:
@@ -688,6 +696,7 @@ class ActorCritic(nn.Module):
 
 def make_network(config: Config, env: Env) -> ActorCritic:
     check_obs_shape(config, env.obs_shape)
+    check_action_space(config, env)
     return ActorCritic(
         action_dim=env.action_dim,
         discrete=env.discrete,
@@ -1091,6 +1100,24 @@ def current_lr(config: Config, hparams: HParams, update: jax.Array) -> jax.Array
     return hparams.learning_rate * anneal_fraction(config, update)
 
 
+def with_log_std(params: Any, log_std: jax.Array) -> Any:
+    """params (or a gradient of them) with the policy's log-std [A] replaced."""
+    inner = {**params["params"], "log_std": log_std}
+    return {**params, "params": inner}
+
+
+def scheduled_log_std(config: Config, params: Any, update: jax.Array) -> Any:
+    """With Config.log_std_schedule (START, END), params whose log-std is START + (END - START)
+    * update / (num_updates - 1) for every action dimension (END at the last update); otherwise
+    params as they are."""
+    if not config.log_std_schedule:
+        return params
+    start, end = config.log_std_schedule
+    value = start + (end - start) * update / max(config.num_updates - 1, 1)
+    log_std = params["params"]["log_std"]
+    return with_log_std(params, jnp.full_like(log_std, value))
+
+
 def current_clip(config: Config, hparams: HParams, update: jax.Array) -> jax.Array:
     """Clip range epsilon * alpha with anneal_clip (also the value-clip range), else epsilon."""
     if not config.anneal_clip:
@@ -1300,6 +1327,8 @@ def learn(
     def minibatch_step(c: tuple[Any, Any], mb: Batch):
         params, opt_state = c
         grads, stats = grad_fn(params, network, config, env.discrete, mb, hparams, kl_beta)
+        if config.log_std_schedule:  # scheduled, not learned: Adam sees a zero gradient
+            grads = with_log_std(grads, jnp.zeros_like(grads["params"]["log_std"]))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         if config.adaptive_lr:
             updates = jax.tree.map(lambda u: u * lr_scale, updates)
@@ -1323,6 +1352,7 @@ def update(
     minibatch steps. Returns the next TrainState and this update's metrics (scalars)."""
     config, env, network, hooks = parts
     key, rollout_key, epoch_key = jax.random.split(state.key, 3)
+    state = state._replace(params=scheduled_log_std(config, state.params, state.update))
     carry, norm, traj = rollout(
         config, env, network, state.params, state.env, state.norm, rollout_key, hparams
     )
@@ -1631,6 +1661,14 @@ CONV_TORSOS: dict[str, tuple[tuple[tuple[int | None, int, int], ...], int]] = {
 def conv_layers(config: Config) -> tuple[tuple[int, int, int], ...]:
     layers, _ = CONV_TORSOS[config.network]
     return tuple((config.conv_channels if f is None else f, k, st) for f, k, st in layers)
+
+
+def check_action_space(config: Config, env: Env) -> None:
+    """A log-std schedule needs continuous actions; raises a ValueError naming the field."""
+    if config.log_std_schedule and env.discrete:
+        raise ValueError(
+            f"Config.log_std_schedule applies to continuous actions; {config.env} has discrete ones"
+        )
 
 
 def check_obs_shape(config: Config, obs_shape: Sequence[int]) -> None:
@@ -2216,6 +2254,14 @@ def check_config(config: Config) -> None:
             )
     check_recurrent_config(config)
     check_trpo_config(config)
+    schedule = config.log_std_schedule
+    if schedule and (
+        len(schedule) != 2
+        or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in schedule)
+    ):
+        raise ValueError(
+            f"Config.log_std_schedule must be () or two numbers START,END, got {list(schedule)}"
+        )
 
 
 def check_sizes(config: Config) -> None:
@@ -2308,6 +2354,12 @@ FIELD_SCOPES: dict[str, FieldScope] = {
         lambda c: c.optimizer == "rmsprop", "optimizer=rmsprop", ("optimizer",)
     ),
     "core_size": FieldScope(lambda c: c.core != "none", "core=gru or lstm", ("core",)),
+    # TRPO moves the policy by its own step, not through the optimizer that leaves it alone.
+    "log_std_schedule": FieldScope(
+        lambda c: c.objective != "trpo",
+        "objective=clip, none, kl_fixed or kl_adaptive",
+        ("objective",),
+    ),
     "seq_len": FieldScope(lambda c: c.core != "none", "core=gru or lstm", ("core",)),
 }
 
@@ -2439,6 +2491,8 @@ def preset(env: str) -> tuple[Config, HParams]:
 def parse_field_value(kind: Any, text: str) -> Any:
     """Read a command-line value for a Config/HParams field of type `kind`."""
     kind = str(kind)
+    if "tuple[float" in kind:
+        return tuple(float(v) for v in text.split(",") if v)
     if "tuple" in kind:
         return tuple(parse_int(v) for v in text.split(",") if v)
     if "bool" in kind:

@@ -171,13 +171,14 @@ def load_preset(name_or_path: str) -> tuple[str | None, dict[str, Any], dict[str
             raise ValueError(
                 f"{path}: unknown {section} fields {sorted(map(str, bad))}; known: {sorted(names)}"
             )
-    if "hidden_sizes" in config:
-        sizes = config["hidden_sizes"]
-        if not isinstance(sizes, list):
-            raise ValueError(
-                f"{path}: config.hidden_sizes must be a list like [64, 64], got {sizes!r}"
-            )
-        config["hidden_sizes"] = tuple(sizes)
+    for name, example in (("hidden_sizes", "[64, 64]"), ("log_std_schedule", "[-0.7, -1.6]")):
+        if name in config:
+            values = config[name]
+            if not isinstance(values, list):
+                raise ValueError(
+                    f"{path}: config.{name} must be a list like {example}, got {values!r}"
+                )
+            config[name] = tuple(values)
     for name, value in config.items():
         if isinstance(value, (list, dict)):
             raise ValueError(f"{path}: config.{name} must be a single value, got {value!r}")

@@ -131,6 +131,8 @@ class RunRecord(NamedTuple):
         try:
             cfg = dict(raw["config"])
             cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
+            if "log_std_schedule" in cfg:
+                cfg["log_std_schedule"] = tuple(cfg["log_std_schedule"])
             config = Config(**cfg)
             check_network_fits(config)
             hparams = check_hparams(HParams(**raw["hparams"]))
@@ -162,14 +164,17 @@ class RunRecord(NamedTuple):
 
 
 def check_network_fits(config: Config) -> None:
-    """A conv torso needs image observations large enough for it; raises ValueError if not.
-    Builds the env only for conv torsos (an MLP takes any shape)."""
-    if config.network == "mlp":
+    """A conv torso needs image observations large enough for it, a log-std schedule
+    continuous actions; raises ValueError if not. Builds the env only where one of them is
+    asked for (an MLP takes any shape)."""
+    if config.network == "mlp" and not config.log_std_schedule:
         return
     from purejaxppo.envs import make_env
-    from purejaxppo.ppo import check_obs_shape
+    from purejaxppo.ppo import check_action_space, check_obs_shape
 
-    check_obs_shape(config, make_env(config.env).obs_shape)
+    env = make_env(config.env)
+    check_obs_shape(config, env.obs_shape)
+    check_action_space(config, env)
 
 
 def check_schedule(schedule: Any) -> dict[str, Any]:

@@ -130,10 +130,13 @@ IMAGE_CHANGES = {"network": "mlp", "conv_channels": 2}
 TRPO_CHANGES = {"cg_iters": 2, "backtracks": 1}
 # Fields that act only on a recurrent core: changed against a GRU baseline.
 GRU_CHANGES = {"core_size": 4, "seq_len": 4}
+# Fields that act only on continuous actions: changed against a Pendulum baseline.
+CONTINUOUS_CHANGES = {"log_std_schedule": (-0.7, -1.6)}
 
 
 def test_config_changes_cover_every_field():
     changed = set(CONFIG_CHANGES) | set(IMAGE_CHANGES) | set(TRPO_CHANGES) | set(GRU_CHANGES)
+    changed |= set(CONTINUOUS_CHANGES)
     assert changed == {f.name for f in dataclasses.fields(Config)}
 
 
@@ -177,6 +180,15 @@ def test_each_gru_field_changes_behaviour(baseline, field):
     base = tiny_config(core="gru", core_size=8)
     out = fingerprint(jitted(base)(jax.random.key(0), hp))
     changed = base.replace(**{field: GRU_CHANGES[field]})
+    assert not same(out, fingerprint(jitted(changed)(jax.random.key(0), hp)))
+
+
+@pytest.mark.parametrize("field", sorted(CONTINUOUS_CHANGES))
+def test_each_continuous_action_field_changes_behaviour(baseline, field):
+    _, hp, _ = baseline
+    base = tiny_config(env="Pendulum-v1")
+    out = fingerprint(jitted(base)(jax.random.key(0), hp))
+    changed = base.replace(**{field: CONTINUOUS_CHANGES[field]})
     assert not same(out, fingerprint(jitted(changed)(jax.random.key(0), hp)))
 
 

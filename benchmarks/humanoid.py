@@ -1,0 +1,201 @@
+"""The PPO paper's section 6.3 on brax's humanoid: running and steering (issue 30).
+
+    python benchmarks/humanoid.py                       # the reduced protocol this CPU allows
+    python benchmarks/humanoid.py --report              # no training: tables, curves, GIFs
+    # The paper's protocol (Table 4's 32 and 128 actors; Figure 4's step budgets as we read its
+    # axes: 50M steps running, 100M steering), for a machine with an accelerator:
+    python benchmarks/humanoid.py --seeds 3 --steps-run 50000000 --steps-steer 100000000
+
+Per task (`run`: brax:humanoid with the `humanoid-paper` preset; `steer`: brax:humanoid_steer
+with `humanoid-steer-paper`), two run folders under RUNS/TASK/, each one `purejaxppo train`
+(checkpointed a tenth of the way; a stopped folder is resumed, a finished one reused):
+
+  ppo      the preset, --seeds seeds x the task's steps
+  random   the preset's untrained policy (learning_rate 0: mean 0, the scheduled log-std), the
+           same seeds, 4 updates: the random-policy score
+
+Scored on each run's final return (the episodes ending in the last 5% of updates; the random
+policy: every episode of its 4 updates), IQM with 95% bootstrap intervals over seeds, and
+P(ppo > random). Writes OUT/humanoid.json, OUT/humanoid_curves.png and, with --render, one
+episode of each task's first seed as OUT/humanoid_TASK.gif (`purejaxppo eval --render`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from purejaxppo import stats  # noqa: E402
+from purejaxppo.files import write_atomic  # noqa: E402
+from purejaxppo.ppo import episode_mean  # noqa: E402
+
+TASKS = {
+    "run": ("brax:humanoid", "humanoid-paper"),
+    "steer": ("brax:humanoid_steer", "humanoid-steer-paper"),
+}
+RANDOM_UPDATES = 4
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def cli(args: list[str]) -> None:
+    cmd = [sys.executable, "-m", "purejaxppo.cli", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)  # fmt: skip
+    if proc.returncode == 130:
+        raise KeyboardInterrupt
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+
+
+def train(folder: Path, argv: list[str], every: int) -> dict[str, Any]:
+    """Run (or resume, or reuse) one folder; returns its summary."""
+    summary_path = folder / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if "interrupted_at_update" not in summary:
+            log(f"{folder}: finished, reused")
+            return summary
+    if (folder / "config.json").is_file():
+        args = ["train", "--resume", str(folder)]
+    else:
+        args = ["train", *argv, "--out", str(folder), "--checkpoint-every", str(every)]
+    log(f"{folder}: training ({' '.join(args)})")
+    t0 = time.time()
+    cli(args)
+    log(f"{folder}: done in {time.time() - t0:.0f} s")
+    return json.loads(summary_path.read_text())
+
+
+def batch_of(task: str) -> int:
+    from purejaxppo.presets import preset_settings
+
+    env, preset = TASKS[task]
+    return preset_settings(preset, env)[0].batch_size
+
+
+def run_task(task: str, steps: int, args: argparse.Namespace) -> None:
+    env, preset = TASKS[task]
+    folder = Path(args.runs) / task
+    batch = batch_of(task)
+    seeds = ["--num-seeds", str(args.seeds), "--seed", "0"]
+    base = ["--config", preset, "--env", env, *seeds]
+    updates = steps // batch
+    train(folder / "ppo", [*base, "--total-timesteps", str(steps)], max(1, updates // 10))
+    random = [*base, "--total-timesteps", str(RANDOM_UPDATES * batch), "--set", "learning_rate=0"]
+    train(folder / "random", random, RANDOM_UPDATES)
+
+
+def load(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    summary = json.loads((folder / "summary.json").read_text())
+    with np.load(folder / "metrics.npz") as m:
+        metrics = {k: m[k] for k in m.files}
+    return summary, metrics
+
+
+def report(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.throughput import machine
+
+    tasks = {}
+    for t, task in enumerate(TASKS):
+        folder = Path(args.runs) / task
+        if not all((folder / arm / "summary.json").exists() for arm in ("ppo", "random")):
+            log(f"{task}: not finished; left out of the report")
+            continue
+        summary, _ = load(folder / "ppo")
+        _, random_metrics = load(folder / "random")
+        ppo = np.array([x for row in summary["final_return"] for x in row], np.float64)
+        rnd = episode_mean(
+            random_metrics["episode_return"].astype(np.float64).reshape(-1, RANDOM_UPDATES),
+            random_metrics["episodes"].astype(np.float64).reshape(-1, RANDOM_UPDATES),
+        )
+        est_p, est_r = stats.interval_estimates(ppo, seed=t), stats.interval_estimates(rnd, seed=t)
+        tasks[task] = {
+            "env": TASKS[task][0],
+            "preset": TASKS[task][1],
+            "steps": int(summary["total_timesteps"]),
+            "seeds": int(ppo.size),
+            "ppo_final": ppo.round(2).tolist(),
+            "random": rnd.round(2).tolist(),
+            "ppo_iqm": est_p["iqm"].rounded(2),
+            "random_iqm": est_r["iqm"].rounded(2),
+            "P(ppo > random)": stats.probability_of_improvement(ppo, rnd, seed=t).rounded(),
+            "minutes": round((summary["run_seconds"] + summary["compile_seconds"]) / 60, 1),
+            "steps_per_second": summary["steps_per_second"],
+        }
+    result = {"machine": machine(), "tasks": tasks}
+    out = Path(args.out)
+    write_atomic(out / "humanoid.json", json.dumps(result, indent=1).encode())
+    if tasks:
+        write_atomic(out / "humanoid_curves.png", curves_figure(args, tasks))
+    if args.render:
+        for task in tasks:
+            gif = out / f"humanoid_{task}.gif"
+            cli(["eval", str(Path(args.runs) / task / "ppo"), "--episodes", "1", "--render",
+                 str(gif)])  # fmt: skip
+            log(f"rendered {gif}")
+    return result
+
+
+def curves_figure(args: argparse.Namespace, tasks: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), dpi=110)
+    for ax, task in zip(np.atleast_1d(axes), tasks, strict=True):
+        _, m = load(Path(args.runs) / task / "ppo")
+        r = stats.forward_fill(m["episode_return"].reshape(-1, m["episode_return"].shape[-1]))
+        with np.errstate(all="ignore"):
+            mean, low, high = np.nanmean(r, 0), np.nanmin(r, 0), np.nanmax(r, 0)
+        (line,) = ax.plot(m["env_steps"], mean, lw=1.5, label=f"PPO ({TASKS[task][1]})")
+        ax.fill_between(m["env_steps"], low, high, color=line.get_color(), alpha=0.2, lw=0)
+        rnd = float(np.median(tasks[task]["random"]))
+        ax.axhline(rnd, color="0.4", ls="--", lw=1, label=f"random policy ({rnd:.0f})")
+        ax.set_title(f"{TASKS[task][0]}: mean over {tasks[task]['seeds']} seeds, min-max band")
+        ax.set_xlabel("environment steps per run")
+        ax.set_ylabel("episodic return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps-run", type=int, default=2_000_000)
+    parser.add_argument("--steps-steer", type=int, default=2_000_000)
+    parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "results" / "humanoid-runs"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--report", action="store_true", help="no training: read and write")
+    parser.add_argument("--render", action="store_true", help="draw each task's first seed")
+    args = parser.parse_args(argv)
+    if not args.report:
+        for task in args.tasks:
+            run_task(task, args.steps_run if task == "run" else args.steps_steer, args)
+    result = report(args)
+    print(json.dumps(result["tasks"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
