@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             run_task(task, args.steps_run if task == "run" else args.steps_steer, args)
     result = report(args)
     print(json.dumps(result["tasks"], indent=1))
+    if Path(args.out).resolve() == (ROOT / "benchmarks" / "results").resolve():
+        from benchmarks.report import write_report
+
+        write_report()
     return 0
 
 
