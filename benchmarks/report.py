@@ -750,6 +750,7 @@ def humanoid_section(data: dict[str, Any]) -> list[str]:
             f"{task['P(ppo > random)'][0]:.2f} | {task['minutes']} | "
             f"{task['steps_per_second']:,.0f} |"
         )
+    lines += ["", data["note"]] if data.get("note") else []
     lines += [
         "",
         "The paper's Figure 4 reports Roboschool's tasks, whose rewards (an electricity cost, "
@@ -757,6 +758,8 @@ def humanoid_section(data: dict[str, Any]) -> list[str]:
         "numbers are not on this scale, so none is set beside these.",
         "",
         "![humanoid curves](benchmarks/results/humanoid_curves.png)",
+        "![humanoid running](benchmarks/results/humanoid_run.gif)",
+        "![humanoid steering](benchmarks/results/humanoid_steer.gif)",
         "",
     ]
     return lines
