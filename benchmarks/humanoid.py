@@ -23,11 +23,8 @@ episode of each task's first seed as OUT/humanoid_TASK.gif (`purejaxppo eval --r
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.runfolders import cli, finish_figure, load, log, train  # noqa: E402
 from purejaxppo import stats  # noqa: E402
 from purejaxppo.files import write_atomic  # noqa: E402
 from purejaxppo.ppo import episode_mean  # noqa: E402
@@ -45,39 +43,6 @@ TASKS = {
     "steer": ("brax:humanoid_steer", "humanoid-steer-paper"),
 }
 RANDOM_UPDATES = 4
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def cli(args: list[str]) -> None:
-    cmd = [sys.executable, "-m", "purejaxppo.cli", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)  # fmt: skip
-    if proc.returncode == 130:
-        raise KeyboardInterrupt
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-
-
-def train(folder: Path, argv: list[str], every: int) -> dict[str, Any]:
-    """Run (or resume, or reuse) one folder; returns its summary."""
-    summary_path = folder / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if "interrupted_at_update" not in summary:
-            log(f"{folder}: finished, reused")
-            return summary
-    if (folder / "config.json").is_file():
-        args = ["train", "--resume", str(folder)]
-    else:
-        args = ["train", *argv, "--out", str(folder), "--checkpoint-every", str(every)]
-    log(f"{folder}: training ({' '.join(args)})")
-    t0 = time.time()
-    cli(args)
-    log(f"{folder}: done in {time.time() - t0:.0f} s")
-    return json.loads(summary_path.read_text())
 
 
 def batch_of(task: str) -> int:
@@ -97,13 +62,6 @@ def run_task(task: str, steps: int, args: argparse.Namespace) -> None:
     train(folder / "ppo", [*base, "--total-timesteps", str(steps)], max(1, updates // 10))
     random = [*base, "--total-timesteps", str(RANDOM_UPDATES * batch), "--set", "learning_rate=0"]
     train(folder / "random", random, RANDOM_UPDATES)
-
-
-def load(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    summary = json.loads((folder / "summary.json").read_text())
-    with np.load(folder / "metrics.npz") as m:
-        metrics = {k: m[k] for k in m.files}
-    return summary, metrics
 
 
 def report(args: argparse.Namespace) -> dict[str, Any]:
@@ -171,11 +129,7 @@ def curves_figure(args: argparse.Namespace, tasks: dict[str, Any]) -> bytes:
         ax.set_ylabel("episodic return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return finish_figure(fig, plt)
 
 
 def main(argv: list[str] | None = None) -> int:

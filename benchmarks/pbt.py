@@ -29,11 +29,8 @@ Writes OUT/pbt.json, OUT/pbt.md, OUT/pbt_curves.png and OUT/pbt_schedules.png.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.runfolders import finish_figure, load, log, train  # noqa: E402
 from purejaxppo import pbt, stats  # noqa: E402
 from purejaxppo.files import write_atomic  # noqa: E402
 
@@ -57,35 +55,9 @@ SEARCH_SEED, FRESH_SEED, FRESH_SEEDS = 500, 600, 8
 ARMS = ("pbt", "search", "search-best", "default", "pbt-final")
 
 
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def train(folder: Path, argv: list[str], updates: int, multiple: int = 1) -> dict[str, Any]:
-    """Run (or resume, or reuse) one folder, checkpointing about a tenth of the way at a
-    multiple of `multiple` updates; returns its summary."""
-    summary_path = folder / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if "interrupted_at_update" not in summary:
-            log(f"{folder}: finished, reused")
-            return summary
-    every = str(max(multiple, updates // 10 // multiple * multiple))
-    if (folder / "config.json").is_file():
-        args = ["--resume", str(folder)]
-    else:
-        args = [*argv, "--out", str(folder), "--checkpoint-every", every]
-    log(f"{folder}: training ({' '.join(args)})")
-    t0 = time.time()
-    cmd = [sys.executable, "-m", "purejaxppo.cli", "train", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)  # fmt: skip
-    if proc.returncode == 130:
-        raise KeyboardInterrupt
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    log(f"{folder}: done in {time.time() - t0:.0f} s")
-    return json.loads(summary_path.read_text())
+def cadence(updates: int, multiple: int = 1) -> int:
+    """Checkpoints about a tenth of the way, at a multiple of `multiple` updates (PBT's)."""
+    return max(multiple, updates // 10 // multiple * multiple)
 
 
 def best_setting(summary: dict[str, Any]) -> dict[str, float]:
@@ -101,21 +73,14 @@ def run_game(game: str, args: argparse.Namespace) -> None:
     folder = Path(args.runs) / game
     population = ["--sweep", *SPACE, "--samples", str(args.population), "--seed", str(SEARCH_SEED)]
     pbt_flags = ["--pbt-every", str(args.every)]
-    evolved = train(folder / "pbt", [*base, *population, *pbt_flags], updates, args.every)
-    search = train(folder / "search", [*base, *population], updates)
+    evolved = train(folder / "pbt", [*base, *population, *pbt_flags], cadence(updates, args.every))
+    search = train(folder / "search", [*base, *population], cadence(updates))
     best = [f"{k}={v!r}" for k, v in best_setting(search).items()]
     fresh = ["--num-seeds", str(FRESH_SEEDS), "--seed", str(FRESH_SEED)]
-    train(folder / "search-best", [*base, "--set", *best, *fresh], updates)
-    train(folder / "default", [*base, *fresh], updates)
+    train(folder / "search-best", [*base, "--set", *best, *fresh], cadence(updates))
+    train(folder / "default", [*base, *fresh], cadence(updates))
     final = [f"{k}={v[-1]!r}" for k, v in evolved["pbt"]["best"]["schedule"].items()]
-    train(folder / "pbt-final", [*base, "--set", *final, *fresh], updates)
-
-
-def load(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    summary = json.loads((folder / "summary.json").read_text())
-    with np.load(folder / "metrics.npz") as m:
-        metrics = {k: m[k] for k in m.files}
-    return summary, metrics
+    train(folder / "pbt-final", [*base, "--set", *final, *fresh], cadence(updates))
 
 
 def finals(summary: dict[str, Any]) -> np.ndarray:
@@ -234,11 +199,7 @@ def curves_figure(args: argparse.Namespace) -> bytes:
         ax.set_ylabel("episodic return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return finish_figure(fig, plt)
 
 
 def main(argv: list[str] | None = None) -> int:
