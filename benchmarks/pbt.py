@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.runfolders import finish_figure, load, log, train  # noqa: E402
 from purejaxppo import pbt, stats  # noqa: E402
+from purejaxppo.compare import interval_text  # noqa: E402
 from purejaxppo.files import write_atomic  # noqa: E402
 
 SPACE = (
@@ -152,11 +153,6 @@ def scores_size(summary: dict[str, Any]) -> int:
     return sum(len(row) for row in summary["final_return"])
 
 
-def interval(e: list[float]) -> str:
-    """[point, low, high] as text."""
-    return f"{e[0]:.2f} [{e[1]:.2f}, {e[2]:.2f}]"
-
-
 def markdown(result: dict[str, Any]) -> str:
     p = result["protocol"]
     lines = [
@@ -169,11 +165,9 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for game, row in result["games"].items():
-        lines.append(
-            f"| {game} | {interval(row['pbt']['iqm'])} | {interval(row['search']['iqm'])} | "
-            f"{interval(row['search-best']['iqm'])} | {interval(row['default']['iqm'])} | "
-            f"{interval(row['P(pbt > search-best)'])} | {interval(row['P(pbt > default)'])} |"
-        )
+        cells = [row[arm]["iqm"] for arm in ("pbt", "search", "search-best", "default")]
+        cells += [row["P(pbt > search-best)"], row["P(pbt > default)"]]
+        lines.append(f"| {game} | " + " | ".join(interval_text(c, ".2f") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

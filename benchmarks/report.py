@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from purejaxppo import stats
+from purejaxppo.compare import interval_text
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -655,7 +656,7 @@ def pbt_section(data: dict[str, Any]) -> list[str]:
     p = data["protocol"]
 
     def iv(e: list[float]) -> str:
-        return f"{e[0]:.2f} [{e[1]:.2f}, {e[2]:.2f}]"
+        return interval_text(e, ".2f")
 
     lines = [
         "## Population-based training against a random search and the default (MinAtar)",
@@ -722,7 +723,7 @@ def humanoid_section(data: dict[str, Any]) -> list[str]:
     """benchmarks/humanoid.py: the paper's section 6.3, reduced to what this machine allows."""
 
     def iv(e: list[float]) -> str:
-        return f"{e[0]:.0f} [{e[1]:.0f}, {e[2]:.0f}]"
+        return interval_text(e, ".0f")
 
     lines = [
         "## Humanoid running and steering (the paper's section 6.3, reduced)",

@@ -410,8 +410,9 @@ def _nan_list(a: np.ndarray) -> list[float | None]:
 # ---------------------------------------------------------------------------------------------
 
 
-def interval_text(v: Sequence[float]) -> str:
-    return f"{v[0]:.4g} [{v[1]:.4g}, {v[2]:.4g}]"
+def interval_text(v: Sequence[float], fmt: str = ".4g") -> str:
+    """[point, low, high] as 'point [low, high]', each number in `fmt`."""
+    return f"{v[0]:{fmt}} [{v[1]:{fmt}}, {v[2]:{fmt}}]"
 
 
 def table_markdown(result: dict[str, Any]) -> str:
