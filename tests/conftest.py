@@ -62,3 +62,36 @@ def pytest_configure(config):
 
     if chosen_cpu_devices() is None:
         jax.config.update("jax_num_cpu_devices", 1)
+
+
+def cut_back(done, cut, update):
+    """A copy of the finished run folder `done` at `cut` as a run stopped at checkpoint
+    `update` leaves it: later checkpoints, the result files and the lock gone."""
+    import shutil
+
+    shutil.copytree(done, cut)
+    for step in (cut / "checkpoints").iterdir():
+        if int(step.name) > update:
+            shutil.rmtree(step)
+    for name in ("metrics.npz", "summary.json", "curves.png"):
+        (cut / name).unlink()
+    (cut / "pbt.png").unlink(missing_ok=True)  # a population-based run's
+    for lock in cut.glob("*.lock"):
+        lock.unlink()
+
+
+def assert_same_run(done, cut):
+    """Two run folders hold the same run to the bit: every metrics.npz array and the latest
+    checkpoint's state."""
+    import jax
+    import numpy as np
+
+    from purejaxppo.checkpoint import read_saved_state
+
+    a, b = np.load(done / "metrics.npz"), np.load(cut / "metrics.npz")
+    assert a.files == b.files
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    sa, sb = read_saved_state(done / "checkpoints"), read_saved_state(cut / "checkpoints")
+    for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -2,11 +2,10 @@
 eval and compare on its folder, and the refusals."""
 
 import json
-import shutil
 
-import jax
 import numpy as np
 import pytest
+from conftest import assert_same_run, cut_back
 
 from purejaxppo import pbt
 
@@ -25,13 +24,8 @@ def run_main(capsys, *argv):
     return code, out, err
 
 
-def same(a, b):
-    return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
-
-
 @pytest.mark.integration
 def test_a_pbt_run_records_its_lineage_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
-    from purejaxppo.checkpoint import read_saved_state
 
     done = tmp_path / "done"
     argv = [*TINY, *POPULATION, "--pbt-every", "4", "--pbt-resample", "0", "--checkpoint-every",
@@ -75,23 +69,11 @@ def test_a_pbt_run_records_its_lineage_resumes_bit_for_bit_and_evaluates(tmp_pat
 
     # Cut back to the checkpoint at update 8 and resume: the same bits, lineage included.
     cut = tmp_path / "cut"
-    shutil.copytree(done, cut)
-    for step in (cut / "checkpoints").iterdir():
-        if int(step.name) > 8:
-            shutil.rmtree(step)
-    for name in ("metrics.npz", "summary.json", "curves.png", "pbt.png"):
-        (cut / name).unlink()
-    for lock in cut.glob("*.lock"):
-        lock.unlink()
+    cut_back(done, cut, 8)
     code, _, err = run_main(capsys, "train", "--resume", str(cut))
     assert code == 0 and "resumed from checkpoint at update 8" in err, err
-    a, b = np.load(done / "metrics.npz"), np.load(cut / "metrics.npz")
-    assert a.files == b.files
-    for name in a.files:
-        assert same(a[name], b[name]), name
-    sa, sb = read_saved_state(done / "checkpoints"), read_saved_state(cut / "checkpoints")
-    for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_same_run(done, cut)
+    a = np.load(done / "metrics.npz")
 
     # eval lists each run's own values now; compare reads the population as one entry.
     code, out, err = run_main(capsys, "eval", str(done), "--episodes", "2")

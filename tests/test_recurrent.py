@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import assert_same_run, cut_back, tiny_config
 
 from purejaxppo.envs import make_env
 from purejaxppo.ppo import (
@@ -363,30 +363,15 @@ GRU_TINY = ["--env", "CartPole-v1:positions-only", "--num-seeds", "2", "--total-
 @pytest.mark.integration
 @pytest.mark.parametrize("core", [["core=gru"], ["core=lstm", "seq_len=4"]])
 def test_a_recurrent_run_resumes_bit_identical_and_evaluates(tmp_path, capsys, core):
-    import shutil
-
-    from purejaxppo.checkpoint import read_saved_state
 
     done = tmp_path / "done"
     code, _, err = run_main(capsys, "train", *GRU_TINY, *core, "--out", str(done))
     assert code == 0, err
     cut = tmp_path / "cut"
-    shutil.copytree(done, cut)
-    for step in (cut / "checkpoints").iterdir():
-        if int(step.name) > 4:
-            shutil.rmtree(step)
-    for name in ("metrics.npz", "summary.json", "curves.png"):
-        (cut / name).unlink()
-    for lock in cut.glob("*.lock"):
-        lock.unlink()
+    cut_back(done, cut, 4)
     code, _, err = run_main(capsys, "train", "--resume", str(cut))
     assert code == 0 and "resumed from checkpoint at update 4" in err, err
-    a, b = np.load(done / "metrics.npz"), np.load(cut / "metrics.npz")
-    for name in a.files:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    sa, sb = read_saved_state(done / "checkpoints"), read_saved_state(cut / "checkpoints")
-    for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_same_run(done, cut)
     code, out, err = run_main(capsys, "eval", str(done), "--episodes", "2")
     assert code == 0, err
     assert len(json.loads(out.strip().splitlines()[-1])["runs"]) == 2
