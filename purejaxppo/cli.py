@@ -1486,7 +1486,7 @@ def render_episode(config: Config, env: Any, params: Any, norm: Any, key: Any, p
 
     step = jax.jit(env.step)
     key, reset_key = jax.random.split(key)
-    obs, state = env.reset(reset_key)
+    obs, state = jax.jit(env.reset)(reset_key)  # one program, not op by op (brax: seconds)
     states, rewards, total = [state], [0.0], 0.0
     hidden = initial_hidden(config)  # the policy's memory, carried through the episode
     for _ in range(env.max_episode_steps):

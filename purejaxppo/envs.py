@@ -91,7 +91,9 @@ class BraxEnv:
                 "ignore", "Brax System, piplines and environments are not actively"
             )
             self.env = envs.get_environment(name, backend=backend)
-        self.obs_shape = (int(self.env.observation_size),)
+        # brax's `observation_size` runs a reset op by op (seconds for the humanoid, at every
+        # construction); its shape alone needs only a trace.
+        self.obs_shape = tuple(jax.eval_shape(self.env.reset, jax.random.key(0)).obs.shape)
         self.discrete = False
         self.action_dim = int(self.env.action_size)
         self.action_low = -np.ones(self.action_dim, np.float32)

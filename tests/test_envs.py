@@ -77,3 +77,24 @@ def test_make_env_names_and_errors():
         make_env("brax:hopper@physx")
     with pytest.raises(ValueError, match="CartPole-v1"):
         make_env("Cartpole")
+
+
+def test_a_brax_environment_is_built_from_a_trace_not_an_eager_reset(monkeypatch):
+    # brax's observation_size runs a reset op by op (seconds for the humanoid); the adapter
+    # takes the observation's shape from a trace of the reset instead.
+    from purejaxppo.envs import brax_envs
+
+    envs = brax_envs()
+    keys = []
+    build = envs.get_environment
+
+    def recording(*args, **kwargs):
+        env = build(*args, **kwargs)
+        reset = env.reset
+        env.reset = lambda key: (keys.append(key), reset(key))[1]
+        return env
+
+    monkeypatch.setattr(envs, "get_environment", recording)
+    env = BraxEnv("inverted_pendulum", backend="spring")
+    assert env.obs_shape == (4,)
+    assert keys and all(isinstance(k, jax.core.Tracer) for k in keys), keys
