@@ -108,6 +108,9 @@ def test_hidden_state_resets_to_zero_where_an_episode_ends(core):
 
 
 @pytest.mark.integration  # compiles a trainer: seconds, not for test-fast
+# At XLA's level 0 the replayed chunks of (mlp, gru, 4) differ from the rollout in the low bits
+# (measured 2026-12-07): the exactness asserted here is the shipped level's.
+@pytest.mark.shipped_level
 @pytest.mark.parametrize(
     "network, core, seq_len",
     [("mlp", "gru", 0), ("minatar_cnn", "gru", 0), ("mlp", "gru", 4), ("mlp", "lstm", 0),
