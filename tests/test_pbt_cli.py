@@ -26,7 +26,6 @@ def run_main(capsys, *argv):
 
 @pytest.mark.integration
 def test_a_pbt_run_records_its_lineage_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
-
     done = tmp_path / "done"
     argv = [*TINY, *POPULATION, "--pbt-every", "4", "--pbt-resample", "0", "--checkpoint-every",
             "8", "--keep", "10", "--chunk", "8"]  # fmt: skip

@@ -366,7 +366,6 @@ GRU_TINY = ["--env", "CartPole-v1:positions-only", "--num-seeds", "2", "--total-
 @pytest.mark.integration
 @pytest.mark.parametrize("core", [["core=gru"], ["core=lstm", "seq_len=4"]])
 def test_a_recurrent_run_resumes_bit_identical_and_evaluates(tmp_path, capsys, core):
-
     done = tmp_path / "done"
     code, _, err = run_main(capsys, "train", *GRU_TINY, *core, "--out", str(done))
     assert code == 0, err
