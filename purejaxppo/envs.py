@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxppo.atari import ALE_PREFIX
-from purejaxppo.ppo import Env, GymnaxEnv, Step, gymnax_env_names
+from purejaxppo.ppo import Env, GymnaxEnv, Step, gymnax_env_names, is_gymnax_env
 from purejaxppo.suites import SUITE_PREFIXES
 
 BRAX_PREFIX = "brax:"
@@ -330,4 +330,4 @@ def is_known_env(env: str) -> bool:
         except ValueError:
             return False
         return True
-    return env in gymnax_env_names()
+    return is_gymnax_env(env)

@@ -201,6 +201,24 @@ def gymnax_env_names() -> list[str]:
     return list(gymnax.registered_envs)
 
 
+# gymnax 1.0's registered environments: a name among them is known without importing gymnax
+# (~1.5 s, most of it the plotting libraries gymnax's Pong imports), so a refusal of a bad flag
+# comes that much sooner. Any other name is looked up in the installed gymnax.
+GYMNAX_ENVS = frozenset(
+    {"CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
+     "Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar",
+     "SpaceInvaders-MinAtar", "Catch-bsuite", "DeepSea-bsuite", "MemoryChain-bsuite",
+     "UmbrellaChain-bsuite", "DiscountingChain-bsuite", "MNISTBandit-bsuite",
+     "SimpleBandit-bsuite", "FourRooms-misc", "MetaMaze-misc", "PointRobot-misc",
+     "BernoulliBandit-misc", "GaussianBandit-misc", "Reacher-misc", "Swimmer-misc", "Pong-misc",
+     "FrozenLake-misc"}
+)  # fmt: skip
+
+
+def is_gymnax_env(name: str) -> bool:
+    return name in GYMNAX_ENVS or name in gymnax_env_names()
+
+
 class Step(NamedTuple):
     """One auto-resetting transition. `final_obs` is the true next observation (before reset).
 
@@ -2233,7 +2251,7 @@ def check_config(config: Config) -> None:
     divide evenly, a name outside its choices, a non-boolean flag; then the extensions' checks."""
     if not isinstance(config.env, str) or not config.env:
         raise ValueError(f"Config.env must be a non-empty string, got {config.env!r}")
-    if ":" not in config.env and config.env not in gymnax_env_names():
+    if ":" not in config.env and not is_gymnax_env(config.env):
         raise ValueError(
             f"Config.env: unknown environment {config.env!r}; known gymnax environments: "
             f"{', '.join(gymnax_env_names())} (brax environments are named 'brax:NAME')"

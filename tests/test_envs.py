@@ -79,6 +79,32 @@ def test_make_env_names_and_errors():
         make_env("Cartpole")
 
 
+def test_the_gymnax_names_known_without_gymnax_are_its_registry():
+    import gymnax
+
+    from purejaxppo.ppo import GYMNAX_ENVS, is_gymnax_env
+
+    assert set(gymnax.registered_envs) == GYMNAX_ENVS
+    assert is_gymnax_env("Breakout-MinAtar") and not is_gymnax_env("Breakout")
+
+
+@pytest.mark.integration
+def test_a_refused_flag_does_not_wait_for_gymnax_to_import(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from purejaxppo.cli import main\n"
+        f"code = main(['train', '--env', 'Breakout-MinAtar', '--out', {str(tmp_path / 'r')!r}, "
+        "'--set', 'objective=trpo', 'ent_coef=0'])\n"
+        "print(code, 'gymnax' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr[-2000:]
+    assert "ent_coef applies only with" in proc.stderr and not (tmp_path / "r").exists()
+
+
 def test_a_brax_environment_is_built_from_a_trace_not_an_eager_reset(monkeypatch):
     # brax's observation_size runs a reset op by op (seconds for the humanoid); the adapter
     # takes the observation's shape from a trace of the reset instead.

@@ -4,8 +4,11 @@ Commands are the lines of the ```sh blocks (a trailing backslash continues a lin
 comment) and inline code spans that start like a command (`make ...`, `purejaxppo ...`). Each
 must be listed in COMMANDS, which says how the test runs it small; a command the README gains
 without an entry here fails test_every_readme_command_is_known, and an entry whose command left
-the README fails it too, so the two cannot drift apart. The ```python blocks run in order in one
-interpreter, with the size substitutions of PYTHON_SMALL, each of which must apply.
+the README fails it too, so the two cannot drift apart. The `purejaxppo` commands run in the
+test's process through the CLI's main() (the console script's own code; a process each cost ~5 s
+of imports), but for those in OWN_PROCESS, which run the installed console script. The
+```python blocks run in order in one interpreter, with the size substitutions of PYTHON_SMALL,
+each of which must apply.
 """
 
 from __future__ import annotations
@@ -92,11 +95,20 @@ COMMANDS = {
     "purejaxppo eval runs/lr --episodes 10": ("run", ["--episodes", "2"]),
     "purejaxppo eval runs/cartpole --render episode.gif": ("run", []),
     "purejaxppo eval runs/breakout --render breakout.gif": ("run", ["--episodes", "1"]),
+    "purejaxppo eval runs/ip --render ip.gif": ("run", ["--episodes", "1"]),
     "cp purejaxppo/ppo.py my_ppo.py": ("run", []),
     "python my_ppo.py --env CartPole-v1 --num-seeds 16 --total-timesteps 500000": (
         "run",
         ["--num-seeds", "2", "--total-timesteps", "1024"],
     ),
+}
+
+# README commands run as the installed console script in a process of their own: one training
+# command (the entry point itself), and brax's render (MuJoCo picks its OpenGL backend when first
+# imported, and this process imports brax before it could choose).
+OWN_PROCESS = {
+    "purejaxppo train --config pendulum --num-seeds 8 --out runs/pendulum",
+    "purejaxppo eval runs/ip --render ip.gif",
 }
 
 # (README text, replacement) applied to the Python blocks before they run; each must occur.
@@ -370,27 +382,45 @@ def expected_outputs(argv: list[str]) -> list[str]:
 
 
 @pytest.mark.integration
-def test_readme_commands_run(tmp_path):
+def test_readme_commands_run(tmp_path, monkeypatch, capsys):
+    from purejaxppo.cli import main
+
     # The README's paths are relative to the repository: give the scratch folder the package.
     (tmp_path / "purejaxppo").symlink_to(ROOT / "purejaxppo")
-    ran = 0
+    monkeypatch.chdir(tmp_path)  # for the commands run in this process
+    ran, own_process, no_opengl = 0, 0, None
     for command in shell_commands(README.read_text()):
         kind, extra = COMMANDS[command]
         if kind != "run":
             continue
         argv = shlex.split(command) + list(extra)
-        proc = subprocess.run(
-            resolve(argv), cwd=tmp_path, capture_output=True, text=True, timeout=900,
-            env=command_env(),
-        )  # fmt: skip
-        assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
+        if argv[0] == "purejaxppo" and command not in OWN_PROCESS:
+            capsys.readouterr()
+            code = main(argv[1:])
+            assert code == 0, f"{command}\n{capsys.readouterr().err[-3000:]}"
+        else:
+            proc = subprocess.run(
+                resolve(argv), cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                env=command_env(),
+            )  # fmt: skip
+            own_process += argv[0] == "purejaxppo"
+            if "--render" in argv and "none could be made here" in proc.stderr:
+                # A machine without EGL: brax's render is refused in one line, and skipped.
+                assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+                no_opengl = proc.stderr.strip()
+                continue
+            assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
+            if argv[0] == "python":
+                assert json.loads(proc.stdout.splitlines()[-1])["num_seeds"] == 2
         for path in expected_outputs(argv):
             assert (tmp_path / path).is_file(), f"{command}: no {path}"
-        if argv[0] == "python":
-            assert json.loads(proc.stdout.splitlines()[-1])["num_seeds"] == 2
         ran += 1
-    assert ran >= 8
+    assert ran >= 8 and own_process == len(OWN_PROCESS)
     assert (tmp_path / "episode.gif").read_bytes()[:4] == b"GIF8"
+    if no_opengl is None:
+        from PIL import Image
+
+        assert Image.open(tmp_path / "ip.gif").n_frames > 1  # drawn by MuJoCo through brax
     summary = json.loads((tmp_path / "runs/lr/summary.json").read_text())
     assert summary["num_seeds"] == 2 and len(summary["final_return"]) == 4  # the 2 x 2 grid
 
