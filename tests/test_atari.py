@@ -153,7 +153,7 @@ def test_the_same_seed_twice_gives_the_same_run_and_resume_restarts_the_games(tm
     assert resumed["episode_return"].shape == a["episode_return"].shape
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=67)
 def test_breakout_20k_steps_through_the_trainer(tmp_path):
     # The atari preset (paper Table 5, Mnih et al. 2016 network), one seed, 20,480 steps.
     out = tmp_path / "breakout"

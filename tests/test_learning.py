@@ -10,6 +10,7 @@ from purejaxppo.ppo import Config, HParams, evaluate, final_return, preset, trai
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.slow(seconds=62)
 def test_cartpole_purejaxrl_defaults_16_seeds():
     # PureJaxRL's CartPole settings (the purejaxrl-cartpole preset), which are also the Config()
     # and HParams() defaults.
@@ -23,6 +24,7 @@ def test_cartpole_purejaxrl_defaults_16_seeds():
     assert np.mean(finals) >= 475
 
 
+@pytest.mark.slow(seconds=47)
 def test_classic_default_climbs_mountaincar_where_purejaxrls_settings_do_not_8_seeds():
     # The classic-control default (tuned by benchmarks/tune.py) against the settings it
     # replaced (PureJaxRL's CartPole ones), both at 300k of the default's 500k steps. Measured
@@ -43,6 +45,7 @@ def test_classic_default_climbs_mountaincar_where_purejaxrls_settings_do_not_8_s
     assert np.mean(finals["purejaxrl"]) <= -195
 
 
+@pytest.mark.slow(seconds=32)
 def test_pendulum_shipped_defaults_8_seeds():
     # The shipped preset (1M steps) trained for half of them, for the suite's time: measured
     # 2026-12-02 on one device, 8 seeds reach -156.9 (every seed above -170) by 500k.
@@ -54,6 +57,7 @@ def test_pendulum_shipped_defaults_8_seeds():
     assert np.mean(finals) >= -300
 
 
+@pytest.mark.slow(seconds=101)
 def test_brax_inverted_pendulum_deterministic_eval_4_seeds():
     from purejaxppo.presets import defaults_for
 
@@ -80,6 +84,7 @@ def episode_mean(metrics, updates=slice(None)):
     return float(np.where(c > 0, np.nan_to_num(r) * c, 0.0).sum() / c.sum())
 
 
+@pytest.mark.slow(seconds=100)
 def test_minatar_default_learns_ahead_of_the_papers_settings_4_seeds():
     # The MinAtar default (tuned by benchmarks/tune.py) against the setting it replaced (the
     # paper's Atari Table 5 with the conv torso, preset minatar-paper), Breakout at 200k of the
@@ -111,6 +116,7 @@ def shipped(name, **changes):
     return config.replace(**changes), hparams
 
 
+@pytest.mark.slow(seconds=58)
 def test_trpo_cartpole_8_seeds():
     # Measured 2026-12-02 (one device): 8 seeds x 300k steps, final mean 482.7; the same
     # preset over 500k on two devices: 498.2 (the curve passes 460 by 150k steps).
@@ -121,6 +127,7 @@ def test_trpo_cartpole_8_seeds():
     assert np.mean(finals) >= 400
 
 
+@pytest.mark.slow(seconds=16)
 def test_a2c_cartpole_8_seeds():
     # Measured 2026-12-02 (one device): 8 seeds x 500k steps, final mean 420.8 (411.0 on two
     # devices); the bar leaves a margin for run-to-run spread across machines.
@@ -131,6 +138,7 @@ def test_a2c_cartpole_8_seeds():
     assert np.mean(finals) >= 300
 
 
+@pytest.mark.slow(seconds=29)
 def test_gru_remembers_what_a_memoryless_policy_cannot_8_seeds():
     # MemoryChain with 8 steps between the context bit and its query: +1 for the right answer,
     # -1 for the wrong one, so without memory the best is a guess (0 on average). Measured

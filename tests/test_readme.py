@@ -251,16 +251,16 @@ def test_python_blocks_parse_and_shrink():
 def test_make_targets():
     # make test runs the whole suite in two runs whose markers cover every test (so notebooks
     # and README tests run in CI): all but the learning and shipped-level tests with XLA's
-    # optimization level 0, then those at the shipped level. Two test processes by default (CI
-    # has 2 cores), TEST_JOBS=N for another count.
+    # optimization level 0, then those at the shipped level. Three test processes by default (CI
+    # has 2 cores, and a third process fills their waits), TEST_JOBS=N for another count.
     first, second = make_dry_run("test").strip().splitlines()
     head = 'XLA_FLAGS="$XLA_FLAGS --xla_backend_optimization_level=0" '
-    run = "/python -m pytest -q --durations=10 -n 2 --dist worksteal -m "
+    run = "/python -m pytest -q --durations=10 -n 3 --dist worksteal -m "
     assert first.startswith(head) and first.endswith(run + '"not slow and not shipped_level"')
     assert second.endswith(run + '"slow or shipped_level"') and "XLA_FLAGS" not in second
     fast = make_dry_run("test-fast").strip()
     assert fast.endswith(
-        '/python -m pytest -q -n 2 --dist loadfile -m "not slow and not integration"'
+        '/python -m pytest -q -n 3 --dist loadfile -m "not slow and not integration"'
     ), fast
     assert all(
         "-n 4 --dist worksteal -m" in line

@@ -229,10 +229,20 @@ LEARNING = {
     # Craftax trains at about 1k env steps/s here: 16 envs, for 16 updates in 16k steps.
     "craftax:Craftax-Classic-Symbolic-v1": (1, 16_384, 1.381, 0.5, ["num_envs=16"]),
 }
+# Each one's seconds in make test (2-core CPU, 2026-12-07), for the order of the learning tests.
+LEARNING_SECONDS = [
+    ("jumanji:Knapsack-v1", 22),
+    ("xminigrid:MiniGrid-Empty-8x8", 30),
+    ("playground:CartpoleBalance", 125),
+    ("craftax:Craftax-Classic-Symbolic-v1", 60),
+]
+assert [env for env, _ in LEARNING_SECONDS] == list(LEARNING)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env", list(LEARNING))
+@pytest.mark.parametrize(
+    "env", [pytest.param(env, marks=pytest.mark.slow(seconds=s)) for env, s in LEARNING_SECONDS]
+)
 def test_each_suite_learns_resumes_bit_for_bit_and_evaluates_from_the_command_line(
     env, tmp_path, capsys
 ):
