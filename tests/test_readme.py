@@ -260,7 +260,7 @@ def test_make_targets():
     assert second.endswith(run + '"slow or shipped_level"') and "XLA_FLAGS" not in second
     fast = make_dry_run("test-fast").strip()
     assert fast.endswith(
-        '/python -m pytest -q -n 3 --dist loadfile -m "not slow and not integration"'
+        '/python -m pytest -q -n 2 --dist loadfile -m "not slow and not integration"'
     ), fast
     assert all(
         "-n 4 --dist worksteal -m" in line
