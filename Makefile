@@ -27,8 +27,8 @@ $(VENV)/.installed: pyproject.toml
 train: install
 	$(BIN)/purejaxppo train --env CartPole-v1 --num-seeds 16 --total-timesteps 500000 --out $(OUT) $(ARGS)
 
-# Two runs over TEST_JOBS processes, each taking tests in the order unit ->
-# integration -> slow (longest first) and stealing from the others when idle (tests/conftest.py). The first runs
+# Two runs over TEST_JOBS processes, each taking tests in the order unit -> integration -> slow
+# (longest first) and stealing from the others when idle (tests/conftest.py). The first runs
 # every test but the learning ones with XLA's backend optimization level 0: their runs are tiny
 # and nearly all compile, which level 0 shortens (25:36 against 32:25 for one run at the shipped
 # level, 2026-12-07). The second runs the learning tests (marked slow) and the few whose
