@@ -1219,7 +1219,9 @@ class Options(NamedTuple):
 def tune_family(family: Family, opts: Options, log: Callable[[str], None] = print) -> dict:
     """Run the asked stages of one family and write its record; returns the record."""
     train = set(opts.stages)
-    rand = random_scores(family, opts.runs, "coarse" in train, log)
+    # The random-policy runs belong to the coarse stage; a confirmation in a fresh --runs (the
+    # 5x report, say) measures them too, as it cannot normalize without them.
+    rand = random_scores(family, opts.runs, bool(train & {"coarse", "confirm"}), log)
     coarse = coarse_jobs(family, opts.runs, opts.budget)
     if "coarse" in train:
         for job in coarse:

@@ -323,3 +323,31 @@ def test_the_whole_pipeline_then_a_second_run_trains_nothing(tmp_path, monkeypat
     assert not any("training" in line or "resuming" in line for line in log), log
     assert sum("reused" in line for line in log) == len(folders)
     assert again["confirm"]["candidates"] == record["confirm"]["candidates"]
+
+
+def test_a_confirmation_in_a_fresh_runs_folder_measures_the_random_policy(tmp_path, monkeypatch):
+    """The 5x report: only the winner is carried over (choices.json); the confirmation at the
+    longer budget measures the random policy it normalizes by, in its own stage folder."""
+    monkeypatch.setattr(tune, "RANDOM_STEPS", 1024)
+    family = tune.Family(**TINY)
+    runs = tmp_path / "runs"
+    winner = {
+        "name": "winner",
+        "from": "finalists",
+        "draw": "e4-0",
+        "static": "e4",
+        "setting": {"learning_rate": 0.003, "clip_coef": 0.2},
+    }
+    (runs / "tiny").mkdir(parents=True)
+    (runs / "tiny" / "choices.json").write_text(json.dumps({"winner": winner}))
+    opts = tune.Options(("confirm",), runs, tmp_path / "out", confirm_steps=4096)
+    record = tune.tune_family(family, opts, lambda line: None)
+
+    assert "measured" in record["random"]["CartPole-v1"]["source"]
+    assert (runs / "tiny" / "random" / "CartPole-v1" / "metrics.npz").is_file()
+    confirm = record["confirm"]
+    assert confirm["steps_per_run"] == 4096
+    assert confirm["folders"] == [str(runs / "tiny/confirm@4096/winner+anchor/CartPole-v1")]
+    for row in confirm["candidates"].values():
+        assert row["per_task"]["CartPole-v1"]["runs"] == 8
+        assert np.isfinite(row["normalized"]["iqm"]).all()
