@@ -171,3 +171,25 @@ def test_objectives_smoke_protocol(tmp_path):
     merged_md = (merged_dir / "objectives.md").read_text()
     assert f"Ran as 2 processes side by side: {task} in" in merged_md
     assert f"| {COPIED_TASK} | " in merged_md and f"| {task} | " in merged_md
+
+
+def test_full_protocol_swimmer_is_playgrounds_and_skipped_on_a_cpu(tmp_path, capsys):
+    bench = load_benchmark()
+    budget = bench.PROTOCOLS["full"]["swimmer"]
+    assert budget.steps == bench.PAPER_STEPS
+    assert bench.task_env_name("swimmer", budget.backend) == "playground:SwimmerSwimmer6"
+    assert bench.task_env_name("hopper", "spring") == "brax:hopper@spring"
+    if bench.jax.default_backend() != "cpu":
+        pytest.skip("the skip applies on a CPU only")
+    with pytest.raises(SystemExit, match="no task left"):
+        bench.main(["--protocol", "full", "--tasks", "swimmer", "--out", str(tmp_path)])
+    assert "[swimmer] skipped: MJX's swimmer runs about 130 env steps/s" in capsys.readouterr().err
+    assert not (tmp_path / "objectives.json").exists()
+
+
+@pytest.mark.integration
+def test_swimmer_stand_in_is_a_continuous_swimmer_with_a_1000_step_limit():
+    bench = load_benchmark()
+    env = bench.task_env("swimmer", bench.SWIMMER_BACKEND)
+    assert not env.discrete and env.action_dim == 5  # 6 links, 5 joints
+    assert env.max_episode_steps == bench.EPISODE_LENGTH == 1000
