@@ -21,6 +21,10 @@ search inside each static program. Stages, each a folder under RUNS/FAMILY/:
   confirm    the winner (the best finalist; `--winner-from coarse` takes the best coarse setting
              when the finalists stage has not run) and the family's anchors, on 8 fresh seeds:
              normalized IQM [95% CI] across the tasks, per-task IQM, P(winner > anchor), curves.
+  peers      another implementation's PPO as an anchor where the family names one (brax: brax's
+             own PPO with its published per-task settings, benchmarks/peers/brax_ppo.py in its
+             own venv), on the confirmation's seed count and budget, one JSON per run; scored by
+             the same final-return window and set beside the winner.
   report     no training: reads every folder and writes OUT/tune_FAMILY.{json,md,png}.
 
 Every run is a `purejaxppo train` subprocess (coarse, random policy) or the driver's `train_sweep`
@@ -74,7 +78,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.minatar import GYMNAX_PPO, RANDOM_STEPS, episode_mean, final_window  # noqa: E402
 from purejaxppo import stats  # noqa: E402
 
-STAGES = ("coarse", "finalists", "confirm", "report")
+STAGES = ("coarse", "finalists", "confirm", "peers", "report")
 STAGE_SEEDS = {"coarse": 100, "finalists": 200, "confirm": 300, "random": 900}
 STAGE_NUM_SEEDS = {"coarse": 2, "finalists": 4, "confirm": 8, "random": 8}
 CHECKPOINTS_PER_RUN = 10  # a killed session loses at most this fraction of a run
@@ -116,6 +120,8 @@ class Family(NamedTuple):
     # the search was run over, by name, so that shipping its winner as the task's preset does
     # not change what a recorded folder's arguments resolve to.
     start: tuple[str, ...] = ()
+    # Peer anchors the peers stage trains (PEER_RUNNERS' names).
+    trained_peers: tuple[str, ...] = ()
 
 
 MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
@@ -309,14 +315,14 @@ BRAX = Family(
     random_source=CLASSIC.random_source,
     reference={},
     reference_source=MINATAR.reference_source,
-    peers={
-        "brax-ppo": "brax's own PPO trainer (benchmarks/peers/brax_ppo.py, its own venv) runs "
-        "inverted_pendulum only and scores a deterministic evaluation, not our training-return "
-        "window; it is compared in BENCHMARKS.md's peers table, not trained here"
-    },
+    peers={},
     notes="The coarse search runs on the three locomotion tasks. Static `paper` is the PPO "
     "paper's MuJoCo shape (1 actor x 2048, 10 epochs of 64); max_grad_norm 1e9 never clips. "
-    "Anchors: `previous` = today's brax default; `ppo-mujoco` = the paper's settings.",
+    "Anchors: `previous` = today's brax default; `ppo-mujoco` = the paper's settings; peer "
+    "`brax-ppo` = brax's own PPO trainer with the settings brax publishes per task "
+    "(benchmarks/peers/brax_ppo.py; hopper and walker2d take halfcheetah's, as brax publishes "
+    "SAC for them), which rounds the budget up to whole training steps of its own size.",
+    trained_peers=("brax-ppo",),
 )
 
 FAMILIES = {f.name: f for f in (MINATAR, CLASSIC, PENDULUM, BRAX)}
@@ -1110,6 +1116,105 @@ def confirm_jobs(family: Family, cands: list[Candidate], runs: Path, steps: int)
 
 
 # ---------------------------------------------------------------------------------------------
+# Peer anchors: another implementation's PPO, one run per JSON file.
+# ---------------------------------------------------------------------------------------------
+
+
+def peer_seeds() -> list[int]:
+    """The confirmation's seed count, as the integer seeds another trainer takes (300, 301, ...:
+    the confirmation's PRNG seed and up, so never a seed of the search)."""
+    return [STAGE_SEEDS["confirm"] + k for k in range(STAGE_NUM_SEEDS["confirm"])]
+
+
+def peer_folder(family: Family, runs: Path, steps: int, peer: str, task: str) -> Path:
+    return runs / stage_dir(family, "peers", steps) / peer / task_label(task)
+
+
+def brax_ppo_run(task: str, seed: int, steps: int) -> dict[str, Any]:
+    """brax's PPO with its published settings on one brax:NAME@BACKEND task, in its own venv."""
+    from benchmarks.peers.runner import run_peer
+
+    name, _, backend = task.removeprefix("brax:").partition("@")
+    args = ["--settings", "published", "--env", name, "--backend", backend or "positional"]
+    return run_peer("brax", [*args, "--seed", str(seed), "--total-timesteps", str(steps)])
+
+
+PEER_RUNNERS: dict[str, Callable[[str, int, int], dict[str, Any]]] = {"brax-ppo": brax_ppo_run}
+
+
+def run_peers(family: Family, runs: Path, steps: int, log: Callable[[str], None]) -> None:
+    """Every peer run not yet recorded, a task's seeds in order; each run's JSON is written
+    atomically when it ends, so a stopped session loses at most the run in progress."""
+    for peer in family.trained_peers:
+        for task in family.tasks:
+            folder = peer_folder(family, runs, steps, peer, task)
+            for seed in peer_seeds():
+                path = folder / f"seed-{seed}.json"
+                if path.exists():
+                    continue
+                log(f"{folder}: {peer} seed {seed}: training")
+                t0 = time.time()
+                write_json(path, PEER_RUNNERS[peer](task, seed, steps))
+                log(f"{folder}: {peer} seed {seed}: done in {time.time() - t0:.0f} s")
+
+
+def load_peer_result(family: Family, runs: Path, steps: int, peer: str, task: str):
+    """A peer's runs on a task as a Result (None until every seed is recorded): the per-update
+    episode returns and counts it recorded, scored by our final-return window."""
+    folder = peer_folder(family, runs, steps, peer, task)
+    paths = [folder / f"seed-{seed}.json" for seed in peer_seeds()]
+    if not all(p.exists() for p in paths):
+        return None
+    recs = [read_json(p) for p in paths]
+    lengths = {len(r["env_steps"]) for r in recs}
+    if len(lengths) != 1:
+        raise TuneError(f"{folder}: its runs recorded different numbers of training steps")
+    ret = np.array([[np.nan if x is None else x for x in r["episode_return"]] for r in recs])
+    metrics = {
+        "episode_return": ret[None].astype(np.float64),
+        "episodes": np.array([r["episodes"] for r in recs])[None],
+        "env_steps": np.asarray(recs[0]["env_steps"]),
+    }
+    finals, window = run_finals(metrics)
+    job = Job(folder, "peers", task, peer, (peer,), (), None, len(recs), peer_seeds()[0], steps)
+    returns = stats.forward_fill(metrics["episode_return"])
+    all_training = episode_mean(metrics["episode_return"], metrics["episodes"])
+    return Result(job, finals, window, metrics["env_steps"], returns, all_training)
+
+
+def peer_table(
+    family: Family,
+    runs: Path,
+    steps: int,
+    winner: list[Result],
+    scale: Scale,
+) -> dict[str, Any]:
+    """Per trained peer: the winner beside it (confirm_table of the two) and what its runs were
+    (steps actually trained, its trainer's own deterministic evaluation, wall time)."""
+    out: dict[str, Any] = {}
+    for peer in family.trained_peers:
+        mine = [load_peer_result(family, runs, steps, peer, t) for t in family.tasks]
+        mine = [r for r in mine if r is not None]
+        if not mine:
+            continue
+        table = confirm_table(family, winner + mine, scale, ["winner", peer])
+        runs_info: dict[str, Any] = {}
+        for r in mine:
+            recs = [read_json(p) for p in sorted(r.job.folder.glob("seed-*.json"))]
+            runs_info[r.job.task] = {
+                "total_timesteps": recs[0]["total_timesteps"],
+                "training_steps": len(recs[0]["env_steps"]),
+                "final_window_updates": r.window,
+                "eval_return_mean": round(float(np.mean([x["eval_return"] for x in recs])), 3),
+                "wall_seconds": round(sum(x["wall_seconds"] for x in recs), 1),
+                "settings_from": recs[0].get("settings_from"),
+                "peer": recs[0]["peer"],
+            }
+        out[peer] = {**table, "runs": runs_info, "folders": [str(r.job.folder) for r in mine]}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The confirmation's statistics and curves.
 # ---------------------------------------------------------------------------------------------
 
@@ -1122,6 +1227,8 @@ def confirm_table(
     per: dict[str, dict[str, np.ndarray]] = {n: {} for n in names}
     for r in results:
         for h, name in enumerate(r.job.names):
+            if name not in per:  # a candidate of the same folder left out of this table
+                continue
             x = r.finals[h]
             per[name][r.job.task] = x[np.isfinite(x)]
     not_run = [n for n in names if not per[n]]
@@ -1263,6 +1370,16 @@ def tune_family(family: Family, opts: Options, log: Callable[[str], None] = prin
     scale = Scale(rand, refs)
     names = [c.name for c in cands]
     confirm = confirm_table(family, results["confirm"], scale, names) if cands else None
+    if "peers" in train:
+        run_peers(family, opts.runs, steps, log)
+    winner_results = [r for r in results["confirm"] if "winner" in r.job.names]
+    peers = peer_table(family, opts.runs, steps, winner_results, scale)
+    results["peers"] = [
+        r
+        for peer in peers
+        for t in family.tasks
+        if (r := load_peer_result(family, opts.runs, steps, peer, t)) is not None
+    ]
 
     record = build_record(
         family,
@@ -1278,11 +1395,12 @@ def tune_family(family: Family, opts: Options, log: Callable[[str], None] = prin
         confirm,
         results,
     )
+    record["peer_anchors"] = peers
     opts.out.mkdir(parents=True, exist_ok=True)
     write_json(opts.out / f"tune_{family.name}.json", record)
     png = opts.out / f"tune_{family.name}.png"
     if plot_confirm(
-        results["confirm"],
+        results["confirm"] + results["peers"],
         family,
         png,
         f"{family.name}: confirmation, {steps:,} steps, fresh seeds",
@@ -1599,6 +1717,32 @@ def markdown(record: dict[str, Any]) -> str:
             cells = [str(published.get(t, "-")) for t in record["tasks"]]
             lines.append("| published (reference) | - | " + " | ".join(cells) + " | - |")
             lines += ["", f"Published: {record['published']['source']}."]
+        for peer, pt in record.get("peer_anchors", {}).items():
+            lines += [
+                "",
+                f"#### Peer anchor `{peer}` (same seed count, same final-return window)",
+                "",
+                "| task | winner IQM | " + f"{peer} IQM | {peer} steps (training steps) | "
+                f"{peer} final window (updates) | {peer} own eval (mean) |",
+                "|---|---|---|---:|---:|---:|",
+            ]
+            for task, info in pt["runs"].items():
+                rows = pt["candidates"]
+                w = rows.get("winner", {}).get("per_task", {}).get(task, {}).get("iqm")
+                them = rows.get(peer, {}).get("per_task", {}).get(task, {}).get("iqm")
+                lines.append(
+                    f"| {task} | {fmt(w)} | {fmt(them)} | {info['total_timesteps']:,} "
+                    f"({info['training_steps']}) | {info['final_window_updates']} | "
+                    f"{info['eval_return_mean']} |"
+                )
+            if pt["tasks"]:
+                lines += [
+                    "",
+                    f"Over {', '.join(pt['tasks'])}: normalized IQM winner "
+                    f"{fmt(pt['candidates']['winner'].get('normalized', {}).get('iqm'))}, "
+                    f"{peer} {fmt(pt['candidates'][peer].get('normalized', {}).get('iqm'))}; "
+                    f"P(winner > {peer}) = {fmt(pt['p_winner_over'].get(peer))}.",
+                ]
         if record.get("curves"):
             lines += ["", f"![{fam} confirmation curves](benchmarks/results/{record['curves']})"]
     lines += ["", "Cost (device-minutes: CPU core-minutes or GPU-minutes, per machine):", ""]
@@ -1653,7 +1797,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     use_cpu_cores()  # before JAX starts, as the command line does: train_sweep matches it
     stages = (
-        STAGES[:3] if args.stage == "all" else (() if args.stage == "report" else (args.stage,))
+        STAGES[:4] if args.stage == "all" else (() if args.stage == "report" else (args.stage,))
     )
     opts = Options(
         stages,

@@ -219,10 +219,10 @@ def test_a_finalist_keeps_every_traced_field_its_program_shares(tmp_path):
 def test_brax_family_has_table_1_tasks_on_the_objectives_backends():
     from benchmarks.objectives import PROTOCOLS
 
-    # Every Table-1 task of the objectives protocol on its backend, but swimmer (its only
-    # backend, generalized, fails at the first step on jax 0.10: see tune.BRAX_TASKS).
+    # Every Table-1 task of the objectives protocol on its backend, but swimmer (brax's fails
+    # at the first step on jax 0.10, see tune.BRAX_TASKS; the objectives' stand-in is MJX's).
     full = {t: b.backend for t, b in PROTOCOLS["full"].items()}
-    assert full.pop("swimmer") == "generalized" and full == tune.BRAX_TASKS
+    assert full.pop("swimmer") == "mjx" and full == tune.BRAX_TASKS
     assert set(tune.BRAX.coarse_tasks) <= set(tune.BRAX.tasks)
 
 
@@ -351,3 +351,50 @@ def test_a_confirmation_in_a_fresh_runs_folder_measures_the_random_policy(tmp_pa
     for row in confirm["candidates"].values():
         assert row["per_task"]["CartPole-v1"]["runs"] == 8
         assert np.isfinite(row["normalized"]["iqm"]).all()
+
+
+def test_peer_runs_are_scored_by_our_window_and_set_beside_the_winner(tmp_path, monkeypatch):
+    """A peer anchor (brax's own PPO for brax) is trained one JSON per seed, resumed by file,
+    and scored by the same widened final window as our folders; checked with a fake peer."""
+    family = tune.Family(**{**TINY, "trained_peers": ("fake",)})
+    calls = []
+
+    def fake(task, seed, steps):
+        calls.append(seed)
+        k = seed - 300
+        returns = [10.0 * u + k for u in range(20)]
+        episodes = [2] * 20
+        if k == 0:  # seed 300 ends no episode in the last update: the window widens to 2
+            returns[-1], episodes[-1] = None, 0
+        return {
+            "peer": "fake 1.0",
+            "settings_from": task,
+            "total_timesteps": 20 * 128,
+            "env_steps": [128 * (u + 1) for u in range(20)],
+            "episodes": episodes,
+            "episode_return": returns,
+            "eval_return": 1.5,
+            "wall_seconds": 2.0,
+        }
+
+    monkeypatch.setitem(tune.PEER_RUNNERS, "fake", fake)
+    runs = tmp_path / "runs"
+    tune.run_peers(family, runs, 2048, lambda line: None)
+    assert calls == list(range(300, 308))
+    tune.run_peers(family, runs, 2048, lambda line: None)  # every run recorded: nothing trains
+    assert calls == list(range(300, 308))
+
+    result = tune.load_peer_result(family, runs, 2048, "fake", "CartPole-v1")
+    assert result.window == 2
+    # window of 2 updates (18, 19): seed 300 has only update 18 (180); seed k: (180+k+190+k)/2
+    expected = [180.0] + [185.0 + k for k in range(1, 8)]
+    np.testing.assert_allclose(result.finals[0], expected)
+
+    winner = fake_result("winner", "CartPole-v1", ["winner"], [[400.0 + k for k in range(8)]])
+    scale = tune.Scale({"CartPole-v1": (0.0, "r")}, {"CartPole-v1": (500.0, "ref")})
+    table = tune.peer_table(family, runs, 2048, [winner], scale)["fake"]
+    assert table["tasks"] == ["CartPole-v1"]
+    assert table["p_winner_over"]["fake"][0] == 1.0
+    info = table["runs"]["CartPole-v1"]
+    assert info["final_window_updates"] == 2 and info["eval_return_mean"] == 1.5
+    assert info["wall_seconds"] == 16.0 and info["training_steps"] == 20
