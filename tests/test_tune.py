@@ -325,6 +325,7 @@ def test_the_whole_pipeline_then_a_second_run_trains_nothing(tmp_path, monkeypat
     assert again["confirm"]["candidates"] == record["confirm"]["candidates"]
 
 
+@pytest.mark.integration
 def test_a_confirmation_in_a_fresh_runs_folder_measures_the_random_policy(tmp_path, monkeypatch):
     """The 5x report: only the winner is carried over (choices.json); the confirmation at the
     longer budget measures the random policy it normalizes by, in its own stage folder."""
