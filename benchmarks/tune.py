@@ -1405,7 +1405,9 @@ def tune_family(family: Family, opts: Options, log: Callable[[str], None] = prin
         png,
         f"{family.name}: confirmation, {steps:,} steps, fresh seeds",
     ):
-        record["curves"] = png.name
+        # The link as BENCHMARKS.md (at the repository root) reads it: OUT may be a subfolder.
+        full = png.resolve()
+        record["curves"] = str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(full)
         write_json(opts.out / f"tune_{family.name}.json", record)
     (opts.out / f"tune_{family.name}.md").write_text(markdown(record))
     log(f"wrote {opts.out / f'tune_{family.name}.json'} and .md")
@@ -1744,7 +1746,7 @@ def markdown(record: dict[str, Any]) -> str:
                     f"P(winner > {peer}) = {fmt(pt['p_winner_over'].get(peer))}.",
                 ]
         if record.get("curves"):
-            lines += ["", f"![{fam} confirmation curves](benchmarks/results/{record['curves']})"]
+            lines += ["", f"![{fam} confirmation curves]({record['curves']})"]
     lines += ["", "Cost (device-minutes: CPU core-minutes or GPU-minutes, per machine):", ""]
     for stage in ("random", "coarse", "finalists", "confirm"):
         cost = record["cost"][stage]

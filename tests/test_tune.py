@@ -283,6 +283,9 @@ def test_the_whole_pipeline_then_a_second_run_trains_nothing(tmp_path, monkeypat
     assert saved["winner"] == record["winner"]
     assert (tmp_path / "out" / "tune_tiny.md").read_text().startswith("## Tuning the tiny")
     assert (tmp_path / "out" / "tune_tiny.png").is_file()
+    # The curves' link is the file's own path (OUT outside the repository: absolute).
+    assert saved["curves"] == str((tmp_path / "out" / "tune_tiny.png").resolve())
+    assert f"]({saved['curves']})" in (tmp_path / "out" / "tune_tiny.md").read_text()
     assert record["budget"] == {
         "steps_per_run": 2048,
         "budget_scale": 1.0,
