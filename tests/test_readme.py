@@ -259,8 +259,9 @@ def test_make_targets():
     assert first.startswith(head) and first.endswith(run + '"not slow and not shipped_level"')
     assert second.endswith(run + '"slow or shipped_level"') and "XLA_FLAGS" not in second
     fast = make_dry_run("test-fast").strip()
-    assert fast.endswith(
-        '/python -m pytest -q -n 2 --dist loadfile -m "not slow and not integration"'
+    assert fast.startswith(head) and fast.endswith(
+        "/python -m pytest -q -n 2 --dist loadfile "
+        '-m "not slow and not integration and not shipped_level"'
     ), fast
     assert all(
         "-n 4 --dist worksteal -m" in line
