@@ -78,48 +78,24 @@ DIFFERENCES = [
 # it trains with SAC, so for them this uses halfcheetah's, the other 2D locomotion task's (stated
 # in every record as `settings_from`). The network is brax's default (make_ppo_networks: policy
 # 4 x 32, value 5 x 256, swish, tanh-squashed Gaussian), as the notebook passes none.
-_POLE = dict(
-    reward_scaling=10,
-    unroll_length=5,
-    num_minibatches=32,
-    num_updates_per_batch=4,
-    discounting=0.97,
-    learning_rate=3e-4,
-    entropy_cost=1e-2,
-    num_envs=2048,
-    batch_size=1024,
-    action_repeat=1,
+# Every task's setting shares these; each then states its own, one row per published setting.
+_SHARED = dict(num_minibatches=32, learning_rate=3e-4, num_envs=2048)
+_COLUMNS = (
+    "reward_scaling",
+    "unroll_length",
+    "num_updates_per_batch",
+    "discounting",
+    "entropy_cost",
+    "batch_size",
+    "action_repeat",
 )
-_CHEETAH = dict(
-    reward_scaling=1,
-    unroll_length=20,
-    num_minibatches=32,
-    num_updates_per_batch=8,
-    discounting=0.95,
-    learning_rate=3e-4,
-    entropy_cost=1e-3,
-    num_envs=2048,
-    batch_size=512,
-    action_repeat=1,
-)
+_POLE = dict(_SHARED, **dict(zip(_COLUMNS, (10, 5, 4, 0.97, 1e-2, 1024, 1), strict=True)))
+_CHEETAH = dict(_SHARED, **dict(zip(_COLUMNS, (1, 20, 8, 0.95, 1e-3, 512, 1), strict=True)))
+_REACHER = dict(_SHARED, **dict(zip(_COLUMNS, (5, 50, 8, 0.95, 1e-3, 256, 4), strict=True)))
 PUBLISHED: dict[str, tuple[str, dict[str, Any]]] = {
     "inverted_pendulum": ("inverted_pendulum", _POLE),
     "inverted_double_pendulum": ("inverted_double_pendulum", _POLE),
-    "reacher": (
-        "reacher",
-        dict(
-            reward_scaling=5,
-            unroll_length=50,
-            num_minibatches=32,
-            num_updates_per_batch=8,
-            discounting=0.95,
-            learning_rate=3e-4,
-            entropy_cost=1e-3,
-            num_envs=2048,
-            batch_size=256,
-            action_repeat=4,
-        ),
-    ),
+    "reacher": ("reacher", _REACHER),
     "halfcheetah": ("halfcheetah", _CHEETAH),
     "hopper": ("halfcheetah", _CHEETAH),
     "walker2d": ("halfcheetah", _CHEETAH),
