@@ -1158,9 +1158,12 @@ def run_peers(family: Family, runs: Path, steps: int, log: Callable[[str], None]
                 log(f"{folder}: {peer} seed {seed}: done in {time.time() - t0:.0f} s")
 
 
-def load_peer_result(family: Family, runs: Path, steps: int, peer: str, task: str):
-    """A peer's runs on a task as a Result (None until every seed is recorded): the per-update
-    episode returns and counts it recorded, scored by our final-return window."""
+def load_peer_result(
+    family: Family, runs: Path, steps: int, peer: str, task: str
+) -> tuple[Result, list[dict[str, Any]]] | None:
+    """A peer's runs on a task as a Result, with their records (None until every seed is
+    recorded): the per-update episode returns and counts it recorded, scored by our final-return
+    window."""
     folder = peer_folder(family, runs, steps, peer, task)
     paths = [folder / f"seed-{seed}.json" for seed in peer_seeds()]
     if not all(p.exists() for p in paths):
@@ -1179,28 +1182,26 @@ def load_peer_result(family: Family, runs: Path, steps: int, peer: str, task: st
     job = Job(folder, "peers", task, peer, (peer,), (), None, len(recs), peer_seeds()[0], steps)
     returns = stats.forward_fill(metrics["episode_return"])
     all_training = episode_mean(metrics["episode_return"], metrics["episodes"])
-    return Result(job, finals, window, metrics["env_steps"], returns, all_training)
+    return Result(job, finals, window, metrics["env_steps"], returns, all_training), recs
 
 
 def peer_table(
     family: Family,
-    runs: Path,
-    steps: int,
+    loaded: dict[str, list[tuple[Result, list[dict[str, Any]]]]],
     winner: list[Result],
     scale: Scale,
 ) -> dict[str, Any]:
-    """Per trained peer: the winner beside it (confirm_table of the two) and what its runs were
-    (steps actually trained, its trainer's own deterministic evaluation, wall time)."""
+    """Per peer with finished tasks (load_peer_result's, by peer): the winner beside it
+    (confirm_table of the two) and what its runs were (steps actually trained, its trainer's
+    own deterministic evaluation, wall time)."""
     out: dict[str, Any] = {}
-    for peer in family.trained_peers:
-        mine = [load_peer_result(family, runs, steps, peer, t) for t in family.tasks]
-        mine = [r for r in mine if r is not None]
-        if not mine:
+    for peer, done in loaded.items():
+        if not done:
             continue
+        mine = [r for r, _ in done]
         table = confirm_table(family, winner + mine, scale, ["winner", peer])
         runs_info: dict[str, Any] = {}
-        for r in mine:
-            recs = [read_json(p) for p in sorted(r.job.folder.glob("seed-*.json"))]
+        for r, recs in done:
             runs_info[r.job.task] = {
                 "total_timesteps": recs[0]["total_timesteps"],
                 "training_steps": len(recs[0]["env_steps"]),
@@ -1372,14 +1373,17 @@ def tune_family(family: Family, opts: Options, log: Callable[[str], None] = prin
     confirm = confirm_table(family, results["confirm"], scale, names) if cands else None
     if "peers" in train:
         run_peers(family, opts.runs, steps, log)
+    loaded = {
+        peer: [
+            x
+            for t in family.tasks
+            if (x := load_peer_result(family, opts.runs, steps, peer, t)) is not None
+        ]
+        for peer in family.trained_peers
+    }
     winner_results = [r for r in results["confirm"] if "winner" in r.job.names]
-    peers = peer_table(family, opts.runs, steps, winner_results, scale)
-    results["peers"] = [
-        r
-        for peer in peers
-        for t in family.tasks
-        if (r := load_peer_result(family, opts.runs, steps, peer, t)) is not None
-    ]
+    peers = peer_table(family, loaded, winner_results, scale)
+    results["peers"] = [r for done in loaded.values() for r, _ in done]
 
     record = build_record(
         family,

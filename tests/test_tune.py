@@ -388,7 +388,8 @@ def test_peer_runs_are_scored_by_our_window_and_set_beside_the_winner(tmp_path, 
     tune.run_peers(family, runs, 2048, lambda line: None)  # every run recorded: nothing trains
     assert calls == list(range(300, 308))
 
-    result = tune.load_peer_result(family, runs, 2048, "fake", "CartPole-v1")
+    result, recs = tune.load_peer_result(family, runs, 2048, "fake", "CartPole-v1")
+    assert [r["env_steps"][-1] for r in recs] == [2560] * 8
     assert result.window == 2
     # window of 2 updates (18, 19): seed 300 has only update 18 (180); seed k: (180+k+190+k)/2
     expected = [180.0] + [185.0 + k for k in range(1, 8)]
@@ -396,7 +397,8 @@ def test_peer_runs_are_scored_by_our_window_and_set_beside_the_winner(tmp_path, 
 
     winner = fake_result("winner", "CartPole-v1", ["winner"], [[400.0 + k for k in range(8)]])
     scale = tune.Scale({"CartPole-v1": (0.0, "r")}, {"CartPole-v1": (500.0, "ref")})
-    table = tune.peer_table(family, runs, 2048, [winner], scale)["fake"]
+    loaded = {"fake": [(result, recs)]}
+    table = tune.peer_table(family, loaded, [winner], scale)["fake"]
     assert table["tasks"] == ["CartPole-v1"]
     assert table["p_winner_over"]["fake"][0] == 1.0
     info = table["runs"]["CartPole-v1"]
