@@ -45,7 +45,7 @@ LAST_EPISODES = 100  # the paper's second metric: the last 100 episodes of each 
 ATARI = {"ppo": [], "a2c": ["--config", "a2c-minatar"]}
 MUJOCO = {
     "ppo": ["--config", "ppo-mujoco"],  # the paper's Table 3 settings, as its Figure 3 ran
-    "ppo-brax": [],  # the brax tasks' own PPO defaults (16 actors x 128), for contrast
+    "ppo-brax": ["--config", "brax-16x128"],  # the brax default until 2026-12, for contrast
     "a2c": ["--config", "a2c-brax"],
     "vpg": ["--config", "vpg-brax"],
     "trpo": ["--config", "trpo-brax"],

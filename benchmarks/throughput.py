@@ -641,8 +641,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown worker kind {kind!r}")
 
 
-def worker_ours(preset: str, num_seeds: int) -> dict[str, Any]:
-    """Our trainer on a shipped preset, for the peer comparison (one seed, like the peers)."""
+def worker_ours(preset: str, num_seeds: int, env: str | None = None) -> dict[str, Any]:
+    """Our trainer on a named preset (on `env`, default the preset's own), for the peer
+    comparison (one seed, like the peers)."""
     import jax
     import numpy as np
 
@@ -650,7 +651,7 @@ def worker_ours(preset: str, num_seeds: int) -> dict[str, Any]:
     from purejaxppo.ppo import evaluate, train_seeds
     from purejaxppo.presets import preset_settings
 
-    config, hparams = preset_settings(preset)
+    config, hparams = preset_settings(preset, env)
     env = make_env(config.env)
     state, metrics, summary = train_seeds(config, hparams, num_seeds, 0, env)
     if config.env.startswith("brax:"):
@@ -846,7 +847,11 @@ def section_peers(sb3_steps: int, brax_steps: int) -> None:
     sb3 = run_peer("sb3", ["--total-timesteps", str(sb3_steps)])
     rows.append({"task": "CartPole-v1", "ours": ours, "peer": sb3})
     print(f"CartPole: ours {ours['steps_per_second']} steps/s vs SB3 {sb3['steps_per_second']}")
-    ours = launch({"kind": "ours", "preset": "brax-inverted-pendulum", "num_seeds": 1})
+    # The brax default until 2026-12 (16 x 128, 10 epochs of 8), which brax_ppo.py's matched
+    # setting mirrors.
+    ours = launch(
+        {"kind": "ours", "preset": "brax-16x128", "env": "brax:inverted_pendulum", "num_seeds": 1}
+    )
     brax = run_peer("brax", ["--total-timesteps", str(brax_steps)])
     rows.append({"task": "brax inverted_pendulum", "ours": ours, "peer": brax})
     print(f"inverted_pendulum: ours {ours['steps_per_second']} vs brax {brax['steps_per_second']}")

@@ -282,6 +282,7 @@ BRAX_TASKS = {
     "reacher": "spring",
     "walker2d": "spring",
 }
+BRAX_PREVIOUS = ("--config", "brax-16x128")  # the brax default until 2026-12
 BRAX = Family(
     name="brax",
     tasks=tuple(f"brax:{t}@{b}" for t, b in BRAX_TASKS.items()),
@@ -310,7 +311,7 @@ BRAX = Family(
         "max_grad_norm=0.5,1.0,1000000000",
     ),
     draws=64,
-    anchors={"previous": (), "ppo-mujoco": ("--config", "ppo-mujoco")},
+    anchors={"previous": BRAX_PREVIOUS, "ppo-mujoco": ("--config", "ppo-mujoco")},
     random={},
     random_source=CLASSIC.random_source,
     reference={},
@@ -318,10 +319,12 @@ BRAX = Family(
     peers={},
     notes="The coarse search runs on the three locomotion tasks. Static `paper` is the PPO "
     "paper's MuJoCo shape (1 actor x 2048, 10 epochs of 64); max_grad_norm 1e9 never clips. "
-    "Anchors: `previous` = today's brax default; `ppo-mujoco` = the paper's settings; peer "
+    "Anchors: `previous` = the brax default until 2026-12 (brax-16x128); `ppo-mujoco` = the "
+    "paper's settings; peer "
     "`brax-ppo` = brax's own PPO trainer with the settings brax publishes per task "
     "(benchmarks/peers/brax_ppo.py; hopper and walker2d take halfcheetah's, as brax publishes "
     "SAC for them), which rounds the budget up to whole training steps of its own size.",
+    start=BRAX_PREVIOUS,
     trained_peers=("brax-ppo",),
 )
 
@@ -1142,11 +1145,20 @@ def brax_ppo_run(task: str, seed: int, steps: int) -> dict[str, Any]:
 PEER_RUNNERS: dict[str, Callable[[str, int, int], dict[str, Any]]] = {"brax-ppo": brax_ppo_run}
 
 
-def run_peers(family: Family, runs: Path, steps: int, log: Callable[[str], None]) -> None:
-    """Every peer run not yet recorded, a task's seeds in order; each run's JSON is written
-    atomically when it ends, so a stopped session loses at most the run in progress."""
+def run_peers(
+    family: Family,
+    runs: Path,
+    steps: int,
+    log: Callable[[str], None],
+    tasks: Sequence[str] | None = None,
+) -> None:
+    """Every peer run not yet recorded on the family's tasks (or those of `tasks`, by folder
+    label, in that order), a task's seeds in order; each run's JSON is written atomically when
+    it ends, so a stopped session loses at most the run in progress."""
+    by_label = {task_label(t): t for t in family.tasks}
+    chosen = family.tasks if tasks is None else [by_label[t] for t in tasks]
     for peer in family.trained_peers:
-        for task in family.tasks:
+        for task in chosen:
             folder = peer_folder(family, runs, steps, peer, task)
             for seed in peer_seeds():
                 path = folder / f"seed-{seed}.json"
@@ -1322,6 +1334,7 @@ class Options(NamedTuple):
     winner_from: str = "finalists"
     anchors: tuple[str, ...] | None = None  # None: all the family's anchors
     confirm_steps: int | None = None  # None: the tuning budget
+    peer_tasks: tuple[str, ...] | None = None  # the peers stage's tasks by label; None: all
 
 
 def tune_family(family: Family, opts: Options, log: Callable[[str], None] = print) -> dict:
@@ -1372,7 +1385,7 @@ def tune_family(family: Family, opts: Options, log: Callable[[str], None] = prin
     names = [c.name for c in cands]
     confirm = confirm_table(family, results["confirm"], scale, names) if cands else None
     if "peers" in train:
-        run_peers(family, opts.runs, steps, log)
+        run_peers(family, opts.runs, steps, log, opts.peer_tasks)
     loaded = {
         peer: [
             x
@@ -1788,6 +1801,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="steps per confirmation run (default: the tuning budget)",
     )
+    parser.add_argument(
+        "--peer-tasks",
+        nargs="+",
+        default=None,
+        help="the peers stage's tasks, in this order, by folder name (default: every task)",
+    )
     args = parser.parse_args(argv)
     if not args.budget > 0:
         parser.error(f"--budget must be positive, got {args.budget}")
@@ -1799,6 +1818,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = [a for a in args.anchors or [] if a not in FAMILIES[name].anchors]
         if bad:
             parser.error(f"--anchors {bad[0]}: {name}'s anchors are {list(FAMILIES[name].anchors)}")
+        labels = [task_label(t) for t in FAMILIES[name].tasks]
+        bad = [t for t in args.peer_tasks or [] if t not in labels]
+        if bad:
+            parser.error(f"--peer-tasks {bad[0]}: {name}'s tasks are {', '.join(labels)}")
     from purejaxppo.ppo import use_cpu_cores
 
     use_cpu_cores()  # before JAX starts, as the command line does: train_sweep matches it
@@ -1814,6 +1837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.winner_from,
         None if args.anchors is None else tuple(args.anchors),
         args.confirm_steps,
+        None if args.peer_tasks is None else tuple(args.peer_tasks),
     )
 
     def log(text: str) -> None:

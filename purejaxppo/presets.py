@@ -1,9 +1,10 @@
 """Shipped settings: each environment's defaults and the named presets of `--config NAME`.
 
 One definition each. An environment's defaults live in code (the standalone trainer's gymnax
-presets in ppo.py, the brax ones here, real Atari's in `atari.yaml`); a named preset that stands
-for an environment's defaults (`cartpole`, `pendulum`, `brax-inverted-pendulum`) is read from
-that code. Every other named preset is one YAML file in purejaxppo/presets/.
+presets in ppo.py, the brax ones here, real Atari's in `atari.yaml`, playground's in
+`brax-16x128.yaml`); a named preset that stands for an environment's defaults (`cartpole`,
+`pendulum`, `brax-inverted-pendulum`) is read from that code. Every other named preset is one
+YAML file in purejaxppo/presets/.
 """
 
 from __future__ import annotations
@@ -69,14 +70,16 @@ ENV_DEFAULT_PRESETS = {
     "jumanji": "jumanji:Knapsack-v1",  # every jumanji: task starts from it
     "craftax": "craftax:Craftax-Classic-Symbolic-v1",  # every craftax: game
     "xminigrid": "xminigrid:MiniGrid-Empty-8x8",  # every xminigrid: task
-    "playground": "playground:CartpoleBalance",  # every playground: task (the brax defaults)
+    "playground": "playground:CartpoleBalance",  # every playground: task (brax-16x128)
 }
 
 
 def default_fields(env: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Config fields, HParams fields) the shipped defaults of `env` set; copies."""
-    if env.startswith(("brax:", PLAYGROUND_PREFIX)):
+    if env.startswith("brax:"):
         cfg, hp = BRAX_DEFAULT
+    elif env.startswith(PLAYGROUND_PREFIX):
+        _, cfg, hp = load_preset("brax-16x128")  # the brax default until 2026-12
     elif env.startswith(CRAFTAX_PREFIX):
         cfg, hp = CRAFTAX_DEFAULT
         if "-Pixels-" in env:  # the images go through DQN's torso, then the same heads

@@ -404,3 +404,24 @@ def test_peer_runs_are_scored_by_our_window_and_set_beside_the_winner(tmp_path, 
     info = table["runs"]["CartPole-v1"]
     assert info["final_window_updates"] == 2 and info["eval_return_mean"] == 1.5
     assert info["wall_seconds"] == 16.0 and info["training_steps"] == 20
+
+
+def test_the_peers_stage_trains_the_asked_tasks_in_order(tmp_path, monkeypatch, capsys):
+    # --peer-tasks lets a small machine record the cheap tasks' peer runs first.
+    family = tune.Family(**{**TINY, "tasks": ("A-MinAtar", "B-MinAtar"), "trained_peers": ("f",)})
+    calls = []
+
+    def fake(task, seed, steps):
+        calls.append((task, seed))
+        return {"env_steps": [steps], "episodes": [1], "episode_return": [1.0]}
+
+    monkeypatch.setitem(tune.PEER_RUNNERS, "f", fake)
+    tune.run_peers(family, tmp_path, 2048, lambda line: None, ["B"])
+    assert calls == [("B-MinAtar", s) for s in range(300, 308)]
+    assert not (tmp_path / "tiny" / "peers" / "f" / "A").exists()
+    # An unknown task is refused in one line naming the allowed ones, before anything runs.
+    with pytest.raises(SystemExit) as exc:
+        tune.main(["--families", "brax", "--stage", "peers", "--peer-tasks", "ant"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--peer-tasks ant" in err and "halfcheetah, hopper" in err

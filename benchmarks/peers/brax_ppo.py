@@ -1,7 +1,8 @@
 """brax's own PPO trainer on a brax task, in one of two settings:
 
   matched    (the default) inverted_pendulum on the positional backend, matched to purejaxppo's
-             brax-inverted-pendulum preset (BENCHMARKS.md's peers table; DIFFERENCES below);
+             brax-16x128 preset (the brax default until 2026-12) on that task (BENCHMARKS.md's
+             peers table; DIFFERENCES below);
   published  the hyperparameters brax publishes per task (PUBLISHED, from brax's
              notebooks/training.ipynb), on any of the PPO paper's Table-1 tasks and backend, with
              every training episode recorded per training step (the anchor of
