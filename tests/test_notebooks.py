@@ -59,7 +59,7 @@ SMALL = {
     },
     "continuous_control.ipynb": {
         "NUM_SEEDS": "2",
-        "TOTAL_TIMESTEPS": "4_096",  # 2 updates of 16 envs x 128 steps
+        "TOTAL_TIMESTEPS": "8_192",  # 2 updates of 64 envs x 64 steps
         "EVAL_EPISODES": "2",
     },
 }

@@ -103,7 +103,7 @@ def test_a_named_preset_does_not_depend_on_the_shipped_defaults(name):
         assert not differ, f"{name} on {task} takes {differ} from the shipped defaults"
 
 
-@pytest.mark.parametrize("family", ["classic", "pendulum", "minatar"])
+@pytest.mark.parametrize("family", ["classic", "pendulum", "minatar", "brax"])
 def test_the_shipped_defaults_are_the_confirmed_winners(family):
     # The record benchmarks/tune.py wrote names the winner it confirmed on fresh seeds; the
     # shipped preset of every task of the family is that setting (traced values rounded to the
