@@ -7,16 +7,19 @@
     python benchmarks/humanoid.py --seeds 3 --steps-run 50000000 --steps-steer 100000000
 
 Per task (`run`: brax:humanoid with the `humanoid-paper` preset; `steer`: brax:humanoid_steer
-with `humanoid-steer-paper`), two run folders under RUNS/TASK/, each one `purejaxppo train`
+with `humanoid-steer-paper`), three run folders under RUNS/TASK/, each one `purejaxppo train`
 (checkpointed a tenth of the way; a stopped folder is resumed, a finished one reused):
 
-  ppo      the preset, --seeds seeds x the task's steps
-  random   the preset's untrained policy (learning_rate 0: mean 0, the scheduled log-std), the
-           same seeds, 4 updates: the random-policy score
+  ppo      the paper's preset, --seeds seeds x the task's steps
+  default  the brax tasks' shipped default (benchmarks/tune.py's brax winner; the presets
+           `brax-humanoid` and `brax-humanoid-steer`), the same seeds and steps
+  random   the paper preset's untrained policy (learning_rate 0: mean 0, the scheduled log-std),
+           the same seeds, 4 updates: the random-policy score
 
 Scored on each run's final return (the episodes ending in the last 5% of updates; the random
-policy: every episode of its 4 updates), IQM with 95% bootstrap intervals over seeds, and
-P(ppo > random). Writes OUT/humanoid.json, OUT/humanoid_curves.png and, with --render, one
+policy: every episode of its 4 updates), IQM with 95% bootstrap intervals over seeds,
+P(ppo > random), and where the default arm has finished P(default > random) and
+P(default > ppo). Writes OUT/humanoid.json, OUT/humanoid_curves.png and, with --render, one
 episode of each task's first seed as OUT/humanoid_TASK.gif (`purejaxppo eval --render`).
 """
 
@@ -53,6 +56,8 @@ def batch_of(task: str) -> int:
 
 
 def run_task(task: str, steps: int, args: argparse.Namespace) -> None:
+    from purejaxppo.presets import defaults_for
+
     env, preset = TASKS[task]
     folder = Path(args.runs) / task
     batch = batch_of(task)
@@ -60,6 +65,9 @@ def run_task(task: str, steps: int, args: argparse.Namespace) -> None:
     base = ["--config", preset, "--env", env, *seeds]
     updates = steps // batch
     train(folder / "ppo", [*base, "--total-timesteps", str(steps)], max(1, updates // 10))
+    default = ["--env", env, *seeds, "--total-timesteps", str(steps)]
+    default_updates = steps // defaults_for(env)[0].batch_size
+    train(folder / "default", default, max(1, default_updates // 10))
     random = [*base, "--total-timesteps", str(RANDOM_UPDATES * batch), "--set", "learning_rate=0"]
     train(folder / "random", random, RANDOM_UPDATES)
 
@@ -94,8 +102,30 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             "minutes": round((summary["run_seconds"] + summary["compile_seconds"]) / 60, 1),
             "steps_per_second": summary["steps_per_second"],
         }
+        if (folder / "default" / "summary.json").exists():
+            d_summary, _ = load(folder / "default")
+            if "interrupted_at_update" not in d_summary:
+                dflt = np.array([x for row in d_summary["final_return"] for x in row], np.float64)
+                tasks[task].update(
+                    {
+                        "default_steps": int(d_summary["total_timesteps"]),
+                        "default_final": dflt.round(2).tolist(),
+                        "default_iqm": stats.interval_estimates(dflt, seed=t)["iqm"].rounded(2),
+                        "P(default > random)": stats.probability_of_improvement(
+                            dflt, rnd, seed=t
+                        ).rounded(),
+                        "P(default > ppo)": stats.probability_of_improvement(
+                            dflt, ppo, seed=t
+                        ).rounded(),
+                        "default_minutes": round(
+                            (d_summary["run_seconds"] + d_summary["compile_seconds"]) / 60, 1
+                        ),
+                        "default_steps_per_second": d_summary["steps_per_second"],
+                    }
+                )
     result = {"machine": machine(), "tasks": tasks}
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "humanoid.json", json.dumps(result, indent=1).encode())
     if tasks:
         write_atomic(out / "humanoid_curves.png", curves_figure(args, tasks))
@@ -122,6 +152,13 @@ def curves_figure(args: argparse.Namespace, tasks: dict[str, Any]) -> bytes:
             mean, low, high = np.nanmean(r, 0), np.nanmin(r, 0), np.nanmax(r, 0)
         (line,) = ax.plot(m["env_steps"], mean, lw=1.5, label=f"PPO ({TASKS[task][1]})")
         ax.fill_between(m["env_steps"], low, high, color=line.get_color(), alpha=0.2, lw=0)
+        if "default_iqm" in tasks[task]:
+            _, m = load(Path(args.runs) / task / "default")
+            r = stats.forward_fill(m["episode_return"].reshape(-1, m["episode_return"].shape[-1]))
+            with np.errstate(all="ignore"):
+                mean, low, high = np.nanmean(r, 0), np.nanmin(r, 0), np.nanmax(r, 0)
+            (line,) = ax.plot(m["env_steps"], mean, lw=1.5, label="PPO (the brax default)")
+            ax.fill_between(m["env_steps"], low, high, color=line.get_color(), alpha=0.2, lw=0)
         rnd = float(np.median(tasks[task]["random"]))
         ax.axhline(rnd, color="0.4", ls="--", lw=1, label=f"random policy ({rnd:.0f})")
         ax.set_title(f"{TASKS[task][0]}: mean over {tasks[task]['seeds']} seeds, min-max band")

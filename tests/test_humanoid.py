@@ -172,3 +172,40 @@ def test_the_humanoid_preset_trains_and_resumes_bit_for_bit(tmp_path, capsys):
     assert len(params) == 1 and len(moments) == 2, list(found)  # the value, Adam's mu and nu
     np.testing.assert_allclose(params[0], -1.6, rtol=1e-6)
     assert all(not m.any() for m in moments)  # never a gradient: Adam's moments stay zero
+
+
+def test_the_humanoid_benchmark_scores_the_default_arm_beside_the_papers(tmp_path):
+    # benchmarks/humanoid.py's report on hand-made run folders: the default arm (the brax
+    # default) is scored beside the paper's preset and the random policy, and a task whose
+    # default arm is missing is reported without it.
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import humanoid
+
+    def folder(path, finals, returns):
+        path.mkdir(parents=True)
+        returns = np.asarray(returns, np.float32)  # [settings, seeds, updates]
+        summary = {"final_return": finals, "total_timesteps": 4096, "run_seconds": 60.0,
+                   "compile_seconds": 30.0, "steps_per_second": 68.3}  # fmt: skip
+        (path / "summary.json").write_text(json.dumps(summary))
+        np.savez(path / "metrics.npz", episode_return=returns, episodes=np.ones_like(returns),
+                 env_steps=np.arange(1, returns.shape[-1] + 1) * 1024)  # fmt: skip
+
+    runs = tmp_path / "runs"
+    for task in ("run", "steer"):
+        folder(runs / task / "ppo", [[100.0, 300.0]], [[[50, 100, 150, 200]] * 2])
+        folder(runs / task / "random", [[10.0, 10.0]], [[[10, 10, 10, 10]] * 2])
+    folder(runs / "run" / "default", [[400.0, 500.0]], [[[60, 200, 300, 450]] * 2])
+    args = argparse.Namespace(runs=str(runs), out=str(tmp_path / "out"), render=False)
+    tasks = humanoid.report(args)["tasks"]
+    run, steer = tasks["run"], tasks["steer"]
+    assert run["default_final"] == [400.0, 500.0] and run["default_steps"] == 4096
+    assert run["P(default > ppo)"][0] == 1.0 and run["P(default > random)"][0] == 1.0
+    assert run["P(ppo > random)"][0] == 1.0 and run["random"] == [10.0, 10.0]
+    assert "default_final" not in steer and steer["ppo_final"] == [100.0, 300.0]
+    assert (tmp_path / "out" / "humanoid.json").is_file()
+    assert (tmp_path / "out" / "humanoid_curves.png").stat().st_size > 0
