@@ -186,6 +186,10 @@ MINATAR = Family(
     "its own seeds and window)",
 )
 
+# PPO returns gymnax's README gives for its classic-control tasks (the `R:` of its table).
+GYMNAX_CLASSIC_PPO = {"CartPole-v1": 500, "Acrobot-v1": -80, "MountainCar-v0": -118,
+                      "Pendulum-v1": -130}  # fmt: skip
+
 CLASSIC = Family(
     name="classic",
     tasks=("CartPole-v1", "Acrobot-v1", "MountainCar-v0"),
@@ -223,6 +227,10 @@ CLASSIC = Family(
     "default until 2026-12 (preset purejaxrl-cartpole: PureJaxRL's CartPole settings, the "
     "Config defaults).",
     start=("--config", "purejaxrl-cartpole"),
+    published={k: GYMNAX_CLASSIC_PPO[k] for k in ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")},
+    published_source="gymnax's README (gymnax 1.0), PPO from gymnax-blines, whose configs "
+    "(agents/TASK/ppo.yaml) train CartPole-v1 150k steps and Acrobot-v1 and MountainCar-v0 "
+    "500k; scored on 164 test rollouts, its own seeds",
 )
 
 # The Pendulum-v1 preset until 2026-12, every field its successor sets.
@@ -268,6 +276,10 @@ PENDULUM = Family(
     "4 epochs; 4 draws per program fit a shared 2-core CPU (--budget scales them). Anchor "
     "`previous` = the Pendulum-v1 preset until 2026-12 (10 epochs, Adam 1e-3, gamma 0.95).",
     start=PENDULUM_PREVIOUS,
+    published={"Pendulum-v1": GYMNAX_CLASSIC_PPO["Pendulum-v1"]},
+    published_source="gymnax's README (gymnax 1.0), PPO from gymnax-blines, whose config "
+    "(agents/Pendulum-v1/ppo.yaml) trains 1M steps; scored on 164 test rollouts, "
+    "its own seeds",
 )
 
 # The PPO paper's Table 1 tasks with the backends of benchmarks/objectives.py's full protocol
