@@ -144,21 +144,20 @@ def curves_figure(args: argparse.Namespace, tasks: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), dpi=110)
-    for ax, task in zip(np.atleast_1d(axes), tasks, strict=True):
-        _, m = load(Path(args.runs) / task / "ppo")
+    def band(ax: Any, folder: Path, label: str) -> None:
+        """A folder's mean return over its runs, with the min-max band."""
+        _, m = load(folder)
         r = stats.forward_fill(m["episode_return"].reshape(-1, m["episode_return"].shape[-1]))
         with np.errstate(all="ignore"):
             mean, low, high = np.nanmean(r, 0), np.nanmin(r, 0), np.nanmax(r, 0)
-        (line,) = ax.plot(m["env_steps"], mean, lw=1.5, label=f"PPO ({TASKS[task][1]})")
+        (line,) = ax.plot(m["env_steps"], mean, lw=1.5, label=label)
         ax.fill_between(m["env_steps"], low, high, color=line.get_color(), alpha=0.2, lw=0)
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), dpi=110)
+    for ax, task in zip(np.atleast_1d(axes), tasks, strict=True):
+        band(ax, Path(args.runs) / task / "ppo", f"PPO ({TASKS[task][1]})")
         if "default_iqm" in tasks[task]:
-            _, m = load(Path(args.runs) / task / "default")
-            r = stats.forward_fill(m["episode_return"].reshape(-1, m["episode_return"].shape[-1]))
-            with np.errstate(all="ignore"):
-                mean, low, high = np.nanmean(r, 0), np.nanmin(r, 0), np.nanmax(r, 0)
-            (line,) = ax.plot(m["env_steps"], mean, lw=1.5, label="PPO (the brax default)")
-            ax.fill_between(m["env_steps"], low, high, color=line.get_color(), alpha=0.2, lw=0)
+            band(ax, Path(args.runs) / task / "default", "PPO (the brax default)")
         rnd = float(np.median(tasks[task]["random"]))
         ax.axhline(rnd, color="0.4", ls="--", lw=1, label=f"random policy ({rnd:.0f})")
         ax.set_title(f"{TASKS[task][0]}: mean over {tasks[task]['seeds']} seeds, min-max band")

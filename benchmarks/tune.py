@@ -332,8 +332,8 @@ BRAX = Family(
     notes="The coarse search runs on the three locomotion tasks. Static `paper` is the PPO "
     "paper's MuJoCo shape (1 actor x 2048, 10 epochs of 64); max_grad_norm 1e9 never clips. "
     "Anchors: `previous` = the brax default until 2026-12 (brax-16x128); `ppo-mujoco` = the "
-    "paper's settings; peer "
-    "`brax-ppo` = brax's own PPO trainer with the settings brax publishes per task "
+    "paper's settings; peer `brax-ppo` = brax's own PPO trainer with the settings brax publishes "
+    "per task "
     "(benchmarks/peers/brax_ppo.py; hopper and walker2d take halfcheetah's, as brax publishes "
     "SAC for them), which rounds the budget up to whole training steps of its own size.",
     start=BRAX_PREVIOUS,
