@@ -818,8 +818,15 @@ def write_report() -> Path:
         part = RESULTS / f"{name}.md"
         if part.exists():
             lines += [part.read_text().rstrip(), ""]
-    for part in sorted(RESULTS.glob("tune_*.md")):  # benchmarks/tune.py, one per family
+    # benchmarks/tune.py's record of each family, then what was written about it by hand (the
+    # reading, the 5x runs) in tune_FAMILY_notes.md, which no script writes over.
+    for part in sorted(RESULTS.glob("tune_*.md")):
+        if part.stem.endswith("_notes"):
+            continue
         lines += [part.read_text().rstrip(), ""]
+        notes = part.with_name(f"{part.stem}_notes.md")
+        if notes.exists():
+            lines += [notes.read_text().rstrip(), ""]
     path = ROOT / "BENCHMARKS.md"
     path.write_text("\n".join(lines))
     print(f"wrote {path.relative_to(ROOT)}")

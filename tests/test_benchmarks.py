@@ -158,3 +158,22 @@ def test_update_cost_programs_each_do_their_step(monkeypatch):
     # constant ones, Adam against the plain step, a shuffle against the fixed order.
     for a, b in [("floor_constant", "floor"), ("ppo_sgd", "ppo"), ("ppo", "ppo_shuffled")]:
         assert moved[a] != moved[b], (a, b)
+
+
+def test_benchmarks_md_keeps_each_familys_notes_after_its_record(tmp_path, monkeypatch):
+    # BENCHMARKS.md is rebuilt from benchmarks/results/: what was written by hand about a tuned
+    # family (tune_FAMILY_notes.md) follows that family's record and is not itself a record.
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import report
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "tune_a.md").write_text("## Tuning the a defaults\n\nrecord A\n")
+    (results / "tune_a_notes.md").write_text("reading of A\n")
+    # A family whose name sorts between a's record and a's notes.
+    (results / "tune_a_b.md").write_text("## Tuning the a_b defaults\n\nrecord AB\n")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.setattr(report, "RESULTS", results)
+    text = report.write_report().read_text()
+    assert text.count("reading of A") == 1
+    assert text.index("record A") < text.index("reading of A") < text.index("record AB")
