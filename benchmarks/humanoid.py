@@ -126,6 +126,12 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     result = {"machine": machine(), "tasks": tasks}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    try:  # a note written by hand beside the figures stays with them
+        note = json.loads((out / "humanoid.json").read_text()).get("note")
+    except (OSError, ValueError):
+        note = None
+    if note:
+        result["note"] = note
     write_atomic(out / "humanoid.json", json.dumps(result, indent=1).encode())
     if tasks:
         write_atomic(out / "humanoid_curves.png", curves_figure(args, tasks))

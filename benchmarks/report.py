@@ -744,6 +744,7 @@ def humanoid_section(data: dict[str, Any]) -> list[str]:
         "minutes on 2 cores | steps/s |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
+    beside = []
     for task in data["tasks"].values():
         lines.append(
             f"| `{task['env']}` ({task['preset']}) | {task['steps']:,} x {task['seeds']} | "
@@ -751,6 +752,17 @@ def humanoid_section(data: dict[str, Any]) -> list[str]:
             f"{task['P(ppo > random)'][0]:.2f} | {task['minutes']} | "
             f"{task['steps_per_second']:,.0f} |"
         )
+        if "default_iqm" in task:  # the brax default (benchmarks/tune.py's winner) as a third arm
+            lines.append(
+                f"| `{task['env']}` (the brax default) | {task['default_steps']:,} x "
+                f"{task['seeds']} | {iv(task['default_iqm'])} | {iv(task['random_iqm'])} | "
+                f"{task['P(default > random)'][0]:.2f} | {task['default_minutes']} | "
+                f"{task['default_steps_per_second']:,.0f} |"
+            )
+            p = task["P(default > ppo)"]
+            beside.append(f"`{task['env']}`: P(brax default > {task['preset']}) = "
+                          f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]")  # fmt: skip
+    lines += ["", "; ".join(beside) + "."] if beside else []
     lines += ["", data["note"]] if data.get("note") else []
     lines += [
         "",

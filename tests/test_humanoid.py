@@ -201,7 +201,16 @@ def test_the_humanoid_benchmark_scores_the_default_arm_beside_the_papers(tmp_pat
         folder(runs / task / "random", [[10.0, 10.0]], [[[10, 10, 10, 10]] * 2])
     folder(runs / "run" / "default", [[400.0, 500.0]], [[[60, 200, 300, 450]] * 2])
     args = argparse.Namespace(runs=str(runs), out=str(tmp_path / "out"), render=False)
-    tasks = humanoid.report(args)["tasks"]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "humanoid.json").write_text(json.dumps({"note": "written by hand"}))
+    result = humanoid.report(args)
+    tasks = result["tasks"]
+    assert result["note"] == "written by hand"  # kept when the figures are rewritten
+    from benchmarks.report import humanoid_section
+
+    section = "\n".join(humanoid_section(result))
+    assert "`brax:humanoid` (the brax default) | 4,096 x 2 |" in section
+    assert "P(brax default > humanoid-paper) = 1.00" in section
     run, steer = tasks["run"], tasks["steer"]
     assert run["default_final"] == [400.0, 500.0] and run["default_steps"] == 4096
     assert run["P(default > ppo)"][0] == 1.0 and run["P(default > random)"][0] == 1.0
