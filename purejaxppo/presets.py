@@ -79,7 +79,7 @@ ENV_DEFAULT_PRESETS = {
     "cartpole": "CartPole-v1",
     "pendulum": "Pendulum-v1",
     "brax-inverted-pendulum": "brax:inverted_pendulum",
-    "brax-humanoid": "brax:humanoid",  # our best settings there: the brax default
+    "brax-humanoid": "brax:humanoid",  # the brax family default on the humanoid tasks
     "brax-humanoid-steer": "brax:humanoid_steer",
     "jumanji": "jumanji:Knapsack-v1",  # every jumanji: task starts from it
     "craftax": "craftax:Craftax-Classic-Symbolic-v1",  # every craftax: game
